@@ -1,0 +1,99 @@
+"""The manifest contract: one Arrow schema for every dataset, and the rejects table.
+
+Layout in a workspace: ``manifests/<dataset>/manifest.parquet`` (accepted rows),
+``manifests/<dataset>/rejects.parquet`` (rows that could not be imported, with a reason code),
+``manifests/<dataset>/meta.json``.  Builders (``jadwal build …``) write new datasets the same way.
+
+Units: seconds for ``offset_s``/``duration_s``, Hz for ``sample_rate``.  ``audio_path`` is relative to
+the workspace when the audio lives inside it (e.g. audio extracted from HF datasets), else absolute.
+``modality`` is ``"audio"`` or ``"text"`` (text-only rows have no audio fields).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # stable, unique across the workspace
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),  # asr, ssum, did, ser, slu, aqa, …
+        pa.field("lang", pa.string()),
+        pa.field("split", pa.string()),  # train | dev | test
+        pa.field("modality", pa.string(), nullable=False),  # audio | text
+        pa.field("audio_path", pa.string()),
+        pa.field("offset_s", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int16()),
+        pa.field("text", pa.string()),  # normalized transcript
+        pa.field("text_raw", pa.string()),  # transcript as found in the source
+        pa.field("target", pa.string()),  # label, summary, answer
+        pa.field("instruction", pa.string()),
+        pa.field("label", pa.string()),  # class label for classification tasks
+        pa.field("speaker", pa.string()),
+        pa.field("recording_id", pa.string()),
+        pa.field("audio_sha1", pa.string()),  # content hash of the audio segment's source file
+        pa.field("extra", pa.string()),  # JSON object, free
+    ]
+)
+
+MANIFEST_COLUMNS = MANIFEST_SCHEMA.names
+
+# Reason codes of the rejects table (stable strings; documented in README).
+REJECT_REASONS = {
+    "missing_audio": "audio file does not exist",
+    "unreadable_audio": "audio file cannot be decoded",
+    "zero_length": "audio has no samples",
+    "too_short": "audio shorter than --min-duration",
+    "too_long": "audio longer than --max-duration",
+    "segment_out_of_range": "segment extends beyond the end of the file",
+    "bad_encoding": "text is not valid UTF-8",
+    "empty_text": "transcript/target is empty after normalization",
+    "duplicate_id": "id already imported",
+    "duplicate_audio": "same audio content as an earlier row",
+    "bad_row": "row cannot be parsed (missing fields, wrong types)",
+}
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("source", pa.string()),  # file and line/row the row came from
+        pa.field("reason", pa.string()),  # one of REJECT_REASONS
+        pa.field("detail", pa.string()),  # human-readable detail (exception text, numbers)
+        pa.field("row", pa.string()),  # the raw row as JSON, so nothing is lost
+    ]
+)
+
+
+def empty_manifest() -> pa.Table:
+    return MANIFEST_SCHEMA.empty_table()
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Return ``table`` with exactly the manifest columns, in order, cast to the schema (missing → null)."""
+    cols = []
+    for field in MANIFEST_SCHEMA:
+        if field.name in table.column_names:
+            cols.append(table.column(field.name).cast(field.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(cols, schema=MANIFEST_SCHEMA)
+
+
+def manifest_paths(ws) -> list:
+    """All ``manifests/*/manifest.parquet`` files of a workspace, sorted by dataset name."""
+    base = ws.path("manifests")
+    return sorted(base.glob("*/manifest.parquet")) if base.is_dir() else []
+
+
+def read_manifests(ws, datasets: list[str] | None = None) -> pa.Table:
+    """Concatenate the workspace's manifests (optionally only ``datasets``) into one table."""
+    import pyarrow.parquet as pq
+
+    tables = [
+        conform(pq.read_table(p))
+        for p in manifest_paths(ws)
+        if datasets is None or p.parent.name in datasets
+    ]
+    return pa.concat_tables(tables) if tables else empty_manifest()

@@ -1,0 +1,1 @@
+"""jadwal.sched_index stage."""

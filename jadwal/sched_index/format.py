@@ -1,0 +1,66 @@
+"""The scheduling-index file format (defined once here; documented in README).
+
+An index lives in ``index/<name>/`` of a workspace:
+
+``plan.npy``      int64 ``[n_slots]``: sample *rows* (row numbers of the shard set's ``samples.parquet``)
+                  in delivery order, grouped by micro-batch in (step, rank) order.
+``offsets.npy``   int64 ``[(num_steps - start_step) * world_size + 1]``: micro-batch boundaries into
+                  ``plan.npy``; micro-batch (step, rank) is ``plan[offsets[i]:offsets[i+1]]`` with
+                  ``i = (step - start_step) * world_size + rank``.
+``requested.npy`` int32 ``[n_slots]``: the cell each slot requested (see ``cells.parquet``); a slot whose
+                  sample lies outside its requested cell is a counted deviation.
+``cells.parquet`` one row per (phase, cell): ``phase``, ``cell``, ``stream``, ``key`` (JSON of the
+                  phase's composition columns → values), ``n`` (samples in the cell), ``target``
+                  (requested share of the phase's slots).
+``chunks.parquet`` the supply layout: per (phase, stream, reader) the virtual ranges of the stream's
+                  sample sequence the reader owns (``start``, ``length``; virtual position
+                  ``v = pass * n_stream + i`` addresses the i-th sample of pass ``pass``).
+``meta.json``     spec (normalized), world size, readers per rank, steps, phases (start/end step, policy),
+                  the shard set and the sha256 of its ``samples.parquet``/``shards.parquet``, other
+                  input hashes, buffer bound and simulated maximum, deviation counts, and the sha256 of
+                  every file above.
+
+Reader ``(rank, worker)`` serves micro-batch (step, rank) when ``step % readers_per_rank == worker``:
+this is how PyTorch's DataLoader alternates between workers, so a worker yields whole micro-batches.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+PLAN_FILE = "plan.npy"
+OFFSETS_FILE = "offsets.npy"
+REQUESTED_FILE = "requested.npy"
+CELLS_FILE = "cells.parquet"
+CHUNKS_FILE = "chunks.parquet"
+META_FILE = "meta.json"
+FORMAT_VERSION = 1
+
+CELLS_SCHEMA = pa.schema(
+    [
+        pa.field("phase", pa.int32()),
+        pa.field("cell", pa.int32()),
+        pa.field("stream", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("n", pa.int64()),
+        pa.field("target", pa.float64()),
+    ]
+)
+
+CHUNKS_SCHEMA = pa.schema(
+    [
+        pa.field("phase", pa.int32()),
+        pa.field("stream", pa.string()),
+        pa.field("reader", pa.int32()),  # rank * readers_per_rank + worker
+        pa.field("start", pa.int64()),  # virtual position
+        pa.field("length", pa.int64()),
+    ]
+)
+
+
+def reader_id(rank: int, worker: int, readers_per_rank: int) -> int:
+    return rank * readers_per_rank + worker
+
+
+def worker_of(step: int, readers_per_rank: int) -> int:
+    """The DataLoader worker of a rank that serves ``step``."""
+    return step % readers_per_rank

@@ -1,0 +1,208 @@
+"""``open_index``: the one public reader of a scheduling index (see :mod:`jadwal.sched_index.format`)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
+from ..workspace import Workspace, sha256_file
+from . import format as F
+
+
+class IndexError_(ValueError):
+    """The index is missing, damaged, or planned against different shards."""
+
+
+@dataclass
+class MicroBatch:
+    """The planned samples of one (step, rank), in delivery order.
+
+    ``rows`` index the shard set's samples table; ``ids``, ``shard_ids``, ``pos``, ``offsets``, ``sizes``
+    are per sample; ``shard_paths`` maps each shard id used to its workspace-relative path.
+    """
+
+    step: int
+    rank: int
+    worker: int
+    phase: int
+    rows: np.ndarray
+    ids: list[str]
+    shard_ids: np.ndarray
+    pos: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    shard_paths: dict[int, str]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class ScheduleIndex:
+    """A built scheduling index.  Cheap to open; arrays are memory-mapped, tables loaded lazily."""
+
+    def __init__(self, workspace: str | os.PathLike | Workspace, name: str, *, verify_shards: bool = True):
+        self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        self.name = name
+        self.dir = self.ws.path("index", name)
+        meta_path = self.dir / F.META_FILE
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no scheduling index {name!r} in {self.ws.root} (run `jadwal plan … --name {name}`)")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.world_size: int = int(self.meta["world_size"])
+        self.readers_per_rank: int = int(self.meta["readers_per_rank"])
+        self.num_steps: int = int(self.meta["num_steps"])
+        self.start_step: int = int(self.meta.get("start_step", 0))
+        self.shard_set: str = self.meta["shard_set"]
+        self._plan = np.load(self.dir / F.PLAN_FILE, mmap_mode="r")
+        self._offsets = np.load(self.dir / F.OFFSETS_FILE, mmap_mode="r")
+        expected = (self.num_steps - self.start_step) * self.world_size + 1
+        if len(self._offsets) != expected or int(self._offsets[-1]) != len(self._plan):
+            raise IndexError_(f"index {name!r} is damaged: offsets/plan lengths disagree with meta.json")
+        self._phase_ends = np.array([p["end_step"] for p in self.meta["phases"]], dtype=np.int64)
+        if verify_shards:
+            self.check_inputs()
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def shard_dir(self) -> Path:
+        return self.ws.path("shards", self.shard_set)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the index (sha256 of its plan file, recorded at build time)."""
+        return self.meta["outputs_sha256"][F.PLAN_FILE]
+
+    def check_inputs(self) -> None:
+        """Raise if the shard set's index files differ from those the index was planned against."""
+        for fname in (SAMPLES_FILE, SHARDS_FILE):
+            p = self.shard_dir / fname
+            if not p.exists():
+                raise IndexError_(f"index {self.name!r}: shard set {self.shard_set!r} has no {fname}")
+            want = self.meta["inputs_sha256"][f"shards/{self.shard_set}/{fname}"]
+            if sha256_file(p) != want:
+                raise IndexError_(
+                    f"index {self.name!r} was planned against different shards: {self.ws.rel(p)} changed "
+                    f"since planning (re-run `jadwal plan`)"
+                )
+
+    # -- tables --------------------------------------------------------------------------------
+    @cached_property
+    def samples(self) -> pa.Table:
+        """The shard set's samples table (row = sample row), without the ``members`` column."""
+        cols = [c for c in pq.read_schema(self.shard_dir / SAMPLES_FILE).names if c != "members"]
+        return pq.read_table(self.shard_dir / SAMPLES_FILE, columns=cols, memory_map=True)
+
+    @cached_property
+    def shards(self) -> pa.Table:
+        return pq.read_table(self.shard_dir / SHARDS_FILE)
+
+    @cached_property
+    def _cols(self) -> dict[str, np.ndarray]:
+        s = self.samples
+        return {
+            "shard_id": s.column("shard_id").to_numpy(),
+            "pos": s.column("pos").to_numpy(),
+            "offset": s.column("offset").to_numpy(),
+            "size": s.column("size").to_numpy(),
+        }
+
+    @cached_property
+    def _ids(self) -> pa.ChunkedArray:
+        return self.samples.column("id")
+
+    @cached_property
+    def shard_paths(self) -> dict[int, str]:
+        t = self.shards
+        return dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
+
+    # -- plan ------------------------------------------------------------------------------------
+    def phase_of(self, step: int) -> int:
+        return int(np.searchsorted(self._phase_ends, step, side="right"))
+
+    def worker_of(self, step: int) -> int:
+        return F.worker_of(step, self.readers_per_rank)
+
+    def rows(self, step: int, rank: int) -> np.ndarray:
+        """Sample rows of micro-batch (step, rank) in delivery order."""
+        if not (self.start_step <= step < self.num_steps):
+            raise IndexError(f"step {step} outside the index's steps [{self.start_step}, {self.num_steps})")
+        if not (0 <= rank < self.world_size):
+            raise IndexError(f"rank {rank} outside world size {self.world_size}")
+        i = (step - self.start_step) * self.world_size + rank
+        return np.asarray(self._plan[self._offsets[i] : self._offsets[i + 1]])
+
+    def plan(self, step: int, rank: int) -> MicroBatch:
+        """The planned samples of (step, rank), with their shard locations, in delivery order."""
+        rows = self.rows(step, rank)
+        c = self._cols
+        shard_ids = c["shard_id"][rows]
+        paths = self.shard_paths
+        return MicroBatch(
+            step=step,
+            rank=rank,
+            worker=self.worker_of(step),
+            phase=self.phase_of(step),
+            rows=rows,
+            ids=self._ids.take(pa.array(rows)).to_pylist(),
+            shard_ids=shard_ids,
+            pos=c["pos"][rows],
+            offsets=c["offset"][rows],
+            sizes=c["size"][rows],
+            shard_paths={int(s): paths[int(s)] for s in np.unique(shard_ids)},
+        )
+
+    def reader_steps(self, rank: int, worker: int, start: int | None = None) -> range:
+        """The steps reader (rank, worker) serves, from ``start`` (default: the first step) on."""
+        s = self.start_step if start is None else max(start, self.start_step)
+        first = s + (worker - s) % self.readers_per_rank
+        return range(first, self.num_steps, self.readers_per_rank)
+
+    def reader_rows(self, rank: int, worker: int, start: int | None = None) -> np.ndarray:
+        """All sample rows reader (rank, worker) delivers from ``start`` on, in delivery order."""
+        parts = [self.rows(t, rank) for t in self.reader_steps(rank, worker, start)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def reader_state(self, step: int, rank: int, worker: int) -> dict:
+        """Exact position of reader (rank, worker) just before ``step``.
+
+        Returns ``{"open": [{"shard_id", "path", "next_pos", "next_offset"}], "buffer": [ids]}``: the
+        shards it has partly read (and where reading resumes), and the samples it has read but not
+        yet delivered (those planned at or after ``step`` but lying before the read frontier).
+        """
+        done = [self.rows(t, rank) for t in self.reader_steps(rank, worker) if t < step]
+        past = np.concatenate(done) if done else np.zeros(0, dtype=np.int64)
+        future = self.reader_rows(rank, worker, step)
+        c = self._cols
+        state_open, buffer_rows = [], []
+        if len(past) and len(future):
+            p_shard, f_shard = c["shard_id"][past], c["shard_id"][future]
+            for sid in np.intersect1d(p_shard, f_shard):
+                frontier = int(c["pos"][past[p_shard == sid]].max())
+                fut = future[f_shard == sid]
+                buffered = fut[c["pos"][fut] < frontier]
+                buffer_rows.extend(buffered.tolist())
+                ahead = fut[c["pos"][fut] > frontier]
+                if len(ahead):
+                    nxt = ahead[np.argmin(c["pos"][ahead])]
+                    state_open.append(
+                        {
+                            "shard_id": int(sid),
+                            "path": self.shard_paths[int(sid)],
+                            "next_pos": int(c["pos"][nxt]),
+                            "next_offset": int(c["offset"][nxt]),
+                        }
+                    )
+        ids = self._ids.take(pa.array(buffer_rows, type=pa.int64())).to_pylist() if buffer_rows else []
+        return {"open": state_open, "buffer": ids}
+
+
+def open_index(workspace: str | os.PathLike | Workspace, name: str, **kw) -> ScheduleIndex:
+    """Open the scheduling index ``name`` of ``workspace`` (see :class:`ScheduleIndex`)."""
+    return ScheduleIndex(workspace, name, **kw)

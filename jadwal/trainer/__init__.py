@@ -1,0 +1,1 @@
+"""jadwal.trainer stage."""
