@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
@@ -169,36 +170,50 @@ class ScheduleIndex:
         parts = [self.rows(t, rank) for t in self.reader_steps(rank, worker, start)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def _reader_slots(self, rank: int, worker: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, virtual positions) reader (rank, worker) delivers in steps [lo, hi), in order."""
+        steps = [t for t in self.reader_steps(rank, worker, lo) if t < hi]
+        idx = [(self._offsets[(t - self.start_step) * self.world_size + rank],
+                self._offsets[(t - self.start_step) * self.world_size + rank + 1]) for t in steps]
+        if not idx:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows = np.concatenate([np.asarray(self._plan[a:b]) for a, b in idx])
+        vpos = np.concatenate([np.asarray(self._vpos[a:b]) for a, b in idx])
+        return rows, vpos
+
+    @cached_property
+    def _vpos(self) -> np.ndarray:
+        return np.load(self.dir / "vpos.npy", mmap_mode="r")
+
+    @cached_property
+    def _stream_codes(self) -> np.ndarray:
+        codes, _ = pa.compute.dictionary_encode(self.samples.column("stream")).combine_chunks().indices, None
+        return codes.to_numpy()
+
     def reader_state(self, step: int, rank: int, worker: int) -> dict:
         """Exact position of reader (rank, worker) just before ``step``.
 
-        Returns ``{"open": [{"shard_id", "path", "next_pos", "next_offset"}], "buffer": [ids]}``: the
-        shards it has partly read (and where reading resumes), and the samples it has read but not
-        yet delivered (those planned at or after ``step`` but lying before the read frontier).
+        A reader reads each stream's chunk front to back.  Returns ``{"open": [{"shard_id", "path",
+        "next_pos", "next_offset"}], "buffer": [ids]}``: the shards it is in the middle of (and where
+        reading resumes: one forward seek each), and the samples it has read but not yet delivered.
         """
-        done = [self.rows(t, rank) for t in self.reader_steps(rank, worker) if t < step]
-        past = np.concatenate(done) if done else np.zeros(0, dtype=np.int64)
-        future = self.reader_rows(rank, worker, step)
-        c = self._cols
+        past_r, past_v = self._reader_slots(rank, worker, self.start_step, step)
+        fut_r, fut_v = self._reader_slots(rank, worker, step, self.num_steps)
+        c, streams = self._cols, self._stream_codes
         state_open, buffer_rows = [], []
-        if len(past) and len(future):
-            p_shard, f_shard = c["shard_id"][past], c["shard_id"][future]
-            for sid in np.intersect1d(p_shard, f_shard):
-                frontier = int(c["pos"][past[p_shard == sid]].max())
-                fut = future[f_shard == sid]
-                buffered = fut[c["pos"][fut] < frontier]
-                buffer_rows.extend(buffered.tolist())
-                ahead = fut[c["pos"][fut] > frontier]
-                if len(ahead):
-                    nxt = ahead[np.argmin(c["pos"][ahead])]
-                    state_open.append(
-                        {
-                            "shard_id": int(sid),
-                            "path": self.shard_paths[int(sid)],
-                            "next_pos": int(c["pos"][nxt]),
-                            "next_offset": int(c["offset"][nxt]),
-                        }
-                    )
+        for s in np.intersect1d(streams[past_r], streams[fut_r]):
+            ps, fs = streams[past_r] == s, streams[fut_r] == s
+            i_front = int(np.argmax(past_v[ps]))
+            front_v, front_row = past_v[ps][i_front], past_r[ps][i_front]
+            fv, fr = fut_v[fs], fut_r[fs]
+            buffer_rows.extend(fr[fv < front_v].tolist())
+            ahead = fv > front_v
+            if ahead.any():
+                nxt = fr[ahead][np.argmin(fv[ahead])]
+                if c["shard_id"][nxt] == c["shard_id"][front_row] and c["pos"][nxt] > c["pos"][front_row]:
+                    sid = int(c["shard_id"][nxt])
+                    state_open.append({"shard_id": sid, "path": self.shard_paths[sid],
+                                       "next_pos": int(c["pos"][nxt]), "next_offset": int(c["offset"][nxt])})
         ids = self._ids.take(pa.array(buffer_rows, type=pa.int64())).to_pylist() if buffer_rows else []
         return {"open": state_open, "buffer": ids}
 

@@ -1,0 +1,557 @@
+"""Build a scheduling index: compose → assign → resolve → simulate → write.
+
+* **compose**: each phase's policy turns cells into a ``[steps, slots]`` array of requested cells
+  (independent of world size, so a re-plan on another world size continues the same schedule);
+  exhaustion rules (repeat / stop / fail) are applied in global step order.
+* **assign**: slot ``j`` of step ``t`` goes to rank ``j // micro_batch``; rank ``r`` serves step ``t``
+  from reader ``(r, t % readers_per_rank)`` — whole micro-batches per reader, as DataLoader workers do.
+* **resolve**: per phase, each stream's sample sequence (its shards in a seeded order per pass,
+  each shard front to back) is cut into one contiguous *chunk* per reader, sized by that reader's
+  demand, in reader order; the k-th request of reader r for a cell gets the k-th sample of that cell
+  in r's chunk.  Streams holding a single cell (the usual case, and always after regrouping by the
+  policy's columns) need no lookahead; streams mixing cells are matched within the chunk, and what
+  cannot be matched is a counted *deviation* (an error unless ``fallback: substitute``).
+* **simulate**: the read-but-undelivered samples of every reader are tracked step by step and must
+  stay within ``buffer``.
+
+Every array op is vectorized over slots; Python loops run over phases, streams and cells only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
+from ..workspace import Workspace, atomic_write, sha256_file
+from . import format as F
+from .policies import PolicyContext, get_policy, load_policy_modules
+from .spec import Spec, SpecError, load_spec, resolve_phase_steps
+
+log = logging.getLogger(__name__)
+
+
+class PlanError(ValueError):
+    """The spec cannot be realized within its bounds; the message gives numbers and the fix."""
+
+
+def _seed(*parts) -> np.random.Generator:
+    ints = []
+    for p in parts:
+        if isinstance(p, str):
+            ints.append(int.from_bytes(hashlib.sha1(p.encode("utf-8")).digest()[:4], "little"))
+        else:
+            ints.append(int(p))
+    return np.random.default_rng(np.random.SeedSequence(ints))
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def pick_shard_set(ws: Workspace, name: str | None) -> str:
+    base = ws.path("shards")
+    sets = sorted(p.name for p in base.iterdir() if (p / SAMPLES_FILE).exists()) if base.is_dir() else []
+    if name:
+        if name not in sets:
+            raise SpecError(f"spec: `shards` names {name!r}, not a shard set of {ws.root}; found: {sets}")
+        return name
+    if len(sets) != 1:
+        raise SpecError(f"spec: `shards` is required when the workspace has {len(sets)} shard sets ({sets})")
+    return sets[0]
+
+
+@dataclass
+class SampleTable:
+    """The columns of a shard set the planner needs, one entry per sample row."""
+
+    n_rows: int
+    stream_names: list[str]
+    stream: np.ndarray  # int32 code into stream_names
+    shard_id: np.ndarray
+    duration: np.ndarray
+    eligible: np.ndarray  # bool
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # object arrays of attribute values
+    input_files: list[Path] = field(default_factory=list)
+
+
+def load_samples(ws: Workspace, shard_set: str, spec: Spec, needed: set[str]) -> SampleTable:
+    sdir = ws.path("shards", shard_set)
+    names = pq.read_schema(sdir / SAMPLES_FILE).names
+    direct = [c for c in needed if c in names]
+    read = sorted({"stream", "shard_id", "duration_s", "split", *direct} & set(names))
+    t = pq.read_table(sdir / SAMPLES_FILE, columns=read)
+    n = t.num_rows
+    codes, uniq = pd.factorize(t.column("stream").to_numpy(zero_copy_only=False), sort=True)
+    cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in direct}
+    files = [sdir / SAMPLES_FILE, sdir / SHARDS_FILE]
+    missing = [c for c in needed if c not in names]
+    if missing:
+        ids = pq.read_table(sdir / SAMPLES_FILE, columns=["id"]).column("id")
+        for c in missing:
+            if not c.startswith("cluster:"):
+                raise SpecError(f"spec: column {c!r} is neither in the shard index nor a cluster "
+                                f"assignment (`cluster:NAME`); shard index columns: {names}")
+            p = ws.path("clusters", c.split(":", 1)[1], "assignments.parquet")
+            if not p.exists():
+                raise SpecError(f"spec: cluster column {c!r} needs {ws.rel(p)} (run `jadwal cluster --name "
+                                f"{c.split(':', 1)[1]}`)")
+            a = pq.read_table(p, columns=["id", "cluster"])
+            lut = pd.Series(a.column("cluster").to_numpy(), index=a.column("id").to_numpy(zero_copy_only=False))
+            vals = lut.reindex(ids.to_numpy(zero_copy_only=False)).to_numpy()
+            if np.isnan(vals.astype(np.float64)).any():
+                raise SpecError(f"spec: {ws.rel(p)} has no cluster for {int(np.isnan(vals.astype(float)).sum())} "
+                                "samples of the shard set (re-run `jadwal cluster` on these shards)")
+            cols[c] = vals.astype(np.int64)
+            files.append(p)
+    eligible = np.ones(n, dtype=bool)
+    if spec.split and "split" in names:
+        split = t.column("split").to_numpy(zero_copy_only=False)
+        explicit = "split" in spec.raw
+        if explicit or (split == spec.split).any():
+            eligible &= split == spec.split
+    duration = t.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    duration = np.nan_to_num(duration, nan=0.0)
+    if spec.max_duration is not None:
+        eligible &= duration <= spec.max_duration
+    if not eligible.any():
+        raise SpecError(f"spec: no sample of shard set {shard_set!r} is eligible (split={spec.split!r})")
+    return SampleTable(n, list(map(str, uniq)), codes.astype(np.int32), t.column("shard_id").to_numpy(),
+                       duration, eligible, cols, files)
+
+
+# -- cells ----------------------------------------------------------------------------------------
+def make_cells(st: SampleTable, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Group eligible samples by (stream, *columns). Returns the cells table and each row's cell (−1 if
+    not eligible)."""
+    rows = np.flatnonzero(st.eligible)
+    key = st.stream[rows].astype(np.int64)
+    value_tables = []
+    for c in columns:
+        codes, uniq = pd.factorize(st.columns[c][rows], sort=True, use_na_sentinel=True)
+        value_tables.append(np.asarray(uniq, dtype=object))
+        key = key * (len(uniq) + 1) + (codes + 1)
+    ukey, inv = np.unique(key, return_inverse=True)
+    cell_of_row = np.full(st.n_rows, -1, dtype=np.int32)
+    cell_of_row[rows] = inv
+    first = np.zeros(len(ukey), dtype=np.int64)
+    first[inv[::-1]] = rows[::-1]  # a representative row per cell
+    df = pd.DataFrame({"cell": np.arange(len(ukey), dtype=np.int32),
+                       "stream": np.asarray(st.stream_names, dtype=object)[st.stream[first]]})
+    for c in columns:
+        df[c] = st.columns[c][first]
+    df["n"] = np.bincount(inv, minlength=len(ukey))
+    df["duration_s"] = np.bincount(inv, weights=st.duration[rows], minlength=len(ukey))
+    df["stream_code"] = st.stream[first]
+    return df, cell_of_row
+
+
+# -- stream sequences -------------------------------------------------------------------------------
+class StreamSequences:
+    """Virtual sample sequences: position ``v`` of stream s is sample ``v % n_s`` of pass ``v // n_s``,
+    where a pass lists the stream's eligible rows shard by shard, shards in a seeded order per pass."""
+
+    def __init__(self, st: SampleTable, seed: int):
+        self.seed = seed
+        self.names = st.stream_names
+        rows = np.flatnonzero(st.eligible)
+        s = st.stream[rows]
+        order = np.argsort(s, kind="stable")  # rows stay sorted by (shard_id, pos) within a stream
+        rows, s = rows[order], s[order]
+        bounds = np.searchsorted(s, np.arange(len(self.names) + 1))
+        self.shard_rows: list[list[np.ndarray]] = []
+        for k in range(len(self.names)):
+            r = rows[bounds[k] : bounds[k + 1]]
+            sid = st.shard_id[r]
+            cut = np.flatnonzero(np.diff(sid)) + 1
+            self.shard_rows.append(np.split(r, cut) if len(r) else [])
+        self.n = np.diff(bounds).astype(np.int64)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def pass_rows(self, s: int, p: int) -> np.ndarray:
+        shards = self.shard_rows[s]
+        perm = _seed(self.seed, "pass", self.names[s], p).permutation(len(shards))
+        return np.concatenate([shards[i] for i in perm])
+
+    def rows(self, s: int, v: np.ndarray) -> np.ndarray:
+        if len(v) == 0:
+            return np.zeros(0, dtype=np.int64)
+        need = int(v.max()) // int(self.n[s]) + 1
+        have = self._cache.get(s)
+        have_p = 0 if have is None else len(have) // int(self.n[s])
+        if need > have_p:
+            parts = [have] if have is not None else []
+            parts += [self.pass_rows(s, p) for p in range(have_p, need)]
+            self._cache[s] = have = np.concatenate(parts)
+        return have[v]
+
+
+# -- the plan -------------------------------------------------------------------------------------
+@dataclass
+class PhasePlan:
+    phase: int
+    policy: str
+    start: int
+    end: int
+    slots: int  # global slots per step
+    cells: pd.DataFrame
+    cell_of_row: np.ndarray
+    comp: np.ndarray  # [steps, slots] cell ids (requested)
+    targets: dict
+    domain: str | None = None
+
+
+def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
+    samples_per_step = spec.batch_size
+    n_eligible = int(st.eligible.sum())
+    if samples_per_step is None:  # duration mode: expected samples per step
+        mean = float(st.duration[st.eligible].mean()) or 1.0
+        samples_per_step = spec.world_size * max(1.0, spec.max_duration / mean)
+    total = resolve_phase_steps(spec, n_eligible, samples_per_step)
+    plans = []
+    for ph in spec.phases:
+        pdef = get_policy(ph.policy, f"phases[{ph.index}]")
+        cols = list(dict.fromkeys(pdef.columns(ph.params)))
+        cells, cell_of_row = make_cells(st, cols)
+        factor = pdef.slots_factor(ph.params)
+        slots = spec.batch_size * factor
+        ctx = PolicyContext(cells=cells, n_steps=ph.end - ph.start, slots=slots,
+                            rng=_seed(spec.seed, "phase", ph.index, ph.policy), step0=ph.start,
+                            total_steps=total, workspace=ws, phase=ph.index)
+        comp = np.asarray(pdef.fn(ctx, **ph.params))
+        if comp.shape != (ctx.n_steps, slots) or comp.min() < 0 or comp.max() >= len(cells):
+            raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned shape {comp.shape} "
+                            f"(expected {(ctx.n_steps, slots)}) or cell ids out of range")
+        plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cells, cell_of_row,
+                               comp.astype(np.int32), ctx.targets or {}, pdef.domain(ph.params)))
+    return plans
+
+
+def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict) -> None:
+    """Enforce ``on_exhaustion`` in global step order: ``fail`` raises, ``stop`` moves the slots of an
+    exhausted stream to the phase's other streams (∝ their share of the phase), ``repeat`` starts a
+    new pass (nothing to do here)."""
+    used = np.zeros(len(seq.names), dtype=np.int64)
+    for pp in plans:
+        cstream = pp.cells["stream_code"].to_numpy()
+        for _ in range(len(seq.names) + 1):
+            flat = pp.comp.reshape(-1)
+            s_of = cstream[flat]
+            demand = np.bincount(s_of, minlength=len(seq.names))
+            over = [s for s in np.flatnonzero(used + demand > seq.n) if spec.exhaustion_of(seq.names[s]) != "repeat"]
+            if not over:
+                break
+            s = over[0]
+            name, beh = seq.names[s], spec.exhaustion_of(seq.names[s])
+            pos = np.flatnonzero(s_of == s)
+            cut = max(0, int(seq.n[s] - used[s]))
+            if beh == "fail":
+                step = pp.start + int(pos[cut]) // pp.slots
+                raise PlanError(f"stream {name!r} ({seq.n[s]} samples) is exhausted at step {step} in "
+                                f"phases[{pp.phase}] (on_exhaustion: fail); it would need "
+                                f"{used[s] + demand[s]} samples by the end of the phase. Use `repeat`, "
+                                "`stop`, fewer steps, or lower its weight.")
+            excess = pos[cut:]
+            alive = np.array([spec.exhaustion_of(seq.names[k]) == "repeat" or used[k] + demand[k] < seq.n[k]
+                              for k in range(len(seq.names))])
+            alive[s] = False
+            cand = np.flatnonzero(alive[cstream])
+            share = np.bincount(flat, minlength=len(cstream))[cand].astype(np.float64)
+            if share.sum() == 0:
+                raise PlanError(f"all streams of phases[{pp.phase}] are exhausted (on_exhaustion: stop) at "
+                                f"step {pp.start + int(excess[0]) // pp.slots}; use `repeat` or fewer steps")
+            from .policies import spread
+
+            flat = flat.copy()
+            flat[excess] = cand[spread(share, len(excess), _seed(spec.seed, "stop", pp.phase, name))]
+            pp.comp = flat.reshape(pp.comp.shape)
+            stats.setdefault("stopped_streams", {})[name] = pp.start + int(excess[0]) // pp.slots
+        used += np.bincount(cstream[pp.comp.reshape(-1)], minlength=len(seq.names))
+
+
+def _segmented_cumcount(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``keys`` (any order): a stable order sorting them, and each element's occurrence index among
+    equal keys (in original order)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    start = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1]
+    run = np.repeat(start, np.diff(np.r_[start, len(sk)]))
+    k = np.empty(len(keys), dtype=np.int64)
+    k[order] = np.arange(len(keys)) - run
+    return order, k
+
+
+@dataclass
+class Resolved:
+    rows: np.ndarray  # sample row per slot, plan order
+    vpos: np.ndarray  # virtual position per slot
+    chunks: list  # (phase, stream, reader, start, length)
+    deviations: dict
+    max_buffer: int
+    buffer_at: dict
+
+
+def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, base: np.ndarray, stats: dict) -> Resolved:
+    """Exact samples for one phase (count mode). ``base[s]``: virtual positions of stream s used by
+    earlier phases (updated in place)."""
+    W, nw = spec.world_size, spec.readers_per_rank
+    R, S = W * nw, len(seq.names)
+    T = pp.end - pp.start
+    m = pp.slots // W  # slots per micro-batch
+    cells = pp.cells
+    cstream = cells["stream_code"].to_numpy().astype(np.int64)
+    flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
+    t_idx = np.repeat(np.arange(pp.start, pp.end), pp.slots)
+    rank = np.tile(np.repeat(np.arange(W), m), T)
+    reader = rank * nw + t_idx % nw
+    s_of = cstream[flat]
+    # contiguous chunk per (stream, reader), readers in order
+    key = s_of * R + reader
+    order, k = _segmented_cumcount(key)
+    D = np.bincount(key, minlength=S * R).reshape(S, R)
+    off = np.cumsum(D, axis=1) - D  # exclusive, per stream over readers
+    start = base[:, None] + off  # [S, R]
+    chunks = [(pp.phase, seq.names[s], r, int(start[s, r]), int(D[s, r]))
+              for s in np.flatnonzero(D.sum(1)) for r in np.flatnonzero(D[s])]
+    # purity: a stream is pure in this phase when one cell covers it
+    cells_per_stream = np.bincount(cstream, minlength=S)
+    impure = cells_per_stream > 1
+    q = k.copy()  # position within the (stream, reader) chunk
+    deviations = {}
+    if impure[s_of].any():
+        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q)
+    v = start[s_of, reader] + q
+    rows = np.empty(len(flat), dtype=np.int64)
+    # group by stream for the row lookup
+    sorder = np.argsort(s_of, kind="stable")
+    bounds = np.searchsorted(s_of[sorder], np.arange(S + 1))
+    for s in np.flatnonzero(np.diff(bounds)):
+        idx = sorder[bounds[s] : bounds[s + 1]]
+        rows[idx] = seq.rows(s, v[idx])
+    base += D.sum(axis=1)
+    max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
+    return Resolved(rows, v, chunks, deviations, max_buf, at)
+
+
+def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q):
+    """Within chunks of impure streams, give the k-th request of a cell the k-th sample of that cell;
+    leftover requests take leftover samples in order (counted deviations)."""
+    R = spec.world_size * spec.readers_per_rank
+    C = len(pp.cells)
+    sel = np.flatnonzero(impure[s_of])
+    # chunk samples of the impure (stream, reader) pairs, in position order
+    pairs = np.argwhere((D > 0) & impure[:, None])
+    lens = D[pairs[:, 0], pairs[:, 1]]
+    pk = pairs[:, 0] * R + pairs[:, 1]
+    ci = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)  # position in chunk
+    cs = np.repeat(pairs[:, 0], lens)
+    cr = np.repeat(pairs[:, 1], lens)
+    crow = np.empty(len(ci), dtype=np.int64)
+    corder = np.argsort(cs, kind="stable")
+    cb = np.searchsorted(cs[corder], np.arange(len(seq.names) + 1))
+    for s in np.flatnonzero(np.diff(cb)):
+        idx = corder[cb[s] : cb[s + 1]]
+        crow[idx] = seq.rows(s, start[s, cr[idx]] + ci[idx])
+    ccell = pp.cell_of_row[crow].astype(np.int64)
+    # requests: (stream, reader, cell) occurrence index in time order; samples: in position order
+    rkey = key[sel] * C + flat[sel]
+    _, rk = _segmented_cumcount(rkey)
+    skey = (cs * R + cr) * C + ccell
+    sorder, sk = _segmented_cumcount(skey)
+    # lookup: sample of (skey, k)
+    sk_sorted = skey[sorder]
+    first = np.searchsorted(sk_sorted, rkey)
+    count = np.searchsorted(sk_sorted, rkey, side="right") - first
+    hit = rk < count
+    q_sel = np.full(len(sel), -1, dtype=np.int64)
+    q_sel[hit] = ci[sorder[first[hit] + rk[hit]]]
+    used = np.zeros(len(ci), dtype=bool)
+    used[sorder[first[hit] + rk[hit]]] = True
+    n_dev = int((~hit).sum())
+    deviations = {}
+    if n_dev:
+        # leftover requests (time order) ↔ leftover samples (position order), per (stream, reader)
+        miss = np.flatnonzero(~hit)
+        lo_r = key[sel][miss]
+        free = np.flatnonzero(~used)
+        lo_s = (cs * R + cr)[free]
+        o1, k1 = _segmented_cumcount(lo_r)
+        o2, k2 = _segmented_cumcount(lo_s)
+        # both sides have equal counts per (stream, reader); sort both by (key, k)
+        a = np.lexsort((k1, lo_r))
+        b = np.lexsort((k2, lo_s))
+        q_sel[miss[a]] = ci[free[b]]
+        per_stream = np.bincount(s_of[sel][miss], minlength=len(seq.names))
+        deviations = {seq.names[s]: int(c) for s, c in enumerate(per_stream) if c}
+        if spec.fallback != "substitute":
+            cols = [c for c in pp.cells.columns if c not in ("cell", "stream", "n", "duration_s", "stream_code")]
+            worst = sorted(deviations.items(), key=lambda x: -x[1])[:5]
+            raise PlanError(
+                f"phases[{pp.phase}] ({pp.policy}): {n_dev} of {len(flat)} slots cannot get a sample of the "
+                f"requested cell from their reader's chunk, because streams mix values of {cols} "
+                f"(worst streams: {worst}). Fix: regroup the shards so streams follow those columns, e.g. "
+                f"`jadwal shard regroup --by {','.join(cols)}`, or allow `fallback: substitute` "
+                "(deviations are then counted in the report).")
+    q = q.copy()
+    q[sel] = q_sel
+    return q, deviations
+
+
+def _simulate_buffer(reader, s_of, q, impure, R) -> tuple[int, dict]:
+    """Max over time of read-but-undelivered samples per reader.  A reader reads each chunk front to
+    back; delivering chunk position q needs positions ≤ q read.  Pure streams deliver in order (0)."""
+    sel = np.flatnonzero(impure[s_of])
+    if len(sel) == 0:
+        return 0, {}
+    r, s, qq = reader[sel].astype(np.int64), s_of[sel].astype(np.int64), q[sel]
+    g = r * (int(s.max()) + 1) + s
+    order = np.argsort(g, kind="stable")  # by (reader, stream), time order inside
+    gs = g[order]
+    big = int(qq.max()) + 2
+    gid = np.r_[0, np.cumsum(gs[1:] != gs[:-1])]
+    front = np.maximum.accumulate(qq[order] + 1 + gid * big) - gid * big
+    prev = np.r_[0, front[:-1]]
+    prev[np.r_[True, gs[1:] != gs[:-1]]] = 0
+    inc = np.empty(len(sel), dtype=np.int64)
+    inc[order] = front - prev
+    # back to time order per reader
+    o2 = np.argsort(r, kind="stable")
+    rr = r[o2]
+    read = np.cumsum(inc[o2])
+    cnt = np.arange(1, len(o2) + 1)
+    starts = np.r_[0, np.flatnonzero(rr[1:] != rr[:-1]) + 1]
+    base_read = np.repeat(np.r_[0, read[starts[1:] - 1]], np.diff(np.r_[starts, len(rr)]))
+    base_cnt = np.repeat(starts, np.diff(np.r_[starts, len(rr)]))
+    buf = (read - base_read) - (cnt - base_cnt)
+    i = int(np.argmax(buf))
+    return int(buf[i]), {"reader": int(rr[i]), "slot": int(sel[o2[i]])}
+
+
+# -- driver ---------------------------------------------------------------------------------------
+def build_index(workspace, spec_source, name: str, *, progress: bool = True, overwrite: bool = True) -> dict:
+    """Plan ``spec_source`` (path, YAML text or dict) into ``index/<name>/``. Returns the meta dict."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    spec = load_spec(spec_source)
+    load_policy_modules(spec.policy_modules)
+    needed = set()
+    for ph in spec.phases:
+        needed |= set(get_policy(ph.policy, f"phases[{ph.index}]").columns(ph.params))
+    shard_set = pick_shard_set(ws, spec.shards)
+    st = load_samples(ws, shard_set, spec, needed)
+    if spec.batch_size is None:
+        from .duration import build_duration_plan
+
+        return build_duration_plan(ws, spec, st, shard_set, name, progress=progress)
+    seq = StreamSequences(st, spec.seed)
+    stats: dict = {}
+    plans = compose(spec, st, ws)
+    apply_exhaustion(spec, plans, seq, stats)
+    base = np.zeros(len(seq.names), dtype=np.int64)
+    results = []
+    try:
+        from tqdm import tqdm
+        it = tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress)
+    except ImportError:  # pragma: no cover
+        it = plans
+    for pp in it:
+        res = resolve_phase(spec, pp, seq, base, stats)
+        if res.max_buffer > spec.buffer:
+            at = res.buffer_at
+            step = pp.start + at["slot"] // pp.slots
+            raise PlanError(
+                f"phases[{pp.phase}] ({pp.policy}): reader {at['reader']} would hold {res.max_buffer} "
+                f"read-but-undelivered samples at step {step}, over the bound `buffer: {spec.buffer}`. "
+                f"Fix: regroup the shards by the policy's columns (`jadwal shard regroup --by …`) or raise "
+                f"`buffer` to {res.max_buffer}.")
+        results.append(res)
+    return write_index(ws, spec, st, shard_set, name, plans, results, stats)
+
+
+def write_index(ws, spec, st, shard_set, name, plans, results, stats) -> dict:
+    W = spec.world_size
+    rows = np.concatenate([r.rows for r in results])
+    vpos = np.concatenate([r.vpos for r in results])
+    requested = np.concatenate([pp.comp.reshape(-1) for pp in plans]).astype(np.int32)
+    sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    cells = []
+    for pp in plans:
+        c = pp.cells
+        cols = [x for x in c.columns if x not in ("cell", "stream", "n", "duration_s", "stream_code")]
+        keys = [json.dumps({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in zip(cols, vals)},
+                           ensure_ascii=False, sort_keys=True) for vals in c[cols].itertuples(index=False)]
+        req = np.bincount(pp.comp.reshape(-1), minlength=len(c)) / pp.comp.size
+        cells.append(pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
+                               "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
+                               "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
+                               "key": pa.array(keys, pa.string()), "n": pa.array(c["n"].to_numpy(), pa.int64()),
+                               "target": pa.array(req, pa.float64())}, schema=F.CELLS_SCHEMA))
+    chunks = [c for r in results for c in r.chunks]
+    chunk_tab = pa.table({k: pa.array([c[i] for c in chunks], t.type) for i, (k, t) in
+                          enumerate(zip(F.CHUNKS_SCHEMA.names, F.CHUNKS_SCHEMA))}, schema=F.CHUNKS_SCHEMA)
+    ph_meta = []
+    for pp, r in zip(plans, results):
+        ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
+                        "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain,
+                        "targets": {col: {v: x / max(1, (pp.end - pp.start) * pp.slots) for v, x in d.items()}
+                                    for col, d in pp.targets.items()},
+                        "deviations": r.deviations, "max_buffer": r.max_buffer})
+    return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
+                  stats, num_steps=plans[-1].end)
+
+
+def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta, stats,
+           *, num_steps: int, start_step: int = 0, extra: dict | None = None) -> dict:
+    final = ws.path("index", name)
+    tmp = ws.path("index", f".{name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    np.save(tmp / F.PLAN_FILE, rows.astype(np.int64))
+    np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64))
+    np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32))
+    np.save(tmp / "vpos.npy", vpos.astype(np.int64))
+    pq.write_table(pa.concat_tables(cells), tmp / F.CELLS_FILE)
+    pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
+    outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, "vpos.npy",
+                                                 F.CELLS_FILE, F.CHUNKS_FILE)}
+    inputs = {ws.rel(p): sha256_file(p) for p in st.input_files}
+    for mod in spec.policy_modules:
+        inputs[ws.rel(mod)] = sha256_file(mod)
+    for ph in spec.phases:
+        g = ph.params.get("groups")
+        if isinstance(g, str) and ws.path("groups", g, "groups.json").exists():
+            p = ws.path("groups", g, "groups.json")
+            inputs[ws.rel(p)] = sha256_file(p)
+    meta = {
+        "format_version": F.FORMAT_VERSION, "jadwal_version": __version__, "stage": "index", "name": name,
+        "spec": spec.raw, "seed": spec.seed, "world_size": spec.world_size,
+        "readers_per_rank": spec.readers_per_rank, "batch_size": spec.batch_size,
+        "max_duration": spec.max_duration, "buffer": spec.buffer, "num_steps": int(num_steps),
+        "start_step": int(start_step), "shard_set": shard_set, "split": spec.split,
+        "eligible_samples": int(st.eligible.sum()), "phases": ph_meta,
+        "streams": {n: int(x) for n, x in zip(st.stream_names, np.bincount(st.stream[st.eligible], minlength=len(st.stream_names)))},
+        "inputs_sha256": inputs, "outputs_sha256": outputs,
+        "max_buffer": max([p["max_buffer"] for p in ph_meta] + [0]),
+        "deviations": int(sum(sum(p["deviations"].values()) for p in ph_meta)),
+        "stats": stats,
+    }
+    if extra:
+        meta.update(extra)
+    # no timestamps: the same inputs + spec + seed give a byte-identical index
+    atomic_write(tmp / F.META_FILE, json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True, default=str))
+    if final.exists():
+        trash = ws.path("index", f".{name}.old-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash)
+    else:
+        os.replace(tmp, final)
+    return meta

@@ -1,0 +1,411 @@
+"""Schedule policies: pure numpy functions with one signature, registered by name.
+
+A policy composes a phase: ``fn(ctx: PolicyContext, **params) -> int32[n_steps, slots]`` cell ids, where
+a *cell* is a (stream, values of the policy's composition columns) group of samples listed in
+``ctx.cells`` (pandas DataFrame: ``cell``, ``stream``, ``n``, ``duration_s`` and one column per
+composition column).  ``columns(params)`` declares those columns.  Policies never see samples, readers or
+shards: the planner turns cells into exact samples.  Randomness only from ``ctx.rng``.
+
+Add a policy::
+
+    from jadwal.sched_index.policies import register, spread, pick_cells
+
+    @register("my_policy", columns=lambda p: ["dataset"])
+    def my_policy(ctx, **params):
+        ...
+
+and name the file in the spec's ``policy_modules``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .spec import SpecError
+
+
+@dataclass
+class PolicyContext:
+    cells: pd.DataFrame
+    n_steps: int
+    slots: int  # slots per step (global batch, or pool size)
+    rng: np.random.Generator
+    step0: int  # first global step of the phase
+    total_steps: int
+    workspace: object  # jadwal.workspace.Workspace
+    phase: int = 0
+    targets: dict | None = None  # requested mixture, filled through add_target (for fidelity reports)
+
+    def add_target(self, column: str, values: list, weights, n_slots: int) -> None:
+        """Record that ``n_slots`` slots of this phase request ``column`` values with ``weights``."""
+        if self.targets is None:
+            self.targets = {}
+        col = self.targets.setdefault(column, {})
+        w = np.asarray(weights, dtype=np.float64)
+        w = w / w.sum() if w.sum() > 0 else w
+        for v, x in zip(values, w):
+            col[str(v)] = col.get(str(v), 0.0) + float(x) * n_slots
+
+
+@dataclass
+class PolicyDef:
+    name: str
+    fn: Callable[..., np.ndarray]
+    columns: Callable[[dict], list[str]]
+    slots_factor: Callable[[dict], int] = lambda p: 1  # pool policies ask for batch × factor slots
+    domain: Callable[[dict], str | None] = lambda p: None  # column recorded as candidate domain
+
+
+POLICIES: dict[str, PolicyDef] = {}
+
+
+def register(name: str, *, columns: Callable[[dict], list[str]], slots_factor=None, domain=None):
+    """Decorator registering ``fn`` as policy ``name``."""
+
+    def deco(fn):
+        POLICIES[name] = PolicyDef(
+            name, fn, columns, slots_factor or (lambda p: 1), domain or (lambda p: None)
+        )
+        return fn
+
+    return deco
+
+
+def get_policy(name: str, where: str = "policy") -> PolicyDef:
+    if name not in POLICIES:
+        raise SpecError(f"{where}: unknown policy {name!r}; known: {', '.join(sorted(POLICIES))} "
+                        "(add your own with `policy_modules`)")
+    return POLICIES[name]
+
+
+def load_policy_modules(paths: list[str]) -> None:
+    """Import user Python files so their ``@register`` calls run."""
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise SpecError(f"spec: `policy_modules` file not found: {p}")
+        spec = importlib.util.spec_from_file_location(f"jadwal_user_policies_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def largest_remainder(expected: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Integers summing to ``total``, each within 1 of ``expected`` (ties broken by ``rng``)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    expected = expected * (total / expected.sum()) if expected.sum() > 0 else expected
+    base = np.floor(expected).astype(np.int64)
+    short = total - int(base.sum())
+    if short > 0:
+        frac = expected - base + rng.random(len(expected)) * 1e-9
+        base[np.argsort(-frac, kind="stable")[:short]] += 1
+    return base
+
+
+def spread(weights, total: int, rng: np.random.Generator) -> np.ndarray:
+    """A length-``total`` sequence of category indices with counts ∝ ``weights`` (exact to ±1) spread
+    evenly over the sequence (stride scheduling with random phases), so every window of the sequence —
+    and every step cut from it — carries the requested mixture."""
+    w = np.asarray(weights, dtype=np.float64)
+    if total == 0 or len(w) == 0:
+        return np.zeros(0, dtype=np.int32)
+    counts = largest_remainder(w, total, rng)
+    cat = np.repeat(np.arange(len(w), dtype=np.int32), counts)
+    starts = np.cumsum(counts) - counts
+    i = np.arange(total, dtype=np.float64) - np.repeat(starts, counts)
+    u = rng.random(len(w))
+    key = (i + u[cat]) / np.maximum(counts[cat], 1)
+    return cat[np.argsort(key, kind="stable")]
+
+
+def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """For each value g in [0, n_groups), the positions where ``seq == g`` (in order)."""
+    order = np.argsort(seq, kind="stable")
+    bounds = np.searchsorted(seq[order], np.arange(n_groups + 1))
+    return [order[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
+
+
+def pick_cells(cat_seq: np.ndarray, cat_cells: list[np.ndarray], cells: pd.DataFrame,
+               rng: np.random.Generator, weight: str = "n") -> np.ndarray:
+    """Refine a category sequence into cell ids: within category g, cells ``cat_cells[g]`` are drawn
+    ∝ their ``weight`` column (sample count by default), spread evenly."""
+    out = np.empty(len(cat_seq), dtype=np.int32)
+    w_all = cells[weight].to_numpy(dtype=np.float64)
+    for g, pos in enumerate(group_positions(cat_seq, len(cat_cells))):
+        if len(pos) == 0:
+            continue
+        cand = cat_cells[g]
+        if len(cand) == 0:
+            raise SpecError(f"category {g} has no samples")
+        out[pos] = cand[spread(w_all[cand], len(pos), rng)]
+    return out
+
+
+def categories(cells: pd.DataFrame, column: str) -> tuple[list, list[np.ndarray]]:
+    """Values of ``column`` among the cells and, for each, the cell ids carrying it."""
+    if column not in cells.columns:
+        raise SpecError(f"column {column!r} is not available; known: {sorted(c for c in cells.columns if c not in ('cell', 'stream', 'n', 'duration_s'))}")
+    vals = cells[column].astype(object).where(cells[column].notna(), None)
+    values = sorted(set(vals), key=lambda v: (v is None, str(v)))
+    ids = [cells["cell"].to_numpy()[(vals == v).to_numpy() if v is not None else vals.isna().to_numpy()] for v in values]
+    return values, ids
+
+
+def to_steps(seq: np.ndarray, ctx: PolicyContext, shuffle: bool = True) -> np.ndarray:
+    """Reshape a flat slot sequence to ``[n_steps, slots]``; shuffle within each step."""
+    arr = seq.reshape(ctx.n_steps, ctx.slots)
+    return ctx.rng.permuted(arr, axis=1) if shuffle else arr
+
+
+def mixture_weights(values: list, sizes: np.ndarray, weights, where: str) -> np.ndarray:
+    """``uniform`` | ``size`` | ``{temperature: T}`` | explicit ``{value: w}`` → weight per value."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if weights in (None, "size"):
+        return sizes / sizes.sum()
+    if weights == "uniform":
+        return np.full(len(values), 1.0 / len(values))
+    if isinstance(weights, dict) and set(weights) == {"temperature"}:
+        t = weights["temperature"]
+        if not isinstance(t, (int, float)) or t <= 0:
+            raise SpecError(f"{where}: `weights.temperature` must be > 0, got {t!r}")
+        w = sizes ** (1.0 / t)
+        return w / w.sum()
+    if isinstance(weights, dict):
+        unknown = [k for k in weights if k not in values]
+        if unknown:
+            raise SpecError(f"{where}: `weights` names unknown value(s) {unknown}; known: {values}")
+        total = sum(float(v) for v in weights.values())
+        if abs(total - 1.0) > 1e-6:
+            raise SpecError(f"{where}: explicit `weights` must sum to 1, they sum to {total:g}")
+        if any(float(v) < 0 for v in weights.values()):
+            raise SpecError(f"{where}: `weights` must be non-negative")
+        return np.array([float(weights.get(v, 0.0)) for v in values])
+    raise SpecError(f"{where}: `weights` must be uniform | size | {{temperature: T}} | {{value: weight}}, got {weights!r}")
+
+
+def _check_params(params: dict, allowed: set, where: str) -> None:
+    unknown = set(params) - allowed
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+# -- built-in policies ----------------------------------------------------------------------------
+def _mix_seq(ctx: PolicyContext, by: str, weights, total: int, where: str, restrict: set | None = None) -> np.ndarray:
+    values, ids = categories(ctx.cells, by)
+    if restrict is not None:
+        keep = [i for i, v in enumerate(values) if v in restrict]
+        values, ids = [values[i] for i in keep], [ids[i] for i in keep]
+        if not values:
+            raise SpecError(f"{where}: none of {sorted(restrict)} found in column {by!r}")
+    sizes = np.array([ctx.cells["n"].to_numpy()[i].sum() for i in ids])
+    w = mixture_weights(values, sizes, weights, where)
+    ctx.add_target(by, values, w, total)
+    cat = spread(w, total, ctx.rng)
+    return pick_cells(cat, ids, ctx.cells, ctx.rng)
+
+
+@register("mix", columns=lambda p: [p.get("by", "dataset")])
+def mix(ctx: PolicyContext, by: str = "dataset", weights="size", **extra) -> np.ndarray:
+    """Every step drawn from all values of column ``by`` with ``weights`` (uniform|size|temperature|explicit)."""
+    _check_params(extra, set(), f"phases[{ctx.phase}] (mix)")
+    return to_steps(_mix_seq(ctx, by, weights, ctx.n_steps * ctx.slots, f"phases[{ctx.phase}]"), ctx)
+
+
+@register("pool", columns=lambda p: [p.get("by", "dataset")],
+          slots_factor=lambda p: int(p.get("factor", 8)), domain=lambda p: p.get("by", "dataset"))
+def pool(ctx: PolicyContext, by: str = "dataset", weights="size", factor: int = 8, **extra) -> np.ndarray:
+    """Candidate pools of ``batch × factor`` samples per step for online selection (e.g. PartitionSel);
+    each candidate's domain is its value of ``by``."""
+    _check_params(extra, set(), f"phases[{ctx.phase}] (pool)")
+    if not isinstance(factor, int) or factor < 1:
+        raise SpecError(f"phases[{ctx.phase}]: `factor` must be an integer ≥ 1")
+    return to_steps(_mix_seq(ctx, by, weights, ctx.n_steps * ctx.slots, f"phases[{ctx.phase}]"), ctx)
+
+
+def _stage_steps(n_steps: int, n_stages: int, lengths, where: str) -> np.ndarray:
+    if lengths is None:
+        lengths = [1.0 / n_stages] * n_stages
+    if len(lengths) != n_stages or any(not isinstance(x, (int, float)) or x <= 0 for x in lengths):
+        raise SpecError(f"{where}: `stage_lengths` needs {n_stages} positive fractions")
+    if abs(sum(lengths) - 1) > 1e-6:
+        raise SpecError(f"{where}: `stage_lengths` must sum to 1, they sum to {sum(lengths):g}")
+    steps = np.floor(np.cumsum(lengths) * n_steps + 1e-9).astype(np.int64)
+    steps[-1] = n_steps
+    out = np.diff(np.concatenate([[0], steps]))
+    if (out < 1).any():
+        raise SpecError(f"{where}: a stage gets no steps ({n_steps} steps for {n_stages} stages)")
+    return out
+
+
+@register("tpc", columns=lambda p: [p.get("by", "task")])
+def tpc(ctx: PolicyContext, stages, stage_lengths=None, replay: float = 0.0, by: str = "task",
+        weights="size", **extra) -> np.ndarray:
+    """Task-progressive curriculum: ordered ``stages`` (lists of tasks), each for its share of the phase;
+    in stage k > 0 a ``replay`` fraction of the slots replays the tasks of stages < k (∝ size)."""
+    where = f"phases[{ctx.phase}] (tpc)"
+    _check_params(extra, set(), where)
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, list) and s for s in stages):
+        raise SpecError(f"{where}: `stages` must be a list of non-empty task lists, e.g. [[asr], [did, ser]]")
+    if not isinstance(replay, (int, float)) or not 0 <= replay < 1:
+        raise SpecError(f"{where}: `replay` must be in [0, 1), got {replay!r}")
+    values, _ = categories(ctx.cells, by)
+    for s in stages:
+        for t in s:
+            if t not in values:
+                raise SpecError(f"{where}: stage names {by} {t!r}, not in the data; known: {values}")
+    per_stage = _stage_steps(ctx.n_steps, len(stages), stage_lengths, where)
+    parts = []
+    for k, (tasks, n) in enumerate(zip(stages, per_stage)):
+        total = int(n) * ctx.slots
+        n_replay = int(round(replay * total)) if k > 0 else 0
+        cur = _mix_seq(ctx, by, weights if not isinstance(weights, dict) or set(weights) == {"temperature"} else
+                       {t: weights[t] / sum(weights[x] for x in tasks) for t in tasks}, total - n_replay,
+                       where, restrict=set(tasks))
+        if n_replay:
+            earlier = {t for s in stages[:k] for t in s}
+            rep = _mix_seq(ctx, by, "size", n_replay, where, restrict=earlier)
+            # interleave replay evenly through the stage
+            which = spread([total - n_replay, n_replay], total, ctx.rng)
+            seq = np.empty(total, dtype=np.int32)
+            seq[which == 0], seq[which == 1] = cur, rep
+            cur = seq
+        parts.append(ctx.rng.permuted(cur.reshape(int(n), ctx.slots), axis=1))
+    return np.concatenate(parts, axis=0)
+
+
+def _cluster_column(name) -> str:
+    name = str(name)
+    return name if name.startswith("cluster:") else f"cluster:{name}"
+
+
+@register("ads", columns=lambda p: [_cluster_column(p.get("clusters", "k500")), "task", "label"])
+def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **extra) -> np.ndarray:
+    """Aligner-based diverse sampling: each step task-balanced (``task_weights``), within a task
+    label-balanced (labels cycled), within (task, label) clusters visited round-robin in a fresh random
+    order each cycle."""
+    where = f"phases[{ctx.phase}] (ads)"
+    _check_params(extra, set(), where)
+    ccol = _cluster_column(clusters)
+    cells = ctx.cells
+    if ccol not in cells.columns:
+        raise SpecError(f"{where}: cluster column {ccol!r} missing (run `jadwal cluster --name {ccol[8:]}` "
+                        "or regroup shards by it)")
+    total = ctx.n_steps * ctx.slots
+    tasks, task_ids = categories(cells, "task")
+    sizes = np.array([cells["n"].to_numpy()[i].sum() for i in task_ids])
+    tw = mixture_weights(tasks, sizes, task_weights, where)
+    ctx.add_target("task", tasks, tw, total)
+    task_seq = spread(tw, total, ctx.rng)
+    out = np.empty(total, dtype=np.int32)
+    n_all = cells["n"].to_numpy()
+    lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
+    clu = cells[ccol].to_numpy()
+    for t, pos in enumerate(group_positions(task_seq, len(tasks))):
+        if not len(pos):
+            continue
+        tcells = task_ids[t]
+        labels = sorted(set(lab[tcells]))
+        lab_seq = spread(np.ones(len(labels)), len(pos), ctx.rng)
+        for li, lpos in enumerate(group_positions(lab_seq, len(labels))):
+            if not len(lpos):
+                continue
+            ctx.add_target("task/label", [f"{tasks[t]}/{labels[li]}"], [1.0], len(lpos))
+            lcells = tcells[lab[tcells] == labels[li]]
+            kl = np.unique(clu[lcells])
+            cycles = -(-len(lpos) // len(kl))
+            order = ctx.rng.permuted(np.tile(np.arange(len(kl)), (cycles, 1)), axis=1).ravel()[: len(lpos)]
+            cl_of_slot = kl[order]
+            # a (cluster, task, label) may span several streams: pick ∝ size
+            per_cluster = [lcells[clu[lcells] == k] for k in kl]
+            out[pos[lpos]] = pick_cells(np.searchsorted(kl, cl_of_slot).astype(np.int32), per_cluster, cells, ctx.rng)
+    del n_all
+    return to_steps(out, ctx, shuffle=True)
+
+
+@register("hybrid", columns=lambda p: ["task", _cluster_column(p.get("ads", {}).get("clusters", "k500")), "label"])
+def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads: dict | None = None, **extra) -> np.ndarray:
+    """``tpc`` for the first ``switch`` of the phase (fraction, or steps if an int), then ``ads``."""
+    where = f"phases[{ctx.phase}] (hybrid)"
+    _check_params(extra, set(), where)
+    if tpc is None or ads is None:
+        raise SpecError(f"{where}: needs `tpc: {{stages: …}}` and `ads: {{clusters: …}}`")
+    n1 = switch if isinstance(switch, int) and not isinstance(switch, bool) else int(round(float(switch) * ctx.n_steps))
+    if not 0 < n1 < ctx.n_steps:
+        raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {ctx.n_steps} steps)")
+    from dataclasses import replace
+
+    a = POLICIES["tpc"].fn(replace(ctx, n_steps=n1), **tpc)
+    b = POLICIES["ads"].fn(replace(ctx, n_steps=ctx.n_steps - n1, step0=ctx.step0 + n1), **ads)
+    return np.concatenate([a, b], axis=0)
+
+
+def read_groups(ws, groups, where: str) -> list[list[str]]:
+    if isinstance(groups, list):
+        return groups
+    p = ws.path("groups", str(groups), "groups.json")
+    if not p.exists():
+        raise SpecError(f"{where}: groups file {p} not found (run `jadwal affinity --name {groups}` or list groups inline)")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    g = data["groups"]
+    order = data.get("order") or list(range(len(g)))
+    return [g[i] for i in order]
+
+
+@register("gst", columns=lambda p: [p.get("by", "dataset")])
+def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", weights="size", **extra) -> np.ndarray:
+    """Grouped sequential training: stage k mixes the datasets of groups 1..k (progressive, cumulative)."""
+    where = f"phases[{ctx.phase}] (gst)"
+    _check_params(extra, set(), where)
+    grp = read_groups(ctx.workspace, groups, where)
+    values, _ = categories(ctx.cells, by)
+    for g in grp:
+        for d in g:
+            if d not in values:
+                raise SpecError(f"{where}: group names {by} {d!r}, not in the data; known: {values}")
+    per_stage = _stage_steps(ctx.n_steps, len(grp), stage_lengths, where)
+    parts = []
+    for k, n in enumerate(per_stage):
+        active = {d for g in grp[: k + 1] for d in g}
+        w = weights if weights in (None, "size", "uniform") or set(weights) == {"temperature"} else \
+            {d: weights[d] / sum(weights[x] for x in active) for d in active}
+        seq = _mix_seq(ctx, by, w, int(n) * ctx.slots, where, restrict=active)
+        parts.append(ctx.rng.permuted(seq.reshape(int(n), ctx.slots), axis=1))
+    return np.concatenate(parts, axis=0)
+
+
+@register("speech_curriculum", columns=lambda p: ["modality", p.get("by", "task")])
+def speech_curriculum(ctx: PolicyContext, text_only: float = 0.67, speech_fraction: float = 0.05,
+                      by: str = "task", **extra) -> np.ndarray:
+    """Text-only twins for the first ``text_only`` of the phase, then speech mixed in at
+    ``speech_fraction`` of each step (within each modality, values of ``by`` ∝ size)."""
+    where = f"phases[{ctx.phase}] (speech_curriculum)"
+    _check_params(extra, set(), where)
+    if not 0 <= text_only < 1:
+        raise SpecError(f"{where}: `text_only` must be in [0, 1)")
+    if not 0 < speech_fraction <= 1:
+        raise SpecError(f"{where}: `speech_fraction` must be in (0, 1]")
+    mods, ids = categories(ctx.cells, "modality")
+    if "text" not in mods or "audio" not in mods:
+        raise SpecError(f"{where}: needs both text-only and audio samples (found modalities {mods}); "
+                        "run `jadwal build text-twins` and shard it")
+    text_cells, audio_cells = ids[mods.index("text")], ids[mods.index("audio")]
+    n1 = int(round(text_only * ctx.n_steps))
+    n2 = ctx.n_steps - n1
+    first = np.zeros(0, dtype=np.int32)
+    if n1:
+        first = pick_cells(np.zeros(n1 * ctx.slots, dtype=np.int32), [text_cells], ctx.cells, ctx.rng)
+    total2 = n2 * ctx.slots
+    which = spread([1 - speech_fraction, speech_fraction], total2, ctx.rng)
+    second = np.empty(total2, dtype=np.int32)
+    second[which == 0] = pick_cells(np.zeros(int((which == 0).sum()), dtype=np.int32), [text_cells], ctx.cells, ctx.rng)
+    second[which == 1] = pick_cells(np.zeros(int((which == 1).sum()), dtype=np.int32), [audio_cells], ctx.cells, ctx.rng)
+    ctx.add_target("modality", ["text", "audio"], [1.0, 0.0], n1 * ctx.slots)
+    ctx.add_target("modality", ["text", "audio"], [1 - speech_fraction, speech_fraction], total2)
+    seq = np.concatenate([first, second])
+    return to_steps(seq, ctx)

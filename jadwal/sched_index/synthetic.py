@@ -1,0 +1,101 @@
+"""Synthetic shard indexes (``samples.parquet`` + ``shards.parquet``, no tar files) for planning tests
+and benchmarks.  Follows :mod:`jadwal.shards.schema` exactly; byte offsets are those a tar with
+``size`` bytes per sample would have."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..shards.schema import SAMPLES_FILE, SHARDS_FILE, SHARDS_SCHEMA
+from ..workspace import Workspace
+
+
+def write_synthetic_shard_set(
+    ws: Workspace | str,
+    *,
+    datasets: dict[str, tuple[str, list[str] | None, int]],
+    stream_by: tuple[str, ...] = ("dataset",),
+    shard_size: int = 100,
+    n_clusters: int = 0,
+    cluster_name: str = "k8",
+    seed: int = 0,
+    set_name: str = "syn",
+    text_fraction: dict[str, float] | None = None,
+    split: str = "train",
+) -> Workspace:
+    """Write shard set ``shards/<set_name>`` with, per dataset, ``(task, labels or None, n_samples)``.
+
+    ``stream_by`` picks the stream key among dataset/task/label/``cluster``; ``n_clusters`` > 0 adds a
+    ``cluster:<cluster_name>`` column (also written to ``clusters/<name>/assignments.parquet``).
+    """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for ds, (task, labels, n) in datasets.items():
+        lab = rng.choice(np.asarray(labels, dtype=object), n) if labels else np.full(n, None, dtype=object)
+        modality = np.full(n, "audio", dtype=object)
+        if text_fraction and ds in text_fraction:
+            modality[rng.random(n) < text_fraction[ds]] = "text"
+        parts.append({
+            "id": np.array([f"{ds}/{i:08d}" for i in range(n)], dtype=object),
+            "dataset": np.full(n, ds, dtype=object), "task": np.full(n, task, dtype=object),
+            "label": lab, "modality": modality,
+            "duration_s": np.round(rng.uniform(1.0, 15.0, n), 3),
+        })
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n = len(cols["id"])
+    ccol = f"cluster:{cluster_name}"
+    if n_clusters:
+        cols[ccol] = rng.integers(0, n_clusters, n).astype(np.int64)
+    key_cols = [ccol if k == "cluster" else k for k in stream_by]
+    stream = np.array(["|".join("" if v is None else str(v) for v in vals) for vals in zip(*[cols[k] for k in key_cols])],
+                      dtype=object)
+    order = np.lexsort((rng.random(n), stream))  # streams contiguous, shuffled within
+    cols = {k: v[order] for k, v in cols.items()}
+    stream = stream[order]
+    # shard ids: per stream, consecutive shards of shard_size
+    _, first = np.unique(stream, return_index=True)
+    starts = np.sort(first)
+    pos_in_stream = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    shard_local = pos_in_stream // shard_size
+    new_shard = np.r_[True, (stream[1:] != stream[:-1]) | (shard_local[1:] != shard_local[:-1])]
+    shard_id = (np.cumsum(new_shard) - 1).astype(np.int32)
+    pos = (pos_in_stream % shard_size).astype(np.int32)
+    size = (cols["duration_s"] * 32000 + 2048).astype(np.int64)
+    size = (size + 511) // 512 * 512
+    shard_start = np.r_[0, np.flatnonzero(new_shard[1:]) + 1]
+    csum = np.cumsum(size) - size
+    offset = csum - np.repeat(csum[shard_start], np.diff(np.r_[shard_start, n]))
+    table = {
+        "id": pa.array(cols["id"], pa.string()), "stream": pa.array(stream, pa.string()),
+        "shard_id": pa.array(shard_id, pa.int32()), "pos": pa.array(pos, pa.int32()),
+        "offset": pa.array(offset, pa.int64()), "size": pa.array(size, pa.int64()),
+        "duration_s": pa.array(cols["duration_s"], pa.float64()),
+        "dataset": pa.array(cols["dataset"], pa.string()), "task": pa.array(cols["task"], pa.string()),
+        "split": pa.array(np.full(n, split, dtype=object), pa.string()),
+        "modality": pa.array(cols["modality"], pa.string()), "label": pa.array(cols["label"], pa.string()),
+    }
+    if n_clusters:
+        table[ccol] = pa.array(cols[ccol], pa.int64())
+    d = ws.path("shards", set_name)
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(table), d / SAMPLES_FILE)
+    n_sh = int(shard_id[-1]) + 1
+    sh_stream = stream[shard_start]
+    shards = pa.table({
+        "shard_id": pa.array(np.arange(n_sh), pa.int32()),
+        "path": pa.array([f"shards/{set_name}/{i:06d}.tar" for i in range(n_sh)], pa.string()),
+        "stream": pa.array(sh_stream, pa.string()),
+        "num_samples": pa.array(np.bincount(shard_id), pa.int64()),
+        "bytes": pa.array(np.bincount(shard_id, weights=size).astype(np.int64) + 1024, pa.int64()),
+        "duration_s": pa.array(np.bincount(shard_id, weights=cols["duration_s"]), pa.float64()),
+        "sha256": pa.array(["0" * 64] * n_sh, pa.string()),
+    }, schema=SHARDS_SCHEMA)
+    pq.write_table(shards, d / SHARDS_FILE)
+    if n_clusters:
+        cd = ws.path("clusters", cluster_name)
+        cd.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": table["id"], "cluster": table[ccol],
+                                 "distance": pa.array(np.zeros(n, np.float32))}), cd / "assignments.parquet")
+    return ws
