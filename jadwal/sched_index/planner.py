@@ -298,9 +298,33 @@ class Resolved:
     buffer_at: dict
 
 
-def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, base: np.ndarray, stats: dict) -> Resolved:
-    """Exact samples for one phase (count mode). ``base[s]``: virtual positions of stream s used by
-    earlier phases (updated in place)."""
+def phase_demand(spec: Spec, pp: PhasePlan, n_streams: int) -> np.ndarray:
+    """``D[s, r]``: slots of reader r requesting stream s in this phase."""
+    W, nw = spec.world_size, spec.readers_per_rank
+    T, m = pp.end - pp.start, pp.slots // W
+    reader = (np.arange(W)[None, :] * nw + (np.arange(pp.start, pp.end) % nw)[:, None])  # [T, W]
+    s_of = pp.cells["stream_code"].to_numpy().astype(np.int64)[pp.comp.reshape(T, W, m)]
+    key = s_of * (W * nw) + reader[:, :, None]
+    return np.bincount(key.reshape(-1), minlength=n_streams * W * nw).reshape(n_streams, W * nw)
+
+
+def chunk_layout(demands: list[np.ndarray], first: np.ndarray | None = None) -> list[np.ndarray]:
+    """Virtual start of each phase's consumption per (stream, reader).  Reader r owns one contiguous
+    range of each stream for the whole run (readers in order), consumed phase after phase."""
+    total = sum(demands)
+    start = np.cumsum(total, axis=1) - total
+    if first is not None:
+        start = start + first[:, None]
+    out, used = [], np.zeros_like(total)
+    for d in demands:
+        out.append(start + used)
+        used = used + d
+    return out
+
+
+def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray, stats: dict) -> Resolved:
+    """Exact samples for one phase (count mode); ``start[s, r]``: virtual position where reader r's
+    consumption of stream s in this phase begins (see :func:`chunk_layout`)."""
     W, nw = spec.world_size, spec.readers_per_rank
     R, S = W * nw, len(seq.names)
     T = pp.end - pp.start
@@ -316,8 +340,6 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, base: np.ndar
     key = s_of * R + reader
     order, k = _segmented_cumcount(key)
     D = np.bincount(key, minlength=S * R).reshape(S, R)
-    off = np.cumsum(D, axis=1) - D  # exclusive, per stream over readers
-    start = base[:, None] + off  # [S, R]
     chunks = [(pp.phase, seq.names[s], r, int(start[s, r]), int(D[s, r]))
               for s in np.flatnonzero(D.sum(1)) for r in np.flatnonzero(D[s])]
     # purity: a stream is pure in this phase when one cell covers it
@@ -335,7 +357,6 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, base: np.ndar
     for s in np.flatnonzero(np.diff(bounds)):
         idx = sorder[bounds[s] : bounds[s + 1]]
         rows[idx] = seq.rows(s, v[idx])
-    base += D.sum(axis=1)
     max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
     return Resolved(rows, v, chunks, deviations, max_buf, at)
 
@@ -453,15 +474,16 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     stats: dict = {}
     plans = compose(spec, st, ws)
     apply_exhaustion(spec, plans, seq, stats)
-    base = np.zeros(len(seq.names), dtype=np.int64)
+    demands = [phase_demand(spec, pp, len(seq.names)) for pp in plans]
+    starts = chunk_layout(demands)
     results = []
     try:
         from tqdm import tqdm
         it = tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress)
     except ImportError:  # pragma: no cover
         it = plans
-    for pp in it:
-        res = resolve_phase(spec, pp, seq, base, stats)
+    for pp, start in zip(it, starts):
+        res = resolve_phase(spec, pp, seq, start, stats)
         if res.max_buffer > spec.buffer:
             at = res.buffer_at
             step = pp.start + at["slot"] // pp.slots

@@ -139,6 +139,11 @@ class ScheduleIndex:
         i = (step - self.start_step) * self.world_size + rank
         return np.asarray(self._plan[self._offsets[i] : self._offsets[i + 1]])
 
+    def vpos(self, step: int, rank: int) -> np.ndarray:
+        """Virtual positions of micro-batch (step, rank): pass = vpos // (eligible samples of the stream)."""
+        i = (step - self.start_step) * self.world_size + rank
+        return np.asarray(self._vpos[self._offsets[i] : self._offsets[i + 1]])
+
     def plan(self, step: int, rank: int) -> MicroBatch:
         """The planned samples of (step, rank), with their shard locations, in delivery order."""
         rows = self.rows(step, rank)
