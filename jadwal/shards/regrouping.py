@@ -1,0 +1,334 @@
+"""``jadwal shard regroup``: rewrite a shard set into new streams in one sequential pass.
+
+The new plan (streams from the new keys; per stream: sort by id, shuffle with the (seed, stream)
+generator, pack by the samples' exact byte sizes) is fixed before reading.  Then every source shard
+that holds a sample of a not-yet-complete output shard is read once, front to back
+(``tarfile`` stream mode, no seek).  A source shard's samples are released only after its sha256
+matches the index (a damaged source never leaks into the output); each sample's member bytes are
+copied unchanged (no re-encoding) into the buffer of its output shard, and an output shard is written
+(temp → rename → sidecar) the moment its last sample arrives.  Buffers are bounded by ``memory``:
+beyond it, the largest buffers spill to temp files under ``shards/<set>/.spool/``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import tarfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
+from ..workspace import Workspace, sha256_file
+from . import schema as S
+from .common import (
+    REJECTS_FILE,
+    ShardError,
+    add_sample_record,
+    commit_shard,
+    join_on_id,
+    locked_set,
+    new_samples_record,
+    parse_keys,
+    parse_size,
+    plan_hash,
+    plan_shards,
+    read_sidecar,
+    remove_stale,
+    resolve_keys,
+    write_index,
+)
+from .tario import ShardWriter, TrackingReader, UnsafeMember, iter_members, split_name
+from .verify import list_sets
+
+log = logging.getLogger("jadwal.shards")
+
+FORMAT = "jadwal-regroup/1"
+
+
+def open_source(path) -> "object":
+    """Open a source shard for reading (one call per source shard and pass)."""
+    return open(path, "rb")
+
+
+def _pick_source(ws: Workspace, source: str | None) -> str:
+    if source:
+        return source
+    sets = list_sets(ws)
+    if len(sets) == 1:
+        return sets[0]
+    if "by-dataset" in sets:
+        return "by-dataset"
+    raise ShardError(f"several shard sets in {ws.root}/shards ({', '.join(sets) or 'none'}): pass --from SET")
+
+
+class _Buffers:
+    """Per-output-shard buffers of copied samples, spilled to disk beyond ``limit`` bytes."""
+
+    def __init__(self, spool_dir, limit: int):
+        self.dir = spool_dir
+        self.limit = limit
+        self.mem: dict[int, list] = {}  # plan index → [(pos in plan, members)]
+        self.mem_bytes: dict[int, int] = {}
+        self.total = 0
+        self.spilled: set[int] = set()
+        self.peak = 0
+        self.spills = 0
+
+    def add(self, out: int, k: int, members: list[tuple[str, bytes]]) -> None:
+        n = sum(len(d) for _, d in members)
+        self.mem.setdefault(out, []).append((k, members))
+        self.mem_bytes[out] = self.mem_bytes.get(out, 0) + n
+        self.total += n
+        self.peak = max(self.peak, self.total)
+        while self.total > self.limit and self.mem_bytes:
+            self._spill(max(self.mem_bytes, key=self.mem_bytes.get))
+
+    def _spill(self, out: int) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f"{out}.spool", "ab") as f:
+            for item in self.mem.pop(out):
+                pickle.dump(item, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.total -= self.mem_bytes.pop(out)
+        self.spilled.add(out)
+        self.spills += 1
+
+    def take(self, out: int) -> list:
+        items = []
+        if out in self.spilled:
+            p = self.dir / f"{out}.spool"
+            with open(p, "rb") as f:
+                while True:
+                    try:
+                        items.append(pickle.load(f))
+                    except EOFError:
+                        break
+            p.unlink()
+            self.spilled.discard(out)
+        items.extend(self.mem.pop(out, []))
+        self.total -= self.mem_bytes.pop(out, 0)
+        return items
+
+
+def regroup(
+    ws: Workspace | str | os.PathLike,
+    by: str | list[str],
+    *,
+    source: str | None = None,
+    set_name: str | None = None,
+    target_size: str | int | None = "256MB",
+    max_samples: int | None = None,
+    seed: int = 0,
+    memory: str | int = "1GiB",
+    progress: bool = True,
+    on_plan=None,
+) -> dict:
+    """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary."""
+    from tqdm import tqdm
+
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    keys = parse_keys(by)
+    target_bytes = parse_size(target_size)
+    mem_limit = parse_size(memory)
+    if max_samples is not None and max_samples < 1:
+        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
+    src_name = _pick_source(ws, source)
+    name = set_name or S.set_name(keys)
+    if name == src_name:
+        raise ShardError(f"regroup would overwrite its source set {src_name!r}: pass another --set")
+    src_dir = ws.path("shards", src_name)
+    if ws.read_meta(src_dir) is None:
+        raise ShardError(f"shard set {src_name!r} is missing or incomplete (no {ws.rel(src_dir)}/meta.json)")
+    t0 = time.time()
+
+    # -- plan --------------------------------------------------------------------------------------
+    src = pq.read_table(src_dir / S.SAMPLES_FILE).combine_chunks()
+    src_shards = pq.read_table(src_dir / S.SHARDS_FILE).to_pylist()
+    src_hash = sha256_file(src_dir / S.SAMPLES_FILE)
+    ids = src.column("id").combine_chunks()
+    n = len(ids)
+    inputs = [src_dir / S.SAMPLES_FILE, src_dir / S.SHARDS_FILE]
+    manifest = {}
+
+    def lookup(k):
+        if k in src.column_names:
+            return src.column(k)
+        if k in MANIFEST_COLUMNS:
+            if "t" not in manifest:
+                manifest["t"] = read_manifests(ws)
+                inputs.extend(manifest_paths(ws))
+            m = manifest["t"]
+            vals = join_on_id(ids, m.column("id"), m.column(k))
+            found = join_on_id(ids, m.column("id"), m.column("id"))
+            if found.null_count:
+                raise ShardError(f"key {k!r}: {found.null_count} samples of {src_name!r} are not in the manifests")
+            return vals
+        return None
+
+    kv = resolve_keys(ws, keys, ids, lookup)
+    for k in keys:
+        if k.startswith("cluster:") and k not in src.column_names:
+            inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
+    streams = kv.streams()
+    sizes = src.column("size").to_numpy().astype(np.float64)
+    plans = plan_shards(
+        f"shards/{name}", ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
+    )
+    src_shard_id = src.column("shard_id").to_numpy()
+    src_pos = src.column("pos").to_numpy()
+    id_list = ids.to_pylist()
+    summary = {
+        "set": name,
+        "path": f"shards/{name}",
+        "source": src_name,
+        "keys": keys,
+        "streams": len({p.stream for p in plans}),
+        "planned_samples": n,
+        "planned_shards": len(plans),
+        "missing_key_values": kv.missing,
+    }
+    if on_plan:
+        on_plan(dict(summary))
+
+    with locked_set(ws, name) as d:
+        spool = d / ".spool"
+        if spool.exists():
+            shutil.rmtree(spool)
+        sidecars: dict[int, dict] = {}
+        hashes = {}
+        out_of_row = np.full(n, -1, dtype=np.int64)
+        k_of_row = np.full(n, -1, dtype=np.int64)
+        for pi, p in enumerate(plans):
+            hashes[pi] = plan_hash(FORMAT, src_hash, p.path, *[id_list[r] for r in p.rows.tolist()])
+            sc = read_sidecar(ws, p, hashes[pi])
+            if sc is not None:
+                sidecars[p.shard_id] = sc
+            else:
+                out_of_row[p.rows] = pi
+                k_of_row[p.rows] = np.arange(len(p.rows))
+        skipped = len(sidecars)
+        received = np.zeros(len(plans), dtype=np.int64)
+        needed = set(np.unique(src_shard_id[out_of_row >= 0]).tolist())
+        to_read = [s for s in src_shards if s["shard_id"] in needed]
+        # row range of each source shard in samples.parquet (sorted by shard_id, pos)
+        starts = np.searchsorted(src_shard_id, [s["shard_id"] for s in to_read], side="left")
+        bufs = _Buffers(spool, mem_limit)
+        stats = {"source_shards_read": 0, "source_bytes_read": 0}
+        src_dur = src.column("duration_s").to_pylist()
+
+        def finish(pi: int) -> None:
+            p = plans[pi]
+            items = sorted(bufs.take(pi), key=lambda it: it[0])
+            assert [k for k, _ in items] == list(range(len(p.rows))), "regroup: incomplete output shard"
+
+            def write(f):
+                w = ShardWriter(f)
+                rec = new_samples_record()
+                for k, members in items:
+                    row = int(p.rows[k])
+                    placed = w.add(S.member_key(id_list[row]), members)
+                    add_sample_record(rec, id_list[row], k, placed, src_dur[row])
+                return rec, [], w
+
+            sidecars[p.shard_id] = commit_shard(ws, p, hashes[pi], write)
+
+        bar = tqdm(total=sum(s["bytes"] for s in to_read), unit="B", unit_scale=True,
+                   desc=f"regroup {src_name} → {name}", disable=not progress)
+        try:
+            for s, a in zip(to_read, starts.tolist()):
+                pending = _read_source(ws, s, a, id_list, src, src_shard_id, src_pos)
+                stats["source_shards_read"] += 1
+                stats["source_bytes_read"] += s["bytes"]
+                for row, members in pending:
+                    pi = int(out_of_row[row])
+                    if pi < 0:
+                        continue
+                    bufs.add(pi, int(k_of_row[row]), members)
+                    received[pi] += 1
+                    if received[pi] == len(plans[pi].rows):
+                        finish(pi)
+                del pending
+                bar.update(s["bytes"])
+        finally:
+            bar.close()
+            if spool.exists():
+                shutil.rmtree(spool)
+        missing = [plans[pi].path for pi in range(len(plans)) if plans[pi].shard_id not in sidecars]
+        if missing:
+            raise ShardError(f"regroup: {len(missing)} output shards incomplete after the pass (e.g. {missing[0]})")
+        remove_stale(ws, d, plans)
+        attr_cols = [c for c in src.column_names if c not in ("id", "stream", "shard_id", "pos", "offset", "size",
+                                                              "members", "duration_s")]
+        attrs = {c: src.column(c) for c in attr_cols}
+        attrs.update(kv.extra_columns())
+        rejects = pq.read_table(src_dir / REJECTS_FILE).to_pylist() if (src_dir / REJECTS_FILE).exists() else []
+        summary.update(write_index(ws, d, plans, sidecars, pa.table(attrs), rejects))
+        summary.update(
+            shards_written=len(plans) - skipped,
+            shards_skipped=skipped,
+            **stats,
+            peak_buffer_bytes=bufs.peak,
+            spills=bufs.spills,
+            seconds=round(time.time() - t0, 3),
+        )
+        ws.write_meta(
+            d,
+            "shards",
+            config={"regroup_from": src_name, "by": keys, "set": name, "target_size": target_bytes,
+                    "max_samples": max_samples, "seed": seed},
+            inputs=inputs,
+            outputs=[d / S.SAMPLES_FILE, d / S.SHARDS_FILE, d / REJECTS_FILE],
+            extra={"summary": summary},
+        )
+    return summary
+
+
+def _read_source(ws, shard: dict, first_row: int, id_list, src, src_shard_id, src_pos) -> list:
+    """Read one source shard front to back; return ``[(row, [(suffix, data)])]`` once its sha256 matches."""
+    path = ws.resolve(shard["path"])
+    sid = shard["shard_id"]
+    where = f"source shard {shard['path']}"
+    hint = "run `jadwal shard verify` on the source set"
+    members_col = src.column("members")
+    out = []
+    cur_key, cur_members, k = None, [], 0
+
+    def close_sample():
+        nonlocal k
+        row = first_row + k
+        if row >= len(id_list) or src_shard_id[row] != sid or src_pos[row] != k:
+            raise ShardError(f"{where} has more samples than its index ({hint})")
+        want = members_col[row].as_py()
+        got = [(sfx, len(data), off) for sfx, data, off in cur_members]
+        if S.member_key(id_list[row]) != cur_key or got != [(m["name"], m["size"], m["offset"]) for m in want]:
+            raise ShardError(f"{where}: sample {k} ({cur_key!r}) differs from its index entry "
+                             f"({id_list[row]!r}) ({hint})")
+        out.append((row, [(sfx, data) for sfx, data, _ in cur_members]))
+        k += 1
+
+    try:
+        with open_source(path) as f:
+            r = TrackingReader(f)
+            for ti, data in iter_members(r):
+                key, suffix = split_name(ti.name)
+                if cur_key is not None and key != cur_key:
+                    close_sample()
+                    cur_members = []
+                cur_key = key
+                cur_members.append((suffix, data, ti.offset_data))
+            if cur_key is not None:
+                close_sample()
+            r.drain()
+    except FileNotFoundError:
+        raise ShardError(f"{where} is missing ({hint})") from None
+    except (tarfile.TarError, UnsafeMember, EOFError) as e:
+        raise ShardError(f"{where} is damaged: {e} ({hint})") from None
+    if k != shard["num_samples"]:
+        raise ShardError(f"{where}: read {k} samples, the index has {shard['num_samples']} ({hint})")
+    if r.sha256.hexdigest() != shard["sha256"]:
+        raise ShardError(f"{where}: sha256 differs from the index ({hint})")
+    return out

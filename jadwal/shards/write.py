@@ -1,0 +1,282 @@
+"""``jadwal shard``: manifests → WebDataset shards grouped into streams, with the shard index.
+
+1. Plan (before anything is written): read the manifests, resolve the grouping keys (manifest columns
+   or ``cluster:NAME``), form streams, sort each stream by id, shuffle it with a generator derived from
+   (seed, stream), pack it into shards by estimated size (duration × rate × channels × 2 bytes × 0.6
+   + JSON + tar headers) and/or ``max_samples``.  The plan is a pure function of (manifests, keys,
+   seed, target size, max samples).
+2. Write: a process pool writes one shard per task (temp name → fsync → rename → sidecar); a shard
+   whose sidecar matches its plan is skipped, so a killed run resumes with identical bytes.
+3. Index: ``samples.parquet``, ``shards.parquet``, ``rejects.parquet`` from the sidecars, then
+   ``meta.json`` last.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
+from ..workspace import Workspace
+from . import schema as S
+from .audio import AudioError, estimate_audio_bytes, load_row_audio
+from .common import (
+    ShardError,
+    ShardPlan,
+    add_sample_record,
+    commit_shard,
+    locked_set,
+    new_samples_record,
+    parse_keys,
+    parse_size,
+    plan_hash,
+    plan_shards,
+    pool_map,
+    read_sidecar,
+    reject_row,
+    remove_stale,
+    resolve_keys,
+    write_index,
+)
+from .tario import ShardWriter
+
+log = logging.getLogger("jadwal.shards")
+
+FORMAT = "jadwal-shards/1"
+_TEXT_COLUMNS = ["text", "text_raw", "target", "instruction", "extra", "audio_path"]
+
+
+def row_json(row: dict) -> str:
+    """The manifest row as the sample's ``.json`` member (UTF-8, NaN → null)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
+
+
+def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mono: bool) -> np.ndarray:
+    n = table.num_rows
+    est = np.full(n, 400.0 + 1536.0)
+    for c in _TEXT_COLUMNS:
+        est += pc.fill_null(pc.binary_length(table.column(c)), 0).to_numpy(zero_copy_only=False)
+    is_audio = pc.fill_null(pc.equal(table.column("modality"), "audio"), False).to_numpy(zero_copy_only=False)
+    dur = table.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64)
+    sr = pc.fill_null(table.column("sample_rate"), 16000).to_numpy(zero_copy_only=False).astype(np.float64)
+    ch = pc.fill_null(table.column("channels"), 1).to_numpy(zero_copy_only=False).astype(np.float64)
+    need = np.flatnonzero(is_audio & ~np.isfinite(dur))
+    if len(need):  # no duration in the manifest: read the headers
+        import soundfile as sf
+
+        paths = table.column("audio_path")
+        for i in need.tolist():
+            try:
+                info = sf.info(str(ws.resolve(paths[i].as_py())))
+                dur[i], sr[i], ch[i] = info.duration, info.samplerate, info.channels
+            except Exception:
+                dur[i] = 0.0
+    sr_out = np.full(n, float(sample_rate)) if sample_rate else sr
+    ch_out = np.ones(n) if mono else ch
+    est += np.where(is_audio, estimate_audio_bytes(np.nan_to_num(dur), sr_out, ch_out), 0.0)
+    return est
+
+
+def _dedupe(table: pa.Table) -> tuple[pa.Table, list[dict]]:
+    """Drop rows with a null id or an id seen earlier (→ rejects)."""
+    n = table.num_rows
+    ids = table.column("id")
+    rejects = []
+    bad = np.asarray(pc.is_null(ids).to_numpy(zero_copy_only=False), dtype=bool)
+    if pc.count_distinct(ids).as_py() + int(bad.sum()) != n or bad.any():
+        idx = pa.table({"id": ids, "i": pa.array(np.arange(n, dtype=np.int64))})
+        first = idx.filter(pc.is_valid(idx.column("id"))).group_by("id", use_threads=False).aggregate([("i", "min")])
+        keep = np.zeros(n, dtype=bool)
+        keep[first.column("i_min").to_numpy()] = True
+        for i in np.flatnonzero(~keep).tolist():
+            row = {c: table.column(c)[i].as_py() for c in MANIFEST_COLUMNS}
+            reason, detail = ("bad_row", "null id") if bad[i] else ("duplicate_id", f"id {row['id']!r} appears earlier")
+            rejects.append(reject_row(row["id"], row["dataset"], row["audio_path"], reason, detail, row_json(row)))
+        table = table.filter(pa.array(keep))
+    return table, rejects
+
+
+def _write_task(task: dict) -> dict:
+    """Worker: write (or skip) one planned shard; returns its sidecar plus ``skipped``."""
+    ws = Workspace(task["root"])
+    plan: ShardPlan = task["plan"]
+    cfg = task["config"]
+    rows = task["table"].to_pylist()
+    jsons = [row_json(r) for r in rows]
+    phash = plan_hash(FORMAT, task["config_json"], plan.path, *jsons)
+    sc = read_sidecar(ws, plan, phash)
+    if sc is not None:
+        sc["skipped"] = True
+        return sc
+
+    def write(f):
+        w = ShardWriter(f)
+        rec, rejects = new_samples_record(), []
+        for i, (row, js) in enumerate(zip(rows, jsons)):
+            members = [("json", js.encode("utf-8"))]
+            duration = None
+            modality = row.get("modality")
+            try:
+                if modality == "audio":
+                    enc = load_row_audio(
+                        str(ws.resolve(row["audio_path"])) if row.get("audio_path") else "",
+                        row.get("offset_s"),
+                        row.get("duration_s"),
+                        sample_rate=cfg["sample_rate"],
+                        mono=cfg["mono"],
+                        audio_format=cfg["audio_format"],
+                    )
+                    members.append((enc.suffix, enc.data))
+                    duration = enc.duration_s
+                elif modality != "text":
+                    raise AudioError("bad_row", f"modality {modality!r} is neither 'audio' nor 'text'")
+            except AudioError as e:
+                rejects.append(reject_row(row["id"], row["dataset"], row.get("audio_path"), e.reason, e.detail, js))
+                continue
+            placed = w.add(S.member_key(row["id"]), members)
+            add_sample_record(rec, row["id"], i, placed, duration)
+        return rec, rejects, w
+
+    sc = commit_shard(ws, plan, phash, write)
+    sc["skipped"] = False
+    return sc
+
+
+def write_shards(
+    ws: Workspace | str | os.PathLike,
+    by: str | list[str] = ("dataset",),
+    *,
+    set_name: str | None = None,
+    target_size: str | int | None = "256MB",
+    max_samples: int | None = None,
+    sample_rate: int | None = 16000,
+    audio_format: str = "flac",
+    mono: bool = False,
+    workers: int | None = None,
+    seed: int = 0,
+    datasets: list[str] | None = None,
+    progress: bool = True,
+    on_plan=None,
+) -> dict:
+    """Write the workspace's manifests into WebDataset shards grouped by ``by``; returns a summary.
+
+    ``on_plan(summary)`` (optional) is called with the plan before anything is written.
+    """
+    from tqdm import tqdm
+
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    keys = parse_keys(by)
+    target_bytes = parse_size(target_size)
+    if max_samples is not None and max_samples < 1:
+        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
+    if audio_format not in ("flac", "original"):
+        raise ShardError(f"--audio-format must be 'flac' or 'original', got {audio_format!r}")
+    if sample_rate is not None and sample_rate < 0:
+        raise ShardError(f"--sample-rate must be positive (0 keeps the source rate), got {sample_rate}")
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    name = set_name or S.set_name(keys)
+    t0 = time.time()
+
+    # -- plan --------------------------------------------------------------------------------------
+    paths = manifest_paths(ws)
+    if datasets:
+        have = {p.parent.name for p in paths}
+        unknown = sorted(set(datasets) - have)
+        if unknown:
+            raise ShardError(f"no manifest for dataset(s) {unknown} in {ws.root} (have: {sorted(have)})")
+        paths = [p for p in paths if p.parent.name in datasets]
+    table = read_manifests(ws, datasets)
+    if table.num_rows == 0:
+        raise ShardError(f"no manifest rows in {ws.root}/manifests (run `jadwal manifest import` first)")
+    table, plan_rejects = _dedupe(table)
+    ids = table.column("id").combine_chunks()
+    mkeys = pa.array([S.member_key(i) for i in ids.to_pylist()], pa.string())
+    if pc.count_distinct(mkeys).as_py() != len(mkeys):
+        raise ShardError("two sample ids map to the same tar member key; rename one of them")
+    kv = resolve_keys(ws, keys, ids, lambda k: table.column(k) if k in MANIFEST_COLUMNS else None)
+    streams = kv.streams()
+    sizes = _estimate_sizes(ws, table, sample_rate, mono)
+    plans = plan_shards(
+        f"shards/{name}", ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
+    )
+    config = {
+        "by": keys,
+        "set": name,
+        "target_size": target_bytes,
+        "max_samples": max_samples,
+        "sample_rate": sample_rate or None,
+        "audio_format": audio_format,
+        "mono": bool(mono),
+        "seed": seed,
+        "datasets": datasets or None,
+    }
+    content_cfg = {"sample_rate": sample_rate or None, "audio_format": audio_format, "mono": bool(mono)}
+    config_json = json.dumps(content_cfg, sort_keys=True)
+    summary = {
+        "set": name,
+        "path": f"shards/{name}",
+        "keys": keys,
+        "streams": len({p.stream for p in plans}),
+        "planned_samples": int(table.num_rows),
+        "planned_shards": len(plans),
+        "estimated_bytes": int(sizes.sum()),
+        "missing_key_values": kv.missing,
+    }
+    if on_plan:
+        on_plan(dict(summary))
+
+    # -- write ---------------------------------------------------------------------------------------
+    sidecars: dict[int, dict] = {}
+    counts = {"written": 0, "skipped": 0}
+    with locked_set(ws, name) as d:
+        bar = tqdm(total=table.num_rows, unit="sample", desc=f"shard {name}", disable=not progress, smoothing=0.1)
+
+        def tasks():
+            for p in plans:
+                yield {
+                    "root": str(ws.root),
+                    "plan": p,
+                    "table": table.take(pa.array(p.rows, pa.int64())),
+                    "config": content_cfg,
+                    "config_json": config_json,
+                }
+
+        def done(sc):
+            skipped = sc.pop("skipped")
+            counts["skipped" if skipped else "written"] += 1
+            sidecars[sc["shard_id"]] = sc
+            bar.update(len(sc["samples"]["id"]) + len(sc["rejects"]))
+            bar.set_postfix(shards=f"{len(sidecars)}/{len(plans)}", refresh=False)
+
+        try:
+            pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done)
+        finally:
+            bar.close()
+        remove_stale(ws, d, plans)
+        rejects = plan_rejects + [r for p in plans for r in sidecars[p.shard_id]["rejects"]]
+        attrs = {c: table.column(c) for c in S.ATTRIBUTE_COLUMNS}
+        attrs.update(kv.extra_columns())
+        counts_idx = write_index(ws, d, plans, sidecars, pa.table(attrs), rejects)
+        summary.update(counts_idx)
+        summary.update(shards_written=counts["written"], shards_skipped=counts["skipped"])
+        summary["seconds"] = round(time.time() - t0, 3)
+        inputs = list(paths)
+        for k in keys:
+            if k.startswith("cluster:"):
+                inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
+        ws.write_meta(
+            d,
+            "shards",
+            config=config,
+            inputs=inputs,
+            outputs=[d / S.SAMPLES_FILE, d / S.SHARDS_FILE, d / "rejects.parquet"],
+            extra={"summary": summary},
+        )
+    return summary
