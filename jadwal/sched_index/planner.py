@@ -206,6 +206,7 @@ class PhasePlan:
     comp: np.ndarray  # [steps, slots] cell ids (requested)
     targets: dict
     domain: str | None = None
+    reassigned: int = 0  # slots moved off exhausted `stop` streams
 
 
 def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
@@ -272,6 +273,7 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
             flat = flat.copy()
             flat[excess] = cand[spread(share, len(excess), _seed(spec.seed, "stop", pp.phase, name))]
             pp.comp = flat.reshape(pp.comp.shape)
+            pp.reassigned += len(excess)
             stats.setdefault("stopped_streams", {})[name] = pp.start + int(excess[0]) // pp.slots
         used += np.bincount(cstream[pp.comp.reshape(-1)], minlength=len(seq.names))
 
@@ -524,7 +526,7 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats) -> dict:
                         "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain,
                         "targets": {col: {v: x / max(1, (pp.end - pp.start) * pp.slots) for v, x in d.items()}
                                     for col, d in pp.targets.items()},
-                        "deviations": r.deviations, "max_buffer": r.max_buffer})
+                        "deviations": r.deviations, "reassigned": pp.reassigned, "max_buffer": r.max_buffer})
     return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
                   stats, num_steps=plans[-1].end)
 
