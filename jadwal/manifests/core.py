@@ -1,0 +1,592 @@
+"""The one validation/normalization path every importer feeds: ``import_source``.
+
+Per row, in source order (the importer's order is deterministic):
+
+1. importer verdict (``bad_row``, ``unreadable_audio`` for Kaldi pipes, …);
+2. ``bad_encoding``: any string of the row is not valid UTF-8 (importers decode with
+   surrogateescape, so this catches exactly the bad line);
+3. ``bad_row``: offset/duration not numbers, or negative; ``zero_length``: segment duration 0;
+4. text normalization, then ``empty_text`` when the task's required field (text for ``asr``,
+   label for classification tasks, target for ``ssum``/``aqa``/…) is empty;
+5. ``duplicate_id``: the first row that gets this far claims its id;
+6. audio: embedded bytes extracted; ``missing_audio`` without a path;
+7. probing (parallel over unique files, each probed and hashed once): ``missing_audio``,
+   ``unreadable_audio``, ``zero_length``, ``segment_out_of_range`` (beyond the end by more than
+   :data:`END_TOLERANCE_S`; a smaller overshoot is clipped to the end), ``too_short``, ``too_long``;
+8. ``duplicate_audio``: same sha1 and same offset/duration (to the millisecond) as an accepted row.
+
+Every row seen ends in exactly one of the manifest or the rejects table (asserted).  The manifest is
+sorted by id and holds no timestamps, so importing the same source twice gives byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from ..workspace import Workspace, atomic_path, atomic_write
+from .audio import Probe, Prober
+from .importers import FORMATS, ImportContext, RawRow, get_importer, relpath_no_ext
+from .normalize import DEFAULT as DEFAULT_NORMALIZE
+from .normalize import NormalizeOptions, Normalizer
+from .schema import MANIFEST_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, conform
+from .splits import SPLITS, Splitter, hash_split, map_split, parse_ratios
+
+log = logging.getLogger(__name__)
+
+END_TOLERANCE_S = 0.01  # a segment may overshoot the file end by this much (then it is clipped)
+CHUNK_ROWS = 2048  # rows validated per chunk
+PROBE_BATCH = 16  # files per probe task sent to a worker
+INLINE_PROBE_FILES = 64  # the first files are probed in-process (no pool start-up for small sources)
+DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Which field a task needs non-empty.  Unknown tasks need nothing (override with ``require=``).
+TASK_REQUIRES = {
+    "asr": "text",
+    "ssum": "target", "aqa": "target", "sqa": "target", "st": "target", "ast": "target", "slu": "target",
+    "did": "label", "ser": "label", "lid": "label", "sid": "label", "gender": "label", "age": "label",
+    "aec": "label", "intent": "label", "kws": "label", "cls": "label",
+}
+REQUIRE_CHOICES = ("text", "label", "target", "none")
+_STR_FIELDS = ("source_id", "text", "label", "target", "instruction", "speaker", "recording_id", "split", "lang", "audio")
+
+
+@dataclass
+class ImportSummary:
+    """What ``import_source`` returns (also printed by the CLI)."""
+
+    dataset: str
+    task: str
+    format: str
+    rows_seen: int
+    imported: int
+    rejected: int
+    rejects: dict[str, int]
+    hours: float
+    splits: dict[str, int]
+    audio_files: int
+    audio_file_hours: float
+    seconds: float
+    manifest: str
+    rejects_path: str
+    stats_path: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_seen / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rows_per_s": self.rows_per_s}
+
+    def __str__(self) -> str:
+        rej = ", ".join(f"{k}={v}" for k, v in self.rejects.items()) or "none"
+        spl = ", ".join(f"{k}={v}" for k, v in self.splits.items())
+        return (
+            f"{self.dataset} ({self.format}, task {self.task}): {self.rows_seen} rows seen, {self.imported} imported "
+            f"({self.hours:.3f} h; {spl}), {self.rejected} rejected ({rej}); "
+            f"{self.audio_files} audio files probed in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)\n"
+            f"  {self.manifest}\n  {self.rejects_path}"
+        )
+
+
+def _clean(s: str) -> str:
+    """A string safe for Arrow/JSON: undecodable bytes (lone surrogates) shown as ``\\xNN``."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _bad_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _json(obj: Any, sort_keys: bool = False) -> str:
+    return _clean(json.dumps(obj, ensure_ascii=False, default=str, sort_keys=sort_keys))
+
+
+def _num(v: Any, name: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return f
+
+
+def _row_hash(raw: Any) -> str:
+    data = json.dumps(raw, ensure_ascii=True, sort_keys=True, default=str).encode("ascii")
+    return "h" + hashlib.sha1(data).hexdigest()[:16]
+
+
+def _safe_name(sid: str) -> str:
+    """A file name for an id (HF audio extraction): unsafe characters replaced, plus a hash when changed."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", sid)[:120]
+    if safe != sid or safe.startswith("."):
+        safe = f"{safe}-{hashlib.sha1(sid.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return safe
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    row: RawRow
+    id: str
+    path: str
+    offset: float | None
+    duration: float | None
+    text: str | None
+    label: str | None
+    target: str | None
+    split: str
+    recording_id: str | None
+    extra: str | None
+
+
+class _Importer:
+    def __init__(self, ws: Workspace, src: Path, fmt: str, dataset: str, task: str, lang: str | None,
+                 min_duration, max_duration, ratios, seed, forced_split, normalizer, require, out: Path):
+        self.ws, self.src, self.fmt, self.dataset, self.task, self.lang = ws, src, fmt, dataset, task, lang
+        self.min_duration, self.max_duration = min_duration, max_duration
+        self.ratios, self.seed, self.forced_split = ratios, seed, forced_split
+        self.splitter = Splitter(ratios, seed)
+        self.normalize = normalizer
+        self.require = require
+        self.out = out
+        self.audio_dir = out / "audio"
+        self.src_root = src if src.is_dir() else src.parent
+        self.seen = 0
+        self.ids: set[str] = set()
+        self.audio_keys: dict[tuple, str] = {}
+        self.rejects: list[tuple] = []  # (seq, id, source, reason, detail, row)
+        self.cache: dict[str, Probe] = {}
+        self.inflight: set[str] = set()
+        self.relcache: dict[str, str] = {}
+        self.kept_audio: set[str] = set()
+        self.batches: list[pa.RecordBatch] = []
+        self.cols: dict[str, list] = {name: [] for name in MANIFEST_SCHEMA.names}
+
+    # -- rejects ---------------------------------------------------------------------------
+    def reject(self, seq: int, rid: str | None, row: RawRow, reason: str, detail: str) -> None:
+        assert reason in REJECT_REASONS, reason
+        self.rejects.append((seq, rid, row.source, reason, detail, row.raw))
+
+    # -- pass 1: row-level checks -------------------------------------------------------------
+    def check_row(self, seq: int, row: RawRow, new_files: list[str]) -> _Pending | None:
+        sid = row.source_id if row.source_id else _row_hash(row.raw)
+        rid = f"{self.dataset}/{sid}"
+        if row.reject is not None:
+            self.reject(seq, rid, row, *row.reject)
+            return None
+        for name in _STR_FIELDS:
+            v = getattr(row, name)
+            if isinstance(v, str) and _bad_utf8(v):
+                self.reject(seq, rid, row, "bad_encoding", f"{name} is not valid UTF-8: {_clean(v)[:80]!r}")
+                return None
+        extra = dict(row.extra) if row.extra else {}
+        try:
+            offset = _num(row.offset, "offset")
+            duration = _num(row.duration, "duration")
+        except ValueError as e:
+            self.reject(seq, rid, row, "bad_row", str(e))
+            return None
+        if offset is not None and offset < 0 or duration is not None and duration < 0:
+            self.reject(seq, rid, row, "bad_row", f"negative offset/duration ({offset}, {duration})")
+            return None
+        if duration is not None and offset is None:
+            offset = 0.0
+        if duration == 0:
+            self.reject(seq, rid, row, "zero_length", "segment duration is 0")
+            return None
+        text = self.normalize(row.text) if row.text is not None else None
+        label = row.label.strip() if row.label is not None else None
+        target = row.target if row.target is not None and row.target.strip() else None
+        if self.require == "label" and target is None and label:
+            target = label
+        need = self.require
+        if need == "text" and not text:
+            detail = "no transcript" if row.text is None else f"transcript empty after normalization (raw {_clean(row.text)[:40]!r})"
+            self.reject(seq, rid, row, "empty_text", detail)
+            return None
+        if need == "label" and not label:
+            self.reject(seq, rid, row, "empty_text", "no label (classification task)")
+            return None
+        if need == "target" and not target:
+            self.reject(seq, rid, row, "empty_text", "no target")
+            return None
+        if rid in self.ids:
+            self.reject(seq, rid, row, "duplicate_id", f"id {rid!r} already imported")
+            return None
+        self.ids.add(rid)
+        # audio
+        if row.audio_bytes is not None:
+            path = self.extract(sid, row.audio_bytes, row.audio_ext or ".bin")
+        elif row.audio:
+            path = row.audio
+        else:
+            self.reject(seq, rid, row, "missing_audio", "row has no audio")
+            return None
+        recording_id = row.recording_id
+        if recording_id is None:
+            recording_id = sid if row.audio_bytes is not None else relpath_no_ext(path, self.src_root)
+        # split
+        if self.forced_split:
+            split = self.forced_split
+        else:
+            split = map_split(row.split)
+            if row.split and split != row.split:
+                extra["source_split"] = row.split
+            if split is None:
+                if row.speaker and row.speaker != sid:
+                    split = self.splitter(f"speaker:{row.speaker}")
+                elif recording_id:
+                    split = self.splitter(f"recording:{recording_id}")
+                else:
+                    split = hash_split(f"id:{sid}", self.seed, self.ratios)
+        if path not in self.cache and path not in self.inflight:
+            self.inflight.add(path)
+            new_files.append(path)
+        return _Pending(seq, row, rid, path, offset, duration, text, label, target, split, recording_id,
+                        _json(extra, sort_keys=True) if extra else None)
+
+    def extract(self, sid: str, data: bytes, ext: str) -> str:
+        name = _safe_name(sid)
+        bucket = hashlib.sha1(sid.encode("utf-8", "surrogateescape")).hexdigest()[:2]
+        dest = self.audio_dir / bucket / f"{name}{ext}"
+        if not (dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data):
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(data)
+        return str(dest)
+
+    # -- pass 2: audio checks ---------------------------------------------------------------
+    def check_audio(self, p: _Pending) -> None:
+        probe = self.cache[p.path]
+        row = p.row
+        if probe.reason is not None:
+            self.reject(p.seq, p.id, row, probe.reason, probe.detail)
+            return
+        if probe.frames == 0:
+            self.reject(p.seq, p.id, row, "zero_length", "file has no samples")
+            return
+        file_dur = probe.frames / probe.sample_rate
+        if p.offset is None:
+            offset, dur = 0.0, file_dur
+        else:
+            offset = p.offset
+            if offset >= file_dur:
+                self.reject(p.seq, p.id, row, "segment_out_of_range", f"offset {offset:.3f}s >= file duration {file_dur:.3f}s")
+                return
+            dur = file_dur - offset if p.duration is None else p.duration
+            end = offset + dur
+            if end > file_dur + END_TOLERANCE_S:
+                self.reject(p.seq, p.id, row, "segment_out_of_range",
+                            f"segment ends at {end:.3f}s, file is {file_dur:.3f}s long")
+                return
+            if end > file_dur:
+                dur = file_dur - offset
+        if self.min_duration is not None and dur < self.min_duration:
+            self.reject(p.seq, p.id, row, "too_short", f"{dur:.3f}s < min {self.min_duration}s")
+            return
+        if self.max_duration is not None and dur > self.max_duration:
+            self.reject(p.seq, p.id, row, "too_long", f"{dur:.3f}s > max {self.max_duration}s")
+            return
+        if probe.sha1 is not None:
+            key = (probe.sha1, round(offset * 1000), round(dur * 1000))
+            first = self.audio_keys.get(key)
+            if first is not None:
+                self.reject(p.seq, p.id, row, "duplicate_audio", f"same audio as {first!r}")
+                return
+            self.audio_keys[key] = p.id
+        stored = self.relcache.get(p.path)
+        if stored is None:
+            stored = self.relcache[p.path] = self.ws.rel(p.path)
+        if row.audio_bytes is not None:
+            self.kept_audio.add(p.path)
+        c = self.cols
+        c["id"].append(p.id)
+        c["dataset"].append(self.dataset)
+        c["task"].append(self.task)
+        c["lang"].append(row.lang or self.lang)
+        c["split"].append(p.split)
+        c["modality"].append("audio")
+        c["audio_path"].append(stored)
+        c["offset_s"].append(round(offset, 6))
+        c["duration_s"].append(round(dur, 6))
+        c["sample_rate"].append(probe.sample_rate)
+        c["channels"].append(probe.channels)
+        c["text"].append(p.text or None)
+        c["text_raw"].append(row.text)
+        c["target"].append(p.target)
+        c["instruction"].append(row.instruction or None)
+        c["label"].append(p.label or None)
+        c["speaker"].append(row.speaker or None)
+        c["recording_id"].append(p.recording_id)
+        c["audio_sha1"].append(probe.sha1)
+        c["extra"].append(p.extra)
+        if len(c["id"]) >= 65536:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.cols["id"]:
+            self.batches.append(pa.record_batch([pa.array(self.cols[f.name], f.type) for f in MANIFEST_SCHEMA],
+                                                schema=MANIFEST_SCHEMA))
+            self.cols = {name: [] for name in MANIFEST_SCHEMA.names}
+
+    # -- driver --------------------------------------------------------------------------------
+    def run(self, rows: Iterable[RawRow], prober: Prober, progress: bool) -> None:
+        from tqdm import tqdm
+
+        queue: deque = deque()
+        bar = tqdm(desc=f"import {self.dataset}", unit=" rows", disable=not progress, mininterval=0.5)
+
+        def finalize(item) -> None:
+            pending, futures = item
+            for paths, fut in futures:
+                for path, probe in zip(paths, fut.result()):
+                    self.cache[path] = probe
+                    self.inflight.discard(path)
+            for p in pending:
+                self.check_audio(p)
+            bar.update(len(pending))
+            bar.set_postfix(files=len(self.cache), rejected=len(self.rejects), refresh=False)
+
+        chunk: list[RawRow] = []
+
+        def submit_chunk() -> None:
+            new_files: list[str] = []
+            pending = []
+            for row in chunk:
+                seq = self.seen
+                self.seen += 1
+                p = self.check_row(seq, row, new_files)
+                if p is not None:
+                    pending.append(p)
+            futures = [(new_files[i:i + PROBE_BATCH], prober.submit(new_files[i:i + PROBE_BATCH]))
+                       for i in range(0, len(new_files), PROBE_BATCH)]
+            queue.append((pending, futures))
+            bar.update(len(chunk) - len(pending))
+            chunk.clear()
+            while len(queue) > prober.workers + 1:
+                finalize(queue.popleft())
+
+        try:
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) >= CHUNK_ROWS:
+                    submit_chunk()
+            if chunk:
+                submit_chunk()
+            while queue:
+                finalize(queue.popleft())
+        finally:
+            bar.close()
+        self.flush()
+
+    def table(self) -> pa.Table:
+        t = pa.Table.from_batches(self.batches, schema=MANIFEST_SCHEMA) if self.batches else MANIFEST_SCHEMA.empty_table()
+        return conform(t.sort_by("id").combine_chunks())
+
+    def rejects_table(self) -> pa.Table:
+        rows = sorted(self.rejects, key=lambda r: r[0])
+        cols = {
+            "id": [_clean(r[1]) if r[1] else None for r in rows],
+            "dataset": [self.dataset] * len(rows),
+            "source": [_clean(r[2]) for r in rows],
+            "reason": [r[3] for r in rows],
+            "detail": [_clean(r[4]) for r in rows],
+            "row": [_json(r[5]) for r in rows],
+        }
+        return pa.Table.from_pydict(cols, schema=REJECTS_SCHEMA)
+
+
+def _stats(table: pa.Table, imp: _Importer, source_info: dict) -> dict:
+    import pyarrow.compute as pc
+
+    def groups(col: str) -> dict:
+        if table.num_rows == 0:
+            return {}
+        g = table.group_by(col).aggregate([("id", "count"), ("duration_s", "sum")]).sort_by(col)
+        return {
+            (k if k is not None else "null"): {"rows": int(n), "hours": round(float(s or 0) / 3600, 6)}
+            for k, n, s in zip(g[col].to_pylist(), g["id_count"].to_pylist(), g["duration_s_sum"].to_pylist())
+        }
+
+    reasons = Counter(r[3] for r in imp.rejects)
+    dur = table["duration_s"]
+    probed = [p for p in imp.cache.values() if p.reason is None]
+    stats = {
+        "dataset": imp.dataset,
+        "task": imp.task,
+        "format": imp.fmt,
+        "rows_seen": imp.seen,
+        "imported": table.num_rows,
+        "rejected": len(imp.rejects),
+        "rejects": {r: reasons[r] for r in REJECT_REASONS if reasons[r]},
+        "hours": round(float(pc.sum(dur).as_py() or 0) / 3600, 6),
+        "duration_s": {
+            "min": round(float(pc.min(dur).as_py() or 0), 6),
+            "mean": round(float(pc.mean(dur).as_py() or 0), 6),
+            "max": round(float(pc.max(dur).as_py() or 0), 6),
+        },
+        "audio_files": len(imp.cache),
+        "audio_files_ok": len(probed),
+        "audio_file_hours": round(sum(p.duration for p in probed) / 3600, 6),
+        "speakers": pc.count_distinct(table["speaker"]).as_py() if table.num_rows else 0,
+        "recordings": pc.count_distinct(table["recording_id"]).as_py() if table.num_rows else 0,
+        "splits": groups("split"),
+    }
+    if table.num_rows and table["label"].null_count < table.num_rows:
+        stats["labels"] = groups("label")
+    if source_info:
+        stats["source"] = source_info
+    return stats
+
+
+def import_source(
+    ws: Workspace | str | os.PathLike,
+    src: str | os.PathLike,
+    fmt: str,
+    *,
+    dataset: str,
+    task: str,
+    lang: str | None = "ar",
+    columns: dict[str, str] | None = None,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    audio_column: str | None = None,
+    id_column: str | None = None,
+    speaker_column: str | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    split_ratios: str | tuple = (0.9, 0.05, 0.05),
+    seed: int = 0,
+    split: str | None = None,
+    workers: int | None = None,
+    normalize: NormalizeOptions | bool | None = True,
+    require: str | None = None,
+    hash_audio: bool = True,
+    format_options: dict | None = None,
+    progress: bool = False,
+) -> ImportSummary:
+    """Import one source into ``manifests/<dataset>/`` of workspace ``ws``; see the module doc.
+
+    ``fmt``: one of :data:`FORMATS`.  ``columns``: logical field → source column (``label_column``
+    etc. are shortcuts).  ``normalize``: ``True`` (defaults), ``False``/``None`` (strip only) or a
+    :class:`NormalizeOptions`.  ``require``: field that must be non-empty (default from the task:
+    :data:`TASK_REQUIRES`).  ``split``: put every row in this split.  ``workers``: probing
+    processes (default: all cores).  ``format_options``: importer options (``tsvs`` for
+    commonvoice, ``delimiter`` for csv).
+    """
+    t0 = time.perf_counter()
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not DATASET_RE.match(dataset or ""):
+        raise ValueError(f"dataset name {dataset!r} must match {DATASET_RE.pattern}")
+    if not task or not re.match(r"^[a-z0-9_]+$", task):
+        raise ValueError(f"task {task!r} must be a lower-case word (asr, did, ser, ssum, …)")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    require = require or TASK_REQUIRES.get(task, "none")
+    if require not in REQUIRE_CHOICES:
+        raise ValueError(f"require must be one of {REQUIRE_CHOICES}, got {require!r}")
+    for name, v in (("min_duration", min_duration), ("max_duration", max_duration)):
+        if v is not None and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if min_duration is not None and max_duration is not None and min_duration > max_duration:
+        raise ValueError(f"min_duration {min_duration} > max_duration {max_duration}")
+    ratios = parse_ratios(split_ratios)
+    workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
+    if normalize is True:
+        norm_opts: NormalizeOptions | None = DEFAULT_NORMALIZE
+    elif normalize in (False, None):
+        norm_opts = None
+    else:
+        norm_opts = normalize
+    src_path = Path(os.path.abspath(os.fspath(src)))
+    if not src_path.exists():
+        raise FileNotFoundError(f"source {src_path} does not exist")
+    cols = dict(columns or {})
+    for name, v in (("label", label_column), ("text", text_column), ("audio", audio_column),
+                    ("id", id_column), ("speaker", speaker_column)):
+        if v:
+            cols[name] = v
+
+    out = ws.path("manifests", dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # an interrupted import shows as incomplete
+    ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(format_options or {}))
+    source = get_importer(fmt)(ctx)
+    imp = _Importer(ws, src_path, fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
+                    Normalizer(norm_opts), require, out)
+    with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES) as prober:
+        imp.run(source.rows, prober, progress)
+    table = imp.table()
+    rejects = imp.rejects_table()
+    if table.num_rows + rejects.num_rows != imp.seen:
+        raise AssertionError(f"row accounting broken: {table.num_rows} imported + {rejects.num_rows} rejected != {imp.seen} seen")
+
+    import pyarrow.parquet as pq
+
+    manifest_path, rejects_path, stats_path = out / "manifest.parquet", out / "rejects.parquet", out / "stats.json"
+    with atomic_path(manifest_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    with atomic_path(rejects_path) as tmp:
+        pq.write_table(rejects, tmp, compression="zstd")
+    stats = _stats(table, imp, source.info)
+    atomic_write(stats_path, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    _remove_stale_audio(imp.audio_dir, imp.kept_audio)
+    seconds = time.perf_counter() - t0
+    config = {
+        "format": fmt, "source": str(src_path), "dataset": dataset, "task": task, "lang": lang,
+        "columns": cols, "format_options": ctx.options, "min_duration": min_duration, "max_duration": max_duration,
+        "split_ratios": list(ratios), "seed": seed, "split": split, "require": require, "hash_audio": hash_audio,
+        "normalize": norm_opts.to_dict() if norm_opts else None, "workers": workers,
+    }
+    ws.write_meta(out, "manifests", config=config, inputs=source.inputs,
+                  outputs=[manifest_path, rejects_path, stats_path],
+                  extra={"counts": {k: stats[k] for k in ("rows_seen", "imported", "rejected")}, "seconds": round(seconds, 3)})
+    return ImportSummary(
+        dataset=dataset, task=task, format=fmt, rows_seen=imp.seen, imported=table.num_rows,
+        rejected=rejects.num_rows, rejects=stats["rejects"], hours=stats["hours"],
+        splits={k: v["rows"] for k, v in stats["splits"].items()}, audio_files=stats["audio_files"],
+        audio_file_hours=stats["audio_file_hours"], seconds=seconds, manifest=ws.rel(manifest_path),
+        rejects_path=ws.rel(rejects_path), stats_path=ws.rel(stats_path), extra={"source": source.info},
+    )
+
+
+def _remove_stale_audio(audio_dir: Path, keep: set[str]) -> None:
+    """Delete extracted audio no accepted row uses (earlier imports, rejected rows)."""
+    if not audio_dir.is_dir():
+        return
+    for p in sorted(audio_dir.rglob("*"), reverse=True):
+        if p.is_file() and str(p) not in keep:
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    if not any(audio_dir.iterdir()):
+        audio_dir.rmdir()
