@@ -1,0 +1,126 @@
+"""What one reader (rank, DataLoader worker) reads, and in which order, from a given step on.
+
+The planner (:mod:`jadwal.sched_index.planner`) gives every reader one contiguous *chunk* of each
+stream's virtual sample sequence per phase and records each slot's virtual position (``vpos.npy``).
+A reader reads each stream in increasing virtual position, lazily: to deliver a slot it reads that
+stream forward up to the slot; samples passed on the way wait in a buffer until their step (the
+planner simulated exactly this and bounded it by the spec's ``buffer``).
+
+From a resume step ``s`` the reader considers only slots of steps ≥ ``s``: per stream, their
+virtual positions sorted; consecutive entries in the same shard at increasing positions form a
+*visit* (one open, one seek to the first entry, then forward reads).  Samples that sat in the buffer
+at ``s`` are simply the first entries of their stream's order, so a resume re-reads them forward from
+the one seek and never replays from the start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..shards.schema import SAMPLES_FILE
+from ..sched_index import format as F
+
+VPOS_FILE = "vpos.npy"  # written by the planner next to plan.npy (virtual position of every slot)
+
+
+@dataclass
+class ReadPlan:
+    """Slots (plan order) of one reader from a start step, with everything needed to read them."""
+
+    steps: np.ndarray  # steps served, increasing
+    bounds: np.ndarray  # [len(steps)+1] slot boundaries per step
+    rows: np.ndarray  # sample row per slot
+    ids: list  # sample id per slot
+    shard_id: np.ndarray
+    pos: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    sha1: list | None  # per-slot sha1 of the sample's bytes when the shard index records it
+    step_of: np.ndarray  # step of each slot
+    stream: np.ndarray  # stream code per slot (local to this plan)
+    order: np.ndarray  # slot indices sorted by (stream, virtual position): the read order
+    rank_in_order: np.ndarray  # position of each slot in ``order``
+    stream_start: np.ndarray  # [n_streams] first position in ``order`` of each stream
+    visit_start: np.ndarray  # bool per position in ``order``: a new shard open starts here
+    visit_end: np.ndarray  # bool per position in ``order``: the shard is closed after it
+
+    def step_slots(self, k: int) -> range:
+        return range(int(self.bounds[k]), int(self.bounds[k + 1]))
+
+
+def _slot_indices(idx, rank: int, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slot positions in plan.npy of micro-batches (steps, rank), concatenated; and per-step bounds."""
+    offsets = np.load(idx.dir / F.OFFSETS_FILE, mmap_mode="r")
+    mb = (steps.astype(np.int64) - idx.start_step) * idx.world_size + rank
+    a = np.asarray(offsets[mb], dtype=np.int64)
+    b = np.asarray(offsets[mb + 1], dtype=np.int64)
+    lens = b - a
+    bounds = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    slots = np.repeat(a - bounds[:-1], lens) + np.arange(int(bounds[-1]), dtype=np.int64)
+    return slots, bounds
+
+
+def read_sample_columns(idx, rows: np.ndarray, columns: list[str]) -> dict[str, pa.Array]:
+    """``columns`` of the shard set's samples table at ``rows``, reading only the row groups that hold
+    them (a reader needs a fraction of a large shard set)."""
+    path = idx.shard_dir / SAMPLES_FILE
+    pf = pq.ParquetFile(path, memory_map=True)
+    md = pf.metadata
+    names = set(pf.schema_arrow.names)
+    columns = [c for c in columns if c in names]
+    rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
+    rg_start = np.r_[0, np.cumsum(rg_rows)]
+    if len(rows) == 0:
+        return {c: pa.array([], pf.schema_arrow.field(c).type) for c in columns}
+    rgs = np.unique(np.searchsorted(rg_start, rows, side="right") - 1)
+    table = pf.read_row_groups(rgs.tolist(), columns=columns)
+    # map global rows to rows of the concatenated row groups
+    local_base = np.r_[0, np.cumsum(rg_rows[rgs])]
+    where = np.searchsorted(rgs, np.searchsorted(rg_start, rows, side="right") - 1)
+    local = local_base[where] + (rows - rg_start[rgs[where]])
+    take = pa.array(local, pa.int64())
+    return {c: table.column(c).take(take).combine_chunks() if table.num_rows else table.column(c) for c in columns}
+
+
+def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
+    """The read plan of reader (rank, worker) of index ``idx`` for steps ≥ ``start``."""
+    steps = np.asarray(idx.reader_steps(rank, worker, start), dtype=np.int64)
+    slots, bounds = _slot_indices(idx, rank, steps)
+    plan = np.load(idx.dir / F.PLAN_FILE, mmap_mode="r")
+    rows = np.asarray(plan[slots], dtype=np.int64)
+    vpath = idx.dir / VPOS_FILE
+    if vpath.exists():
+        vpos = np.asarray(np.load(vpath, mmap_mode="r")[slots], dtype=np.int64)
+    else:  # pure streams: read order = delivery order
+        vpos = np.arange(len(slots), dtype=np.int64)
+    cols = read_sample_columns(idx, rows, ["id", "stream", "shard_id", "pos", "offset", "size", "sha1"])
+    stream_codes = pc.dictionary_encode(cols["stream"]).indices.to_numpy(zero_copy_only=False).astype(np.int64) \
+        if len(rows) else np.zeros(0, np.int64)
+    n = len(rows)
+    shard_id = cols["shard_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    pos = cols["pos"].to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.lexsort((vpos, stream_codes)) if n else np.zeros(0, np.int64)
+    rank_in_order = np.empty(n, dtype=np.int64)
+    rank_in_order[order] = np.arange(n)
+    so, sh, ps = stream_codes[order], shard_id[order], pos[order]
+    new_stream = np.r_[True, so[1:] != so[:-1]] if n else np.zeros(0, bool)
+    visit_start = new_stream | np.r_[True, (sh[1:] != sh[:-1]) | (ps[1:] <= ps[:-1])] if n else np.zeros(0, bool)
+    visit_end = np.r_[visit_start[1:], True] if n else np.zeros(0, bool)
+    n_streams = int(stream_codes.max()) + 1 if n else 0
+    stream_start = np.full(n_streams, n, dtype=np.int64)
+    if n:
+        first = np.flatnonzero(new_stream)
+        stream_start[so[first]] = first
+    step_of = np.repeat(steps, np.diff(bounds))
+    return ReadPlan(
+        steps=steps, bounds=bounds, rows=rows, ids=cols["id"].to_pylist(), shard_id=shard_id, pos=pos,
+        offset=cols["offset"].to_numpy(zero_copy_only=False).astype(np.int64),
+        size=cols["size"].to_numpy(zero_copy_only=False).astype(np.int64),
+        sha1=cols["sha1"].to_pylist() if "sha1" in cols else None,
+        step_of=step_of, stream=stream_codes, order=order, rank_in_order=rank_in_order,
+        stream_start=stream_start, visit_start=visit_start, visit_end=visit_end,
+    )
