@@ -1,0 +1,676 @@
+"""AraMega-SSum-style speech-summarization builder: long-form audio → windows → summaries → filters.
+
+``build_ssum(workspace, source, …)`` reads ``manifests/<source>/manifest.parquet`` and writes a new
+dataset ``manifests/<name>/`` (``manifest.parquet``, ``rejects.parquet``, ``card.md``, ``card.png``,
+``meta.json``) with one ``task="ssum"`` row per window: the audio window (``audio_path``,
+``offset_s``, ``duration_s``), its transcript (``text``/``text_raw``), a summary (``target``) and an
+instruction.
+
+1. **Long-form units.**  Rows sharing ``(recording_id, audio_path)`` (two or more) are *segments* of a
+   recording, ordered by ``offset_s``.  A row alone in its recording is a *long file*: its audio is
+   read and cut at silences (see :func:`silence_split`) into pseudo-segments carrying the sentences
+   of its transcript.
+2. **Windows** (:func:`cut_windows`): consecutive whole segments, greedy toward ``target_seconds``,
+   every window within ``[min_seconds, max_seconds]``; a pause longer than ``max_gap_s`` ends a run.
+3. **Near-duplicates** among window transcripts (MinHash over word 3-shingles, LSH) are dropped
+   before anything is summarized; so are windows with fewer than ``min_words`` words.
+4. **Summaries** from a pluggable summarizer (:mod:`jadwal.pipelines.summarizers`), in batches.
+5. **Filters** on each summary (first failing reason wins): ``empty_summary``, ``copy_of_input``,
+   ``summary_ratio``, ``arabic_ratio``, ``novelty``.  Every dropped window goes to ``rejects.parquet``
+   with its reason; counts per reason are in ``meta.json`` and the card.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter, OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from ..workspace import META, Workspace, atomic_path
+from .ssum_text import (
+    MinHashDeduper,
+    arabic_ratio,
+    match_normalize,
+    normalize_manifest_text,
+    novelty,
+    split_sentences,
+    word_count,
+)
+
+log = logging.getLogger(__name__)
+
+# Reason codes of this builder's rejects table (documented in docs/pipelines.md).
+SSUM_REJECT_REASONS = {
+    "missing_timestamps": "a segment row of a multi-segment recording has no offset_s/duration_s",
+    "unreadable_audio": "a long file's audio could not be read for silence detection",
+    "short_recording": "the whole recording is shorter than --min-seconds",
+    "long_segment": "a single segment is longer than --max-seconds (segments are never split)",
+    "short_window": "leftover run of segments shorter than --min-seconds (end of recording / before a long pause)",
+    "short_transcript": "window transcript has fewer than min_words words",
+    "near_duplicate": "window transcript is a near-duplicate (MinHash Jaccard ≥ threshold) of an earlier window",
+    "empty_summary": "the summarizer returned nothing (after normalization)",
+    "copy_of_input": "the summary is (or contains) the whole transcript",
+    "summary_ratio": "summary/transcript word ratio outside [min_summary_ratio, max_summary_ratio]",
+    "arabic_ratio": "share of Arabic-script letters in the summary below min_arabic_ratio",
+    "novelty": "share of summary bigrams absent from the transcript outside [min_novelty, max_novelty]",
+}
+
+INSTRUCTIONS_AR = (
+    "لخّص هذا المقطع الصوتي.",
+    "اكتب ملخصًا موجزًا لما قيل في هذا التسجيل.",
+    "استمع إلى التسجيل وقدّم ملخصًا قصيرًا له.",
+    "ما النقاط الرئيسية في هذا المقطع؟ لخّصها في بضع جمل.",
+    "قدّم ملخصًا عربيًا مختصرًا لمحتوى الكلام.",
+)
+INSTRUCTIONS_EN = (
+    "Summarize this audio clip in Arabic.",
+    "Listen to the recording and write a short summary of it in Arabic.",
+    "What are the main points of this speech? Summarize them in a few Arabic sentences.",
+    "Give a concise Arabic summary of what is said in the audio.",
+)
+
+
+@dataclass
+class SsumConfig:
+    """Everything that decides the output (recorded in ``meta.json``)."""
+
+    min_seconds: float = 30.0
+    max_seconds: float = 600.0
+    target_seconds: float = 120.0
+    max_gap_s: float = 10.0  # a pause longer than this between segments ends a window run
+    summarizer: str = "extractive"
+    target_ratio: float = 0.3
+    seed: int = 0
+    batch_size: int = 8
+    device: str = "auto"
+    # long files: energy-based silence detection
+    silence_top_db: float = 35.0
+    min_silence_s: float = 0.25
+    # filters
+    min_words: int = 20
+    near_dup_threshold: float = 0.8
+    min_summary_ratio: float | None = None  # default: target_ratio / 5
+    max_summary_ratio: float | None = None  # default: min(0.9, 2 × target_ratio)
+    min_arabic_ratio: float = 0.7
+    min_novelty: float = 0.0
+    max_novelty: float = 0.9
+    instruction_ar_fraction: float = 0.5
+    rouge_sample: int = 500  # windows scored for the card (deterministic subset)
+
+    def ratio_bounds(self) -> tuple[float, float]:
+        lo = self.min_summary_ratio if self.min_summary_ratio is not None else self.target_ratio / 5
+        hi = self.max_summary_ratio if self.max_summary_ratio is not None else min(0.9, 2 * self.target_ratio)
+        return lo, hi
+
+    def validate(self) -> None:
+        if not 0 < self.min_seconds <= self.target_seconds <= self.max_seconds:
+            raise ValueError(
+                f"need 0 < min-seconds ≤ target-seconds ≤ max-seconds, got "
+                f"{self.min_seconds}, {self.target_seconds}, {self.max_seconds}"
+            )
+        if not 0 < self.target_ratio < 1:
+            raise ValueError(f"--target-ratio must be in (0, 1), got {self.target_ratio}")
+
+
+@dataclass
+class Segment:
+    start: float  # absolute seconds in the audio file
+    end: float
+    text: str  # normalized
+    text_raw: str
+    ids: list[str] = field(default_factory=list)  # source row ids
+
+
+@dataclass
+class Unit:
+    recording_id: str
+    audio_path: str
+    kind: str  # "segments" | "silence_split"
+    segments: list[Segment]
+    rows: list[dict]  # source rows (first one gives lang/split/sample_rate/…)
+
+
+# -- windows --------------------------------------------------------------------------------------
+def cut_windows(
+    spans: Sequence[tuple[float, float]],
+    min_s: float,
+    max_s: float,
+    target_s: float,
+    max_gap_s: float | None = None,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, str]]]:
+    """Group consecutive spans (sorted by start) into windows of whole spans.
+
+    Returns ``(windows, rejected)``: ``windows`` as inclusive index ranges ``(i, j)`` whose duration
+    ``max(end[i..j]) − start[i]`` lies in ``[min_s, max_s]``; ``rejected`` as ``(i, j, reason)`` with
+    reason ``long_segment`` or ``short_window``.  Greedy toward ``target_s``: from the first free
+    span, extend while the duration stays ≤ ``max_s`` and stop at the first length ≥ ``target_s``,
+    keeping whichever end is closest to the target (ties: shorter).  Look-ahead at the end of a run:
+    a remainder shorter than ``min_s`` is absorbed when the merged window fits ``max_s``, else the
+    window is ended earlier so the remainder reaches ``min_s`` when that is possible.
+    A gap longer than ``max_gap_s`` between spans splits runs (a window never bridges it).
+    """
+    n = len(spans)
+    starts = [float(s) for s, _ in spans]
+    ends = [float(e) for _, e in spans]
+    # running max of ends, so overlapping spans are handled
+    runs: list[tuple[int, int]] = []
+    r0, reach = 0, ends[0] if n else 0.0
+    for k in range(1, n):
+        if max_gap_s is not None and starts[k] - reach > max_gap_s:
+            runs.append((r0, k - 1))
+            r0 = k
+            reach = ends[k]
+        else:
+            reach = max(reach, ends[k])
+    if n:
+        runs.append((r0, n - 1))
+
+    def dur(i: int, j: int) -> float:
+        return max(ends[i : j + 1]) - starts[i]
+
+    windows: list[tuple[int, int]] = []
+    rejected: list[tuple[int, int, str]] = []
+    for r0, r1 in runs:
+        i = r0
+        while i <= r1:
+            if dur(i, i) > max_s:
+                rejected.append((i, i, "long_segment"))
+                i += 1
+                continue
+            best, j = None, i
+            while j <= r1 and dur(i, j) <= max_s:
+                d = dur(i, j)
+                if d >= min_s and (best is None or abs(d - target_s) < abs(dur(i, best) - target_s)):
+                    best = j
+                if d >= target_s:
+                    break
+                j += 1
+            if best is None:
+                if j > r1:  # ran out of the run before reaching min_s
+                    rejected.append((i, r1, "short_window"))
+                    break
+                # span j would push past max_s while i..j-1 is still shorter than min_s
+                rejected.append((i, j - 1, "short_window"))
+                i = j
+                continue
+            if best < r1 and dur(best + 1, r1) < min_s:
+                if dur(i, r1) <= max_s:
+                    best = r1
+                else:
+                    for jj in range(best - 1, i - 1, -1):
+                        if dur(i, jj) < min_s:
+                            break
+                        if min_s <= dur(jj + 1, r1):
+                            best = jj
+                            break
+            windows.append((i, best))
+            i = best + 1
+    return windows, rejected
+
+
+# -- long files: silence detection ----------------------------------------------------------------
+def _time_at_fraction(intervals: list[tuple[float, float]], frac: float) -> float:
+    """Absolute time at which ``frac`` of the total voiced time has elapsed."""
+    total = sum(e - s for s, e in intervals)
+    target = frac * total
+    acc = 0.0
+    for s, e in intervals:
+        if acc + (e - s) >= target:
+            return s + (target - acc)
+        acc += e - s
+    return intervals[-1][1]
+
+
+def silence_split(
+    y,
+    sr: int,
+    text_raw: str,
+    *,
+    top_db: float = 35.0,
+    min_silence_s: float = 0.25,
+    offset_s: float = 0.0,
+    row_id: str = "",
+) -> list[Segment]:
+    """Cut one long file with one transcript into pseudo-segments at silences.
+
+    Heuristic (documented in docs/pipelines.md):
+
+    * voiced intervals = ``librosa.effects.split(y, top_db)`` (frames 2048, hop 512); pauses between
+      them of at least ``min_silence_s`` are candidate cut points;
+    * the transcript is split into sentences (``. ! ? ؟ ۔ …``, newlines);
+    * assuming a constant speaking rate in characters per second of *voiced* time, the end of
+      sentence ``i`` is expected at the voiced-time fraction ``chars(s_0..s_i) / chars(all)``;
+    * each sentence boundary snaps to the pause whose centre is nearest that expected time;
+      boundaries that snap to the same pause merge their sentences (a pause is cut at most once),
+      pauses that receive no boundary are not cut;
+    * a pseudo-segment spans from the end of the pause before it to the start of the pause after it
+      (first: start of speech; last: end of speech).  Times are absolute (``offset_s`` added).
+    """
+    import librosa
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.float32)
+    sents = split_sentences(text_raw)
+    iv = librosa.effects.split(y, top_db=top_db, frame_length=2048, hop_length=512) if y.size else []
+    intervals = [(float(s) / sr, float(e) / sr) for s, e in iv]
+    if not intervals:
+        return []
+    gaps = [
+        (intervals[k][1], intervals[k + 1][0])
+        for k in range(len(intervals) - 1)
+        if intervals[k + 1][0] - intervals[k][1] >= min_silence_s
+    ]
+    ids = [row_id] if row_id else []
+    if len(sents) <= 1 or not gaps:
+        return [
+            Segment(offset_s + intervals[0][0], offset_s + intervals[-1][1],
+                    normalize_manifest_text(text_raw), text_raw.strip(), list(ids))
+        ]
+    weights = np.array([max(1, len(s.replace(" ", ""))) for s in sents], dtype=float)
+    cum = np.cumsum(weights) / weights.sum()
+    centers = np.array([(a + b) / 2 for a, b in gaps])
+    segments: list[Segment] = []
+    cur: list[str] = []
+    seg_start = intervals[0][0]
+    last_gap = -1
+    for i, s in enumerate(sents):
+        cur.append(s)
+        if i == len(sents) - 1:
+            break
+        t = _time_at_fraction(intervals, float(cum[i]))
+        g = int(np.argmin(np.abs(centers - t)))
+        if g <= last_gap:  # same pause as the previous cut (or earlier): merge
+            continue
+        raw = " ".join(cur)
+        segments.append(Segment(offset_s + seg_start, offset_s + gaps[g][0], normalize_manifest_text(raw), raw, list(ids)))
+        cur, seg_start, last_gap = [], gaps[g][1], g
+    raw = " ".join(cur)
+    segments.append(Segment(offset_s + seg_start, offset_s + intervals[-1][1], normalize_manifest_text(raw), raw, list(ids)))
+    return segments
+
+
+def _read_mono(path: Path, offset_s: float, duration_s: float | None):
+    import numpy as np
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        sr = info.samplerate
+        start = int(round((offset_s or 0.0) * sr))
+        frames = -1 if duration_s is None else int(round(duration_s * sr))
+        y, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        return y.mean(axis=1), sr
+    except Exception:  # formats libsndfile cannot read (e.g. some mp3/m4a): librosa/audioread
+        import warnings
+
+        import librosa
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y, sr = librosa.load(str(path), sr=None, mono=True, offset=offset_s or 0.0, duration=duration_s)
+        return np.asarray(y, dtype=np.float32), sr
+
+
+def _audio_duration(path: Path) -> float | None:
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except Exception:
+        return None
+
+
+# -- the builder ----------------------------------------------------------------------------------
+def _reject(rejects: list, name: str, source: str, rid: str, reason: str, detail: str, row: dict) -> None:
+    rejects.append(
+        {
+            "id": rid,
+            "dataset": name,
+            "source": source,
+            "reason": reason,
+            "detail": detail,
+            "row": json.dumps(row, ensure_ascii=False, default=str),
+        }
+    )
+
+
+def _fmt_ms(t: float) -> str:
+    return str(int(round(t * 1000)))
+
+
+def assemble_units(ws: Workspace, rows: list[dict], cfg: SsumConfig, name: str, source: str, rejects: list) -> list[Unit]:
+    """Group source rows into long-form units (see module docstring)."""
+    groups: "OrderedDict[tuple[str, str], list[dict]]" = OrderedDict()
+    for r in rows:
+        if (r.get("modality") or "audio") != "audio" or not r.get("audio_path"):
+            continue
+        key = (r.get("recording_id") or r["id"], r["audio_path"])
+        groups.setdefault(key, []).append(r)
+    units: list[Unit] = []
+    for (rec, apath), grp in tqdm(sorted(groups.items()), desc="ssum units", unit="rec", disable=None):
+        if len(grp) >= 2:
+            bad = [r for r in grp if r.get("offset_s") is None or r.get("duration_s") is None]
+            for r in bad:
+                _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{r['id']}", "missing_timestamps",
+                        "segment row without offset_s/duration_s", {"source_id": r["id"]})
+            grp = sorted((r for r in grp if r not in bad), key=lambda r: (float(r["offset_s"]), r["id"]))
+            if not grp:
+                continue
+            segs = [
+                Segment(
+                    float(r["offset_s"]),
+                    float(r["offset_s"]) + float(r["duration_s"]),
+                    r.get("text") or "",
+                    r.get("text_raw") or r.get("text") or "",
+                    [r["id"]],
+                )
+                for r in grp
+            ]
+            units.append(Unit(rec, apath, "segments", segs, grp))
+            continue
+        r = grp[0]
+        path = ws.resolve(apath)
+        off = float(r.get("offset_s") or 0.0)
+        dur = r.get("duration_s")
+        if dur is None:
+            full = _audio_duration(path)
+            dur = None if full is None else max(0.0, full - off)
+        if dur is not None and float(dur) < cfg.min_seconds:
+            _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "short_recording",
+                    f"{float(dur):.1f}s < min {cfg.min_seconds}s", {"source_id": r["id"], "duration_s": dur})
+            continue
+        try:
+            y, sr = _read_mono(path, off, None if dur is None else float(dur))
+        except Exception as e:  # noqa: BLE001 — recorded, never silently dropped
+            _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "unreadable_audio",
+                    f"{type(e).__name__}: {e}", {"source_id": r["id"], "audio_path": apath})
+            continue
+        segs = silence_split(
+            y, sr, r.get("text_raw") or r.get("text") or "",
+            top_db=cfg.silence_top_db, min_silence_s=cfg.min_silence_s, offset_s=off, row_id=r["id"],
+        )
+        if not segs:
+            _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "short_recording",
+                    "no voiced audio found", {"source_id": r["id"]})
+            continue
+        units.append(Unit(rec, apath, "silence_split", segs, grp))
+    return units
+
+
+def _instruction(seed: int, wid: str, ar_fraction: float) -> tuple[str, str]:
+    rng = random.Random(f"jadwal-ssum:{seed}:{wid}")  # per-row RNG: independent of order and filters
+    if rng.random() < ar_fraction:
+        return rng.choice(INSTRUCTIONS_AR), "ar"
+    return rng.choice(INSTRUCTIONS_EN), "en"
+
+
+def _summary_checks(summary: str, transcript: str, cfg: SsumConfig) -> tuple[str | None, str, dict]:
+    """First failing filter ``(reason, detail, metrics)`` or ``(None, "", metrics)``."""
+    sw, tw = word_count(summary), word_count(transcript)
+    metrics = {
+        "summary_words": sw,
+        "transcript_words": tw,
+        "summary_ratio": round(sw / tw, 4) if tw else 0.0,
+        "arabic_ratio": round(arabic_ratio(summary), 4),
+        "novelty": round(novelty(summary, transcript), 4),
+    }
+    if sw == 0:
+        return "empty_summary", "no words", metrics
+    ns, nt = match_normalize(summary), match_normalize(transcript)
+    if ns == nt or (nt and nt in ns):
+        return "copy_of_input", f"summary repeats the whole transcript ({sw}/{tw} words)", metrics
+    lo, hi = cfg.ratio_bounds()
+    if not lo <= metrics["summary_ratio"] <= hi:
+        return "summary_ratio", f"ratio {metrics['summary_ratio']:.3f} outside [{lo:.3f}, {hi:.3f}]", metrics
+    if metrics["arabic_ratio"] < cfg.min_arabic_ratio:
+        return "arabic_ratio", f"arabic {metrics['arabic_ratio']:.3f} < {cfg.min_arabic_ratio}", metrics
+    if not cfg.min_novelty <= metrics["novelty"] <= cfg.max_novelty:
+        return "novelty", f"novelty {metrics['novelty']:.3f} outside [{cfg.min_novelty}, {cfg.max_novelty}]", metrics
+    return None, "", metrics
+
+
+def build_ssum(
+    workspace: str | Path | Workspace,
+    source: str,
+    *,
+    name: str | None = None,
+    config: SsumConfig | None = None,
+    summarizer=None,
+    **overrides,
+) -> dict:
+    """Build ``manifests/<name>/`` (default ``<source>_ssum``) from dataset ``source``; returns stats.
+
+    ``config`` (or keyword ``overrides`` of its fields) sets the parameters; ``summarizer`` is a spec
+    string (``"extractive"``, ``"hf:PATH"``) or a ready summarizer object (``.name``, ``.version``,
+    ``.summarize``) used instead of ``config.summarizer``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..manifests.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, conform
+    from .summarizers import get_summarizer
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if isinstance(summarizer, str):  # a spec ("extractive", "hf:PATH"), not an object
+        overrides["summarizer"], summarizer = summarizer, None
+    cfg = config or SsumConfig()
+    if overrides:
+        cfg = SsumConfig(**{**asdict(cfg), **overrides})
+    cfg.validate()
+    name = name or f"{source}_ssum"
+    if name == source:
+        raise ValueError("--name must differ from --source")
+    src_path = ws.path("manifests", source, "manifest.parquet")
+    if not src_path.exists():
+        raise FileNotFoundError(f"no manifest for dataset {source!r} ({ws.rel(src_path)}); import it first")
+    out_dir = ws.path("manifests", name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META).unlink(missing_ok=True)  # incomplete until the new meta.json is written
+
+    t0 = time.perf_counter()
+    rows = conform(pq.read_table(src_path)).to_pylist()
+    rejects: list[dict] = []
+    units = assemble_units(ws, rows, cfg, name, source, rejects)
+
+    # windows
+    windows: list[dict] = []
+    for u in units:
+        spans = [(s.start, s.end) for s in u.segments]
+        total = max(s.end for s in u.segments) - u.segments[0].start
+        if total < cfg.min_seconds:
+            _reject(rejects, name, f"{source}:{u.recording_id}", f"{name}:{u.recording_id}", "short_recording",
+                    f"{total:.1f}s < min {cfg.min_seconds}s",
+                    {"recording_id": u.recording_id, "source_ids": [i for s in u.segments for i in s.ids]})
+            continue
+        wins, bad = cut_windows(spans, cfg.min_seconds, cfg.max_seconds, cfg.target_seconds, cfg.max_gap_s)
+        for i, j, reason in bad:
+            segs = u.segments[i : j + 1]
+            start, end = segs[0].start, max(s.end for s in segs)
+            wid = f"{name}:{u.recording_id}:{_fmt_ms(start)}-{_fmt_ms(end)}"
+            _reject(rejects, name, f"{source}:{u.recording_id}", wid, reason,
+                    f"{end - start:.1f}s ({len(segs)} segments) outside [{cfg.min_seconds}, {cfg.max_seconds}]s",
+                    {"recording_id": u.recording_id, "start_s": start, "end_s": end,
+                     "source_ids": [x for s in segs for x in s.ids]})
+        for k, (i, j) in enumerate(wins):
+            segs = u.segments[i : j + 1]
+            start, end = segs[0].start, max(s.end for s in segs)
+            windows.append(
+                {
+                    "id": f"{name}:{u.recording_id}:{_fmt_ms(start)}-{_fmt_ms(end)}",
+                    "unit": u,
+                    "index": k,
+                    "start": start,
+                    "end": end,
+                    "segments": segs,
+                    "text": " ".join(s.text for s in segs if s.text).strip(),
+                    "text_raw": " ".join(s.text_raw for s in segs if s.text_raw).strip(),
+                    # summarizer input: one segment per line, so segment ends are sentence ends
+                    "doc": "\n".join((s.text_raw or s.text) for s in segs if (s.text_raw or s.text)),
+                }
+            )
+    n_windows = len(windows)
+
+    def wrow(w: dict, **more) -> dict:
+        return {"recording_id": w["unit"].recording_id, "start_s": w["start"], "end_s": w["end"],
+                "source_ids": [x for s in w["segments"] for x in s.ids], "text": w["text_raw"], **more}
+
+    # pre-summarization filters: short transcripts, near-duplicates
+    dedup = MinHashDeduper(threshold=cfg.near_dup_threshold)
+    todo: list[dict] = []
+    for w in windows:
+        src = f"{source}:{w['unit'].recording_id}"
+        nw = word_count(w["text"] or w["text_raw"])
+        if nw < cfg.min_words:
+            _reject(rejects, name, src, w["id"], "short_transcript", f"{nw} words < {cfg.min_words}", wrow(w))
+            continue
+        dup, jac = dedup.check(w["id"], w["text"] or w["text_raw"])
+        if dup is not None:
+            _reject(rejects, name, src, w["id"], "near_duplicate", f"jaccard≈{jac:.2f} with {dup}", wrow(w, duplicate_of=dup))
+            continue
+        todo.append(w)
+
+    # summarize
+    summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size)
+    t_sum = time.perf_counter()
+    summaries: list[str] = []
+    bs = max(1, cfg.batch_size)
+    for b in tqdm(range(0, len(todo), bs), desc=f"summarize ({summ.name})", unit="batch", disable=None):
+        batch = todo[b : b + bs]
+        out = summ.summarize([w["doc"] for w in batch], cfg.target_ratio)
+        if len(out) != len(batch):
+            raise RuntimeError(f"summarizer {summ.name} returned {len(out)} summaries for {len(batch)} inputs")
+        summaries.extend((s or "").strip() for s in out)
+    sum_seconds = time.perf_counter() - t_sum
+    words_in = sum(word_count(w["doc"]) for w in todo)
+
+    # post-summarization filters and rows
+    out_rows: list[dict] = []
+    metrics_acc: list[dict] = []
+    for w, summary in zip(todo, summaries):
+        u: Unit = w["unit"]
+        transcript = w["doc"]
+        reason, detail, m = _summary_checks(summary, transcript, cfg)
+        if reason:
+            _reject(rejects, name, f"{source}:{u.recording_id}", w["id"], reason, detail, wrow(w, summary=summary, **m))
+            continue
+        instr, ilang = _instruction(cfg.seed, w["id"], cfg.instruction_ar_fraction)
+        first = u.rows[0]
+        speakers = {r.get("speaker") for r in u.rows if r["id"] in {x for s in w["segments"] for x in s.ids}}
+        extra = {
+            "builder": "ssum",
+            "summarizer": {"name": summ.name, "version": summ.version},
+            "target_ratio": cfg.target_ratio,
+            "window": {"index": w["index"], "start_s": round(w["start"], 3), "end_s": round(w["end"], 3),
+                       "n_segments": len(w["segments"]), "unit": u.kind},
+            "source": {"dataset": source, "ids": [x for s in w["segments"] for x in s.ids]},
+            "metrics": m,
+            "instruction_lang": ilang,
+        }
+        out_rows.append(
+            {
+                "id": w["id"],
+                "dataset": name,
+                "task": "ssum",
+                "lang": first.get("lang") or "ar",
+                "split": first.get("split"),
+                "modality": "audio",
+                "audio_path": u.audio_path,
+                "offset_s": round(w["start"], 3),
+                "duration_s": round(w["end"] - w["start"], 3),
+                "sample_rate": first.get("sample_rate"),
+                "channels": first.get("channels"),
+                "text": w["text"],
+                "text_raw": w["text_raw"],
+                "target": summary,
+                "instruction": instr,
+                "label": None,
+                "speaker": next(iter(speakers)) if len(speakers) == 1 else None,
+                "recording_id": u.recording_id,
+                "audio_sha1": first.get("audio_sha1"),
+                "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True),
+            }
+        )
+        metrics_acc.append({"duration_s": w["end"] - w["start"], **m, "doc": transcript, "summary": summary})
+
+    # ROUGE on a deterministic subset (rouge-score is pure Python)
+    sample = metrics_acc
+    if len(sample) > cfg.rouge_sample:
+        step = len(sample) / cfg.rouge_sample
+        sample = [sample[int(k * step)] for k in range(cfg.rouge_sample)]
+    rouge_vs_transcript = rouge_vs_extractive = None
+    if sample:
+        from .rouge import compute_rouge
+        from .summarizers import ExtractiveSummarizer
+
+        rouge_vs_transcript = compute_rouge([m["summary"] for m in sample], [m["doc"] for m in sample])
+        if getattr(summ, "name", "") != "extractive":
+            refs = ExtractiveSummarizer().summarize([m["doc"] for m in sample], cfg.target_ratio)
+            rouge_vs_extractive = compute_rouge([m["summary"] for m in sample], refs)
+
+    # write outputs
+    man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
+    table = conform(pa.Table.from_pylist(out_rows, schema=MANIFEST_SCHEMA)) if out_rows else MANIFEST_SCHEMA.empty_table()
+    with atomic_path(man_path) as tmp:
+        pq.write_table(table, tmp)
+    rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
+    with atomic_path(rej_path) as tmp:
+        pq.write_table(rtable, tmp)
+
+    source_seconds = sum(max(s.end for s in u.segments) - u.segments[0].start for u in units)
+    hours = sum(m["duration_s"] for m in metrics_acc) / 3600.0
+    reasons = Counter(r["reason"] for r in rejects)
+    stats = {
+        "source": source,
+        "name": name,
+        "source_rows": len(rows),
+        "units": dict(Counter(u.kind for u in units)),
+        "source_hours": round(source_seconds / 3600.0, 4),
+        "windows": n_windows,
+        "summarized": len(todo),
+        "accepted": len(out_rows),
+        "rejected": dict(sorted(reasons.items())),
+        "rejected_total": len(rejects),
+        "hours": round(hours, 4),
+        "windows_per_source_hour": round(len(out_rows) / (source_seconds / 3600.0), 2) if source_seconds else 0.0,
+        "summarizer": {
+            "name": summ.name,
+            "version": summ.version,
+            "seconds": round(sum_seconds, 3),
+            "windows_per_s": round(len(todo) / sum_seconds, 2) if sum_seconds > 0 else None,
+            "words_per_s": round(words_in / sum_seconds, 1) if sum_seconds > 0 else None,
+        },
+        "mean": {
+            k: round(sum(m[k] for m in metrics_acc) / len(metrics_acc), 4) if metrics_acc else None
+            for k in ("duration_s", "transcript_words", "summary_words", "summary_ratio", "novelty", "arabic_ratio")
+        },
+        "rouge_vs_transcript": rouge_vs_transcript,
+        "rouge_vs_extractive": rouge_vs_extractive,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+    from .ssum_card import write_card
+
+    card_md, card_png = write_card(out_dir, stats, metrics_acc, out_rows, cfg, SSUM_REJECT_REASONS)
+    cfg_rec = asdict(cfg)
+    cfg_rec["summary_ratio_bounds"] = list(cfg.ratio_bounds())
+    ws.write_meta(
+        out_dir,
+        "build.ssum",
+        config=cfg_rec,
+        inputs=[src_path],
+        outputs=[man_path, rej_path, card_md, card_png],
+        extra={"stats": stats, "reject_reasons": SSUM_REJECT_REASONS},
+    )
+    log.info(
+        "ssum %s: %d windows → %d rows (%.2f h), %d rejected %s",
+        name, n_windows, len(out_rows), hours, len(rejects), dict(reasons),
+    )
+    return stats

@@ -1,0 +1,147 @@
+"""Text-only twins of speech rows (for text-first / speech-curriculum schedules, arXiv 2509.15389).
+
+``build_text_twins(workspace, task, …)`` takes the speech rows (``modality="audio"``) of ``task`` from
+the workspace's manifests (all datasets, or ``sources``), keeps a seeded fraction of them, and writes
+a new dataset ``manifests/<name>/`` (default ``<task>_text``) whose rows are the same samples with
+``modality="text"``: no audio fields (``audio_path``, ``offset_s``, ``duration_s``, ``sample_rate``,
+``channels``, ``audio_sha1`` are null), the transcript ``text`` stands in for the audio, and
+``target``/``instruction``/``label`` are kept.  Ids are ``<source id>#text``; ``extra`` records the
+source id and dataset (and the source row's own ``extra`` under ``source_extra``).
+
+Selection is exact and order-independent: every candidate gets the key
+``blake2b("<seed>:<id>")``, candidates are sorted by key, and the first ``round(fraction × n)`` are
+kept — the same seed keeps the same rows whatever the input order, and a larger fraction keeps a
+superset.  Speech rows with an empty transcript cannot have a twin: they go to ``rejects.parquet``
+with reason ``empty_text``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..workspace import META, Workspace, atomic_path
+
+log = logging.getLogger(__name__)
+
+AUDIO_FIELDS = ("audio_path", "offset_s", "duration_s", "sample_rate", "channels", "audio_sha1")
+
+
+def _key(seed: int, rid: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{rid}".encode("utf-8"), digest_size=8).digest()
+
+
+def build_text_twins(
+    workspace: str | Path | Workspace,
+    task: str,
+    *,
+    sources: list[str] | None = None,
+    fraction: float = 1.0,
+    seed: int = 0,
+    name: str | None = None,
+) -> dict:
+    """Write ``manifests/<name>/`` with text-only twins of ``task``'s speech rows; return stats."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ..manifests.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, conform, manifest_paths
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+    name = name or f"{task}_text"
+    available = {p.parent.name: p for p in manifest_paths(ws)}
+    if sources:
+        missing = [s for s in sources if s not in available]
+        if missing:
+            raise FileNotFoundError(f"no manifest for dataset(s) {', '.join(missing)}; have: {', '.join(sorted(available))}")
+        if name in sources:
+            raise ValueError("--name must differ from the --source datasets")
+        inputs = [available[s] for s in sources]
+    else:
+        inputs = [p for n, p in sorted(available.items()) if n != name]
+    if not inputs:
+        raise FileNotFoundError(f"no manifests in {ws.root / 'manifests'}")
+
+    out_dir = ws.path("manifests", name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META).unlink(missing_ok=True)
+
+    candidates: list[dict] = []
+    rejects: list[dict] = []
+    per_source: Counter = Counter()
+    for path in tqdm(inputs, desc="text-twins: read", unit="dataset", disable=None):
+        t = conform(pq.read_table(path))
+        mask = pc.and_(pc.equal(t["task"], task), pc.equal(pc.fill_null(t["modality"], "audio"), "audio"))
+        for r in t.filter(mask).to_pylist():
+            if not (r.get("text") or "").strip():
+                rejects.append({"id": f"{r['id']}#text", "dataset": name, "source": f"{path.parent.name}:{r['id']}",
+                                "reason": "empty_text", "detail": "speech row without a transcript: no text twin",
+                                "row": json.dumps(r, ensure_ascii=False, default=str)})
+                continue
+            candidates.append(r)
+            per_source[r["dataset"]] += 1
+    ids = [r["id"] for r in candidates]
+    if len(set(ids)) != len(ids):
+        dup = [k for k, v in Counter(ids).items() if v > 1][:3]
+        raise ValueError(f"source ids are not unique across the selected datasets (e.g. {dup})")
+
+    n_keep = int(round(fraction * len(candidates)))
+    chosen = sorted(candidates, key=lambda r: _key(seed, r["id"]))[:n_keep]
+    chosen_ids = {r["id"] for r in chosen}
+    rows = []
+    for r in candidates:  # output in source order
+        if r["id"] not in chosen_ids:
+            continue
+        try:
+            src_extra = json.loads(r["extra"]) if r.get("extra") else None
+        except json.JSONDecodeError:
+            src_extra = r["extra"]
+        twin = dict(r)
+        twin.update({f: None for f in AUDIO_FIELDS})
+        twin.update(
+            id=f"{r['id']}#text",
+            dataset=name,
+            modality="text",
+            extra=json.dumps(
+                {"builder": "text_twins", "source_id": r["id"], "source_dataset": r["dataset"],
+                 "source_modality": r.get("modality") or "audio", "source_extra": src_extra},
+                ensure_ascii=False, sort_keys=True,
+            ),
+        )
+        rows.append(twin)
+
+    man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
+    table = conform(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)) if rows else MANIFEST_SCHEMA.empty_table()
+    with atomic_path(man_path) as tmp:
+        pq.write_table(table, tmp)
+    rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
+    with atomic_path(rej_path) as tmp:
+        pq.write_table(rtable, tmp)
+    stats = {
+        "task": task,
+        "name": name,
+        "sources": [p.parent.name for p in inputs],
+        "candidates": len(candidates),
+        "candidates_per_dataset": dict(sorted(per_source.items())),
+        "selected": len(rows),
+        "selected_per_dataset": dict(sorted(Counter(r["dataset"] for r in chosen).items())),
+        "fraction": fraction,
+        "seed": seed,
+        "rejected": dict(Counter(r["reason"] for r in rejects)),
+    }
+    ws.write_meta(
+        out_dir,
+        "build.text_twins",
+        config={"task": task, "sources": sources, "fraction": fraction, "seed": seed, "name": name},
+        inputs=inputs,
+        outputs=[man_path, rej_path],
+        extra={"stats": stats},
+    )
+    log.info("text-twins %s: %d of %d %s speech rows → text rows", name, len(rows), len(candidates), task)
+    return stats
