@@ -68,6 +68,31 @@ def pick_shard_set(ws: Workspace, name: str | None) -> str:
     return sets[0]
 
 
+def _dict_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """Codes and values of a dictionary-encoded column, values sorted (codes remapped accordingly)."""
+    if not pa.types.is_dictionary(col.type):
+        codes, uniq = pd.factorize(col.to_numpy(zero_copy_only=False), sort=True)
+        return codes.astype(np.int32), list(uniq)
+    d = col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
+    idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks]) if col.num_chunks else np.zeros(0, np.int32)
+    order = sorted(range(len(d)), key=lambda i: d[i])
+    remap = np.empty(len(d), dtype=np.int32)
+    remap[order] = np.arange(len(d), dtype=np.int32)
+    return remap[idx.astype(np.int64)], [d[i] for i in order]
+
+
+def _dict_values(col: pa.ChunkedArray) -> np.ndarray:
+    """A column as an object array (nulls → None), decoding dictionaries through their codes (fast)."""
+    if not pa.types.is_dictionary(col.type):
+        return col.to_numpy(zero_copy_only=False)
+    d = np.asarray(col.chunk(0).dictionary.to_pylist() + [None], dtype=object) if col.num_chunks else np.array([None], dtype=object)
+    parts = []
+    for c in col.chunks:
+        idx = c.indices.fill_null(len(d) - 1).to_numpy(zero_copy_only=False)
+        parts.append(idx)
+    return d[np.concatenate(parts)] if parts else np.zeros(0, dtype=object)
+
+
 @dataclass
 class SampleTable:
     """The columns of a shard set the planner needs, one entry per sample row."""
@@ -87,10 +112,11 @@ def load_samples(ws: Workspace, shard_set: str, spec: Spec, needed: set[str]) ->
     names = pq.read_schema(sdir / SAMPLES_FILE).names
     direct = [c for c in needed if c in names]
     read = sorted({"stream", "shard_id", "duration_s", "split", *direct} & set(names))
-    t = pq.read_table(sdir / SAMPLES_FILE, columns=read)
+    dict_cols = [c for c in read if c not in ("shard_id", "duration_s") and not c.startswith("cluster:")]
+    t = pq.read_table(sdir / SAMPLES_FILE, columns=read, read_dictionary=dict_cols).unify_dictionaries()
     n = t.num_rows
-    codes, uniq = pd.factorize(t.column("stream").to_numpy(zero_copy_only=False), sort=True)
-    cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in direct}
+    codes, uniq = _dict_codes(t.column("stream"))
+    cols = {c: _dict_values(t.column(c)) for c in direct}
     files = [sdir / SAMPLES_FILE, sdir / SHARDS_FILE]
     missing = [c for c in needed if c not in names]
     if missing:
@@ -113,7 +139,7 @@ def load_samples(ws: Workspace, shard_set: str, spec: Spec, needed: set[str]) ->
             files.append(p)
     eligible = np.ones(n, dtype=bool)
     if spec.split and "split" in names:
-        split = t.column("split").to_numpy(zero_copy_only=False)
+        split = _dict_values(t.column("split"))
         explicit = "split" in spec.raw
         if explicit or (split == spec.split).any():
             eligible &= split == spec.split
@@ -123,7 +149,7 @@ def load_samples(ws: Workspace, shard_set: str, spec: Spec, needed: set[str]) ->
         eligible &= duration <= spec.max_duration
     if not eligible.any():
         raise SpecError(f"spec: no sample of shard set {shard_set!r} is eligible (split={spec.split!r})")
-    return SampleTable(n, list(map(str, uniq)), codes.astype(np.int32), t.column("shard_id").to_numpy(),
+    return SampleTable(n, list(map(str, uniq)), codes, t.column("shard_id").to_numpy(),
                        duration, eligible, cols, files)
 
 
@@ -138,7 +164,7 @@ def make_cells(st: SampleTable, columns: list[str]) -> tuple[pd.DataFrame, np.nd
         codes, uniq = pd.factorize(st.columns[c][rows], sort=True, use_na_sentinel=True)
         value_tables.append(np.asarray(uniq, dtype=object))
         key = key * (len(uniq) + 1) + (codes + 1)
-    ukey, inv = np.unique(key, return_inverse=True)
+    ukey, inv = dense_unique(key)
     cell_of_row = np.full(st.n_rows, -1, dtype=np.int32)
     cell_of_row[rows] = inv
     first = np.zeros(len(ukey), dtype=np.int64)
@@ -154,43 +180,70 @@ def make_cells(st: SampleTable, columns: list[str]) -> tuple[pd.DataFrame, np.nd
 
 
 # -- stream sequences -------------------------------------------------------------------------------
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a fast, well-mixed, deterministic hash of uint64 values (vectorized)."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
 class StreamSequences:
     """Virtual sample sequences: position ``v`` of stream s is sample ``v % n_s`` of pass ``v // n_s``,
-    where a pass lists the stream's eligible rows shard by shard, shards in a seeded order per pass."""
+    where a pass lists the stream's eligible rows shard by shard (each shard front to back), shards in
+    an order drawn per (seed, stream, pass) from a hash — no per-stream generator objects, so any
+    (stream, position) batch is resolved in a few vectorized passes."""
 
     def __init__(self, st: SampleTable, seed: int):
         self.seed = seed
         self.names = st.stream_names
         rows = np.flatnonzero(st.eligible)
-        s = st.stream[rows]
-        order = np.argsort(s, kind="stable")  # rows stay sorted by (shard_id, pos) within a stream
-        rows, s = rows[order], s[order]
-        bounds = np.searchsorted(s, np.arange(len(self.names) + 1))
-        self.shard_rows: list[list[np.ndarray]] = []
-        for k in range(len(self.names)):
-            r = rows[bounds[k] : bounds[k + 1]]
-            sid = st.shard_id[r]
-            cut = np.flatnonzero(np.diff(sid)) + 1
-            self.shard_rows.append(np.split(r, cut) if len(r) else [])
-        self.n = np.diff(bounds).astype(np.int64)
-        self._cache: dict[int, np.ndarray] = {}
+        order = np.argsort(st.stream[rows], kind="stable")  # stream-major; (shard_id, pos) inside
+        self.base = rows[order]
+        s = st.stream[self.base]
+        S = len(self.names)
+        self.stream_off = np.searchsorted(s, np.arange(S + 1)).astype(np.int64)
+        self.n = np.diff(self.stream_off)
+        sid = st.shard_id[self.base]
+        new = np.r_[True, (s[1:] != s[:-1]) | (sid[1:] != sid[:-1])] if len(s) else np.zeros(0, bool)
+        self.shard_start = np.flatnonzero(new).astype(np.int64)  # into base, stream-major
+        self.shard_len = np.diff(np.r_[self.shard_start, len(s)]).astype(np.int64)
+        self.shard_stream = s[self.shard_start].astype(np.int64)
+        self.shard_gid = sid[self.shard_start].astype(np.int64)
+        self.first_shard = np.searchsorted(self.shard_stream, np.arange(S + 1))
+        self.salt = int.from_bytes(hashlib.sha1(f"jadwal-pass-{seed}".encode()).digest()[:8], "little")
 
-    def pass_rows(self, s: int, p: int) -> np.ndarray:
-        shards = self.shard_rows[s]
-        perm = _seed(self.seed, "pass", self.names[s], p).permutation(len(shards))
-        return np.concatenate([shards[i] for i in perm])
-
-    def rows(self, s: int, v: np.ndarray) -> np.ndarray:
+    def rows_many(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Sample rows at virtual positions ``v`` of streams ``s`` (arrays of equal length)."""
         if len(v) == 0:
             return np.zeros(0, dtype=np.int64)
-        need = int(v.max()) // int(self.n[s]) + 1
-        have = self._cache.get(s)
-        have_p = 0 if have is None else len(have) // int(self.n[s])
-        if need > have_p:
-            parts = [have] if have is not None else []
-            parts += [self.pass_rows(s, p) for p in range(have_p, need)]
-            self._cache[s] = have = np.concatenate(parts)
-        return have[v]
+        s = s.astype(np.int64)
+        n = self.n[s]
+        p, i = np.divmod(v, n)
+        # every pass (the first included) takes the stream's shards in a seeded order
+        pair = s * (int(p.max()) + 1) + p
+        upair, inv = dense_unique(pair)
+        ps, pp = np.divmod(upair, int(p.max()) + 1)
+        # every shard of every needed (stream, pass), with a hashed sort key
+        cnt = self.first_shard[ps + 1] - self.first_shard[ps]
+        owner = np.repeat(np.arange(len(upair)), cnt)
+        shard = np.repeat(self.first_shard[ps], cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        key = _mix64(self.shard_gid[shard].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                     ^ _mix64(pp[owner].astype(np.uint64) + np.uint64(self.salt)))
+        order = np.lexsort((key, owner))
+        shard = shard[order]
+        lens = self.shard_len[shard]
+        # cumulative sample counts within each (stream, pass), laid end to end
+        cum = np.cumsum(lens)
+        pair_base = np.r_[0, cum][np.r_[0, np.cumsum(cnt)][:-1]]
+        target = pair_base[inv] + i
+        j = np.searchsorted(cum, target, side="right")
+        within = target - (cum[j] - lens[j])
+        return self.base[self.shard_start[shard[j]] + within]
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -278,10 +331,35 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
         used += np.bincount(cstream[pp.comp.reshape(-1)], minlength=len(seq.names))
 
 
+def stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for non-negative integer keys, by LSD radix passes over
+    16-bit digits (numpy sorts uint16 stably in linear time) when the keys fit in 32 bits."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hi = int(keys.max())
+    if keys.dtype.kind not in "iu" or int(keys.min()) < 0 or hi >= 1 << 32:
+        return np.argsort(keys, kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    if hi >= 1 << 16:
+        order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
+    return order
+
+
+def dense_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for non-negative integer keys, in O(n + range) when the
+    range is small compared with n."""
+    if len(keys) and keys.dtype.kind in "iu" and int(keys.min()) >= 0 and int(keys.max()) < 4 * len(keys) + 1024:
+        present = np.bincount(keys)
+        uniq = np.flatnonzero(present)
+        lut = np.cumsum(present > 0) - 1
+        return uniq, lut[keys]
+    return np.unique(keys, return_inverse=True)
+
+
 def _segmented_cumcount(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For ``keys`` (any order): a stable order sorting them, and each element's occurrence index among
     equal keys (in original order)."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_order(keys)
     sk = keys[order]
     start = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1]
     run = np.repeat(start, np.diff(np.r_[start, len(sk)]))
@@ -294,7 +372,7 @@ def _segmented_cumcount(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Resolved:
     rows: np.ndarray  # sample row per slot, plan order
     vpos: np.ndarray  # virtual position per slot
-    chunks: list  # (phase, stream, reader, start, length)
+    chunks: dict  # arrays: phase, stream (code), reader, start, length
     deviations: dict
     max_buffer: int
     buffer_at: dict
@@ -324,7 +402,23 @@ def chunk_layout(demands: list[np.ndarray], first: np.ndarray | None = None) -> 
     return out
 
 
-def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray, stats: dict) -> Resolved:
+class Supply:
+    """Remaining supply for a re-plan: per stream, the sorted virtual positions still to deliver;
+    supply coordinate u of stream s is virtual position ``U[off[s] + u]``."""
+
+    def __init__(self, per_stream: list[np.ndarray]):
+        self.off = np.r_[0, np.cumsum([len(u) for u in per_stream])].astype(np.int64)
+        self.U = np.concatenate(per_stream) if per_stream else np.zeros(0, np.int64)
+        self.n = np.diff(self.off)
+
+    def virtual(self, s: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if len(u) and (u >= self.n[s]).any():
+            raise PlanError("re-plan: demand exceeds the remaining supply of a stream (spec changed?)")
+        return self.U[self.off[s] + u]
+
+
+def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray, stats: dict,
+                  supply: Supply | None = None) -> Resolved:
     """Exact samples for one phase (count mode); ``start[s, r]``: virtual position where reader r's
     consumption of stream s in this phase begins (see :func:`chunk_layout`)."""
     W, nw = spec.world_size, spec.readers_per_rank
@@ -342,28 +436,25 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     key = s_of * R + reader
     order, k = _segmented_cumcount(key)
     D = np.bincount(key, minlength=S * R).reshape(S, R)
-    chunks = [(pp.phase, seq.names[s], r, int(start[s, r]), int(D[s, r]))
-              for s in np.flatnonzero(D.sum(1)) for r in np.flatnonzero(D[s])]
+    cs_, cr_ = np.nonzero(D)
+    chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
+              "start": start[cs_, cr_], "length": D[cs_, cr_]}
     # purity: a stream is pure in this phase when one cell covers it
     cells_per_stream = np.bincount(cstream, minlength=S)
     impure = cells_per_stream > 1
     q = k.copy()  # position within the (stream, reader) chunk
     deviations = {}
     if impure[s_of].any():
-        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q)
+        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply)
     v = start[s_of, reader] + q
-    rows = np.empty(len(flat), dtype=np.int64)
-    # group by stream for the row lookup
-    sorder = np.argsort(s_of, kind="stable")
-    bounds = np.searchsorted(s_of[sorder], np.arange(S + 1))
-    for s in np.flatnonzero(np.diff(bounds)):
-        idx = sorder[bounds[s] : bounds[s + 1]]
-        rows[idx] = seq.rows(s, v[idx])
+    if supply is not None:
+        v = supply.virtual(s_of, v)
+    rows = seq.rows_many(s_of, v)
     max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
     return Resolved(rows, v, chunks, deviations, max_buf, at)
 
 
-def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q):
+def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply=None):
     """Within chunks of impure streams, give the k-th request of a cell the k-th sample of that cell;
     leftover requests take leftover samples in order (counted deviations)."""
     R = spec.world_size * spec.readers_per_rank
@@ -376,12 +467,8 @@ def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q):
     ci = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)  # position in chunk
     cs = np.repeat(pairs[:, 0], lens)
     cr = np.repeat(pairs[:, 1], lens)
-    crow = np.empty(len(ci), dtype=np.int64)
-    corder = np.argsort(cs, kind="stable")
-    cb = np.searchsorted(cs[corder], np.arange(len(seq.names) + 1))
-    for s in np.flatnonzero(np.diff(cb)):
-        idx = corder[cb[s] : cb[s + 1]]
-        crow[idx] = seq.rows(s, start[s, cr[idx]] + ci[idx])
+    cv = start[cs, cr] + ci
+    crow = seq.rows_many(cs, supply.virtual(cs, cv) if supply is not None else cv)
     ccell = pp.cell_of_row[crow].astype(np.int64)
     # requests: (stream, reader, cell) occurrence index in time order; samples: in position order
     rkey = key[sel] * C + flat[sel]
@@ -498,7 +585,8 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     return write_index(ws, spec, st, shard_set, name, plans, results, stats)
 
 
-def write_index(ws, spec, st, shard_set, name, plans, results, stats) -> dict:
+def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
+                extra: dict | None = None, all_phases: list | None = None) -> dict:
     W = spec.world_size
     rows = np.concatenate([r.rows for r in results])
     vpos = np.concatenate([r.vpos for r in results])
@@ -517,9 +605,14 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats) -> dict:
                                "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
                                "key": pa.array(keys, pa.string()), "n": pa.array(c["n"].to_numpy(), pa.int64()),
                                "target": pa.array(req, pa.float64())}, schema=F.CELLS_SCHEMA))
-    chunks = [c for r in results for c in r.chunks]
-    chunk_tab = pa.table({k: pa.array([c[i] for c in chunks], t.type) for i, (k, t) in
-                          enumerate(zip(F.CHUNKS_SCHEMA.names, F.CHUNKS_SCHEMA))}, schema=F.CHUNKS_SCHEMA)
+    names = np.asarray(st.stream_names, dtype=object)
+    chunk_tab = pa.table({
+        "phase": pa.array(np.concatenate([r.chunks["phase"] for r in results]), pa.int32()),
+        "stream": pa.array(names[np.concatenate([r.chunks["stream"] for r in results])], pa.string()),
+        "reader": pa.array(np.concatenate([r.chunks["reader"] for r in results]), pa.int32()),
+        "start": pa.array(np.concatenate([r.chunks["start"] for r in results]), pa.int64()),
+        "length": pa.array(np.concatenate([r.chunks["length"] for r in results]), pa.int64()),
+    }, schema=F.CHUNKS_SCHEMA)
     ph_meta = []
     for pp, r in zip(plans, results):
         ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
@@ -527,8 +620,14 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats) -> dict:
                         "targets": {col: {v: x / max(1, (pp.end - pp.start) * pp.slots) for v, x in d.items()}
                                     for col, d in pp.targets.items()},
                         "deviations": r.deviations, "reassigned": pp.reassigned, "max_buffer": r.max_buffer})
+    if all_phases is not None:  # a re-plan lists every phase (those before start_step unchanged)
+        done = {p["index"] for p in ph_meta}
+        ph_meta = [{"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
+                    "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain, "targets": {},
+                    "deviations": {}, "reassigned": 0, "max_buffer": 0}
+                   for pp in all_phases if pp.phase not in done] + ph_meta
     return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
-                  stats, num_steps=plans[-1].end)
+                  stats, num_steps=plans[-1].end, start_step=start_step, extra=extra)
 
 
 def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta, stats,

@@ -131,19 +131,33 @@ def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
     return [order[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
 
 
+def group_positions_of(seq: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+    """For each of the sorted ``values``, the positions where ``seq`` equals it (in order)."""
+    order = np.argsort(seq, kind="stable")
+    ss = seq[order]
+    lo = np.searchsorted(ss, values)
+    hi = np.searchsorted(ss, values, side="right")
+    return [order[a:b] for a, b in zip(lo, hi)]
+
+
 def pick_cells(cat_seq: np.ndarray, cat_cells: list[np.ndarray], cells: pd.DataFrame,
                rng: np.random.Generator, weight: str = "n") -> np.ndarray:
     """Refine a category sequence into cell ids: within category g, cells ``cat_cells[g]`` are drawn
     ∝ their ``weight`` column (sample count by default), spread evenly."""
-    out = np.empty(len(cat_seq), dtype=np.int32)
-    w_all = cells[weight].to_numpy(dtype=np.float64)
-    for g, pos in enumerate(group_positions(cat_seq, len(cat_cells))):
-        if len(pos) == 0:
-            continue
-        cand = cat_cells[g]
-        if len(cand) == 0:
-            raise SpecError(f"category {g} has no samples")
-        out[pos] = cand[spread(w_all[cand], len(pos), rng)]
+    sizes = np.array([len(c) for c in cat_cells], dtype=np.int64)
+    if (sizes == 0).any() and np.isin(np.flatnonzero(sizes == 0), cat_seq).any():
+        raise SpecError(f"categories {np.flatnonzero(sizes == 0).tolist()[:5]} have no samples")
+    # categories with a single cell (the usual case once streams follow the columns): a lookup
+    lut = np.array([c[0] if len(c) == 1 else -1 for c in cat_cells], dtype=np.int64)
+    out = lut[cat_seq].astype(np.int32) if len(cat_seq) else np.zeros(0, np.int32)
+    multi = np.flatnonzero(sizes > 1)
+    if len(multi):
+        w_all = cells[weight].to_numpy(dtype=np.float64)
+        todo = np.flatnonzero(out < 0)
+        for g, pos in zip(multi, group_positions_of(cat_seq[todo], multi)):
+            if len(pos):
+                cand = cat_cells[g]
+                out[todo[pos]] = cand[spread(w_all[cand], len(pos), rng)]
     return out
 
 
