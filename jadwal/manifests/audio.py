@@ -38,10 +38,14 @@ def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
 
 
 def _fallback(path: str) -> tuple[int, int, int]:
-    import audioread  # optional; needs ffmpeg or gstreamer to do anything soundfile cannot
+    import warnings
 
-    with audioread.audio_open(path) as f:
-        return int(round(f.duration * f.samplerate)), int(f.samplerate), int(f.channels)
+    with warnings.catch_warnings():  # audioread imports modules deprecated in Python 3.11+
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioread  # optional; needs ffmpeg or gstreamer to do anything soundfile cannot
+
+        with audioread.audio_open(path) as f:
+            return int(round(f.duration * f.samplerate)), int(f.samplerate), int(f.channels)
 
 
 def probe_file(path: str, hash_audio: bool = True) -> Probe:
@@ -100,8 +104,13 @@ class Prober:
         if self.workers == 1 or self.submitted <= self.inline_files:
             return _Done(probe_batch(paths, self.hash_audio))
         if self._pool is None:
-            method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            if sys.platform.startswith("linux"):
+                ctx = multiprocessing.get_context("forkserver")
+                # workers fork from a server that already imported soundfile (when this starts the server)
+                ctx.set_forkserver_preload(["jadwal.manifests.audio", "soundfile"])
+            else:
+                ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self._pool.submit(probe_batch, paths, self.hash_audio)
 
     def close(self) -> None:

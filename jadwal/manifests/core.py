@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from ..workspace import Workspace, atomic_path, atomic_write
 from .audio import Probe, Prober
-from .importers import FORMATS, ImportContext, RawRow, get_importer, relpath_no_ext
+from .importers import FORMATS, ImportContext, RawRow, _resolve, get_importer, relpath_no_ext
 from .normalize import DEFAULT as DEFAULT_NORMALIZE
 from .normalize import NormalizeOptions, Normalizer
 from .schema import MANIFEST_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, conform
@@ -113,6 +113,8 @@ def _clean(s: str) -> str:
 
 
 def _bad_utf8(s: str) -> bool:
+    if s.isascii():
+        return False
     try:
         s.encode("utf-8")
         return False
@@ -185,7 +187,10 @@ class _Importer:
         self.rejects: list[tuple] = []  # (seq, id, source, reason, detail, row)
         self.cache: dict[str, Probe] = {}
         self.inflight: set[str] = set()
-        self.relcache: dict[str, str] = {}
+        self.relcache: dict[str, str] = {}  # audio path → stored (workspace-relative or absolute) path
+        self.reccache: dict[str, str] = {}  # audio path → default recording id
+        self.dircache: dict[str, str] = {}  # folder → its realpath
+        self.root_str = str(ws.root)
         self.kept_audio: set[str] = set()
         self.batches: list[pa.RecordBatch] = []
         self.cols: dict[str, list] = {name: [] for name in MANIFEST_SCHEMA.names}
@@ -252,7 +257,12 @@ class _Importer:
             return None
         recording_id = row.recording_id
         if recording_id is None:
-            recording_id = sid if row.audio_bytes is not None else relpath_no_ext(path, self.src_root)
+            if row.audio_bytes is not None:
+                recording_id = sid
+            else:
+                recording_id = self.reccache.get(path)
+                if recording_id is None:
+                    recording_id = self.reccache[path] = relpath_no_ext(path, self.src_root)
         # split
         if self.forced_split:
             split = self.forced_split
@@ -272,6 +282,17 @@ class _Importer:
             new_files.append(path)
         return _Pending(seq, row, rid, path, offset, duration, text, label, target, split, recording_id,
                         _json(extra, sort_keys=True) if extra else None)
+
+    def store_path(self, path: str) -> str:
+        """Like :meth:`Workspace.rel` (relative inside the workspace, else absolute), resolving symlinks
+        of the folder once per folder instead of once per file."""
+        d, name = os.path.split(path)
+        real = self.dircache.get(d)
+        if real is None:
+            real = self.dircache[d] = os.path.realpath(d)
+        full = os.path.join(real, name)
+        root = self.root_str
+        return full[len(root) + 1:] if full.startswith(root + os.sep) else full
 
     def extract(self, sid: str, data: bytes, ext: str) -> str:
         name = _safe_name(sid)
@@ -323,7 +344,7 @@ class _Importer:
             self.audio_keys[key] = p.id
         stored = self.relcache.get(p.path)
         if stored is None:
-            stored = self.relcache[p.path] = self.ws.rel(p.path)
+            stored = self.relcache[p.path] = self.store_path(p.path)
         if row.audio_bytes is not None:
             self.kept_audio.add(p.path)
         c = self.cols
@@ -539,6 +560,7 @@ def import_source(
     out = ws.path("manifests", dataset)
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # an interrupted import shows as incomplete
+    _resolve.cache_clear()  # path resolution is cached per import (files may have appeared since)
     ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(format_options or {}))
     source = get_importer(fmt)(ctx)
     imp = _Importer(ws, src_path, fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,

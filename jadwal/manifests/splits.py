@@ -10,6 +10,7 @@ The assignment depends only on the seed and the key: not on row order, process, 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Sequence
 
 SPLITS = ("train", "dev", "test")
@@ -18,6 +19,9 @@ _ALIASES = {
     "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "development": "dev", "devel": "dev",
     "test": "test", "eval": "test", "evaluation": "test",
 }
+
+
+_PREFIX = re.compile(r"^(train|dev|validation|valid|val|test|eval)(?![a-z])")
 
 
 def parse_ratios(value: str | Sequence[float]) -> tuple[float, float, float]:
@@ -45,10 +49,8 @@ def map_split(name: str | None) -> str | None:
     n = name.strip().lower()
     if n in _ALIASES:
         return _ALIASES[n]
-    for prefix, split in (("train", "train"), ("dev", "dev"), ("valid", "dev"), ("test", "test")):
-        if n.startswith(prefix):
-            return split
-    return None
+    m = _PREFIX.match(n)
+    return _ALIASES[m.group(1)] if m else None
 
 
 def unit_interval(key: str, seed: int) -> float:

@@ -14,6 +14,7 @@ that row with ``bad_encoding`` (the rejects table shows the bytes as ``\\xNN``).
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib
 import io
@@ -150,15 +151,18 @@ def read_text(path: Path) -> str:
 
 def resolve_audio(path: str, bases: Iterable[Path]) -> str:
     """Absolute path of ``path``: as is when absolute, else the first base where it exists (else the first base)."""
-    p = Path(path)
-    if p.is_absolute():
-        return str(p)
-    bases = list(bases)
+    return _resolve(path, tuple(str(b) for b in bases))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolve(path: str, bases: tuple[str, ...]) -> str:
+    if os.path.isabs(path):
+        return os.path.normpath(path)
     for b in bases:
-        cand = b / p
-        if cand.exists():
-            return os.path.normpath(cand)
-    return os.path.normpath(bases[0] / p)
+        cand = os.path.normpath(os.path.join(b, path))
+        if os.path.exists(cand):
+            return cand
+    return os.path.normpath(os.path.join(bases[0], path))
 
 
 def rel_source(path: Path, root: Path) -> str:
@@ -168,14 +172,15 @@ def rel_source(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def relpath_no_ext(path: str | Path, root: Path) -> str:
+def relpath_no_ext(path: str | Path, root: Path | str) -> str:
     """``path`` relative to ``root`` without its extension (posix); the file stem when outside root."""
-    p = Path(path)
-    try:
-        rel = p.relative_to(root)
-    except ValueError:
-        return p.stem
-    return rel.with_suffix("").as_posix()
+    path, root = os.fspath(path), os.fspath(root)
+    if path.startswith(root.rstrip(os.sep) + os.sep):
+        rel = path[len(root.rstrip(os.sep)) + 1:]
+    else:
+        rel = os.path.basename(path)
+    stem, ext = os.path.splitext(rel)
+    return (stem if ext else rel).replace(os.sep, "/")
 
 
 def to_str(v: Any) -> str | None:
