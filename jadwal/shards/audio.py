@@ -62,11 +62,14 @@ def encode_flac(pcm: np.ndarray, sample_rate: int) -> bytes:
 
 
 _EXT = re.compile(r"^[a-z0-9]{1,10}$")
+_RESERVED = {"json", "txt", "text", "cls", "id", "index", "pth", "pyd", "pickle", "npy", "npz"}
 
 
 def original_suffix(path: str, fmt: str, subtype: str) -> str:
+    """Member suffix for an original file: its extension, else its container format (never a suffix
+    that readers decode as something else, e.g. ``json``)."""
     ext = os.path.splitext(path)[1].lstrip(".").lower()
-    if _EXT.match(ext):
+    if _EXT.match(ext) and ext not in _RESERVED:
         return ext
     fmt = (subtype if fmt.upper() == "OGG" and subtype.upper() == "OPUS" else fmt).lower()
     return fmt if _EXT.match(fmt) else "audio"

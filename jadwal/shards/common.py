@@ -438,21 +438,27 @@ def reject_row(sample_id, dataset, source, reason, detail, row_json) -> dict:
     return {"id": sample_id, "dataset": dataset, "source": source, "reason": reason, "detail": detail, "row": row_json}
 
 
-def pool_map(fn, tasks, workers: int, on_result):
-    """Run ``fn`` over ``tasks`` (an iterator) with ``workers`` processes (inline when 1), keeping at most
-    a few tasks in flight; ``on_result(result)`` is called in the parent as results arrive."""
-    if workers <= 1:
-        for t in tasks:
+def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
+    """Run ``fn`` over ``tasks`` (an iterator, consumed lazily) with ``workers`` processes (``spawn``; or
+    threads), keeping at most ``3 × workers`` tasks in flight; ``on_result(result)`` runs in the caller
+    as results arrive.  Runs inline when ``workers`` is 1 or there are fewer than two tasks."""
+    import itertools
+
+    it = iter(tasks)
+    head = list(itertools.islice(it, 2))
+    if workers <= 1 or len(head) < 2:
+        for t in itertools.chain(head, it):
             on_result(fn(t))
         return
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+    ex = (ThreadPoolExecutor(max_workers=workers) if threads
+          else ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
+    with ex:
         pending = set()
-        it = iter(tasks)
         try:
-            for t in it:
+            for t in itertools.chain(head, it):
                 pending.add(ex.submit(fn, t))
                 if len(pending) >= 3 * workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -178,7 +178,7 @@ def verify_shards(
             bar.update(1)
 
         try:
-            pool_map(_verify_task, tasks(), min(workers, max(1, len(shards))), done)
+            pool_map(_verify_task, tasks(), min(workers, max(1, len(shards))), done, threads=True)
         finally:
             bar.close()
         bad.sort(key=lambda r: r["shard_id"])

@@ -103,18 +103,19 @@ def _dedupe(table: pa.Table) -> tuple[pa.Table, list[dict]]:
     return table, rejects
 
 
+def _shard_rows(table: pa.Table, plan: ShardPlan, config_json: str) -> tuple[list[dict], list[str], str]:
+    """The planned rows of a shard, their JSON members, and the shard's plan hash."""
+    rows = table.take(pa.array(plan.rows, pa.int64())).to_pylist()
+    jsons = [row_json(r) for r in rows]
+    return rows, jsons, plan_hash(FORMAT, config_json, plan.path, *jsons)
+
+
 def _write_task(task: dict) -> dict:
-    """Worker: write (or skip) one planned shard; returns its sidecar plus ``skipped``."""
+    """Worker: write one planned shard (temp → rename → sidecar); returns its sidecar."""
     ws = Workspace(task["root"])
     plan: ShardPlan = task["plan"]
     cfg = task["config"]
-    rows = task["table"].to_pylist()
-    jsons = [row_json(r) for r in rows]
-    phash = plan_hash(FORMAT, task["config_json"], plan.path, *jsons)
-    sc = read_sidecar(ws, plan, phash)
-    if sc is not None:
-        sc["skipped"] = True
-        return sc
+    rows, jsons, phash = task["rows"], task["jsons"], task["phash"]
 
     def write(f):
         w = ShardWriter(f)
@@ -144,9 +145,7 @@ def _write_task(task: dict) -> dict:
             add_sample_record(rec, row["id"], i, placed, duration)
         return rec, rejects, w
 
-    sc = commit_shard(ws, plan, phash, write)
-    sc["skipped"] = False
-    return sc
+    return commit_shard(ws, plan, phash, write)
 
 
 def write_shards(
@@ -238,18 +237,17 @@ def write_shards(
     with locked_set(ws, name) as d:
         bar = tqdm(total=table.num_rows, unit="sample", desc=f"shard {name}", disable=not progress, smoothing=0.1)
 
-        def tasks():
+        def tasks():  # complete shards (sidecar matches the plan) are skipped here, in the parent
             for p in plans:
-                yield {
-                    "root": str(ws.root),
-                    "plan": p,
-                    "table": table.take(pa.array(p.rows, pa.int64())),
-                    "config": content_cfg,
-                    "config_json": config_json,
-                }
+                rows, jsons, phash = _shard_rows(table, p, config_json)
+                sc = read_sidecar(ws, p, phash)
+                if sc is not None:
+                    done(sc, skipped=True)
+                    continue
+                yield {"root": str(ws.root), "plan": p, "rows": rows, "jsons": jsons, "phash": phash,
+                       "config": content_cfg}
 
-        def done(sc):
-            skipped = sc.pop("skipped")
+        def done(sc, skipped=False):
             counts["skipped" if skipped else "written"] += 1
             sidecars[sc["shard_id"]] = sc
             bar.update(len(sc["samples"]["id"]) + len(sc["rejects"]))

@@ -1,0 +1,212 @@
+"""Sharding throughput (issue 3): ``jadwal shard`` with 1 and 2 workers vs stock ``webdataset.TarWriter``.
+
+Synthesizes N clips (``--seconds`` each, ``--source-rate`` Hz, ``--channels``) as 16-bit WAV files plus a
+manifest, then times, on the same samples:
+
+* **baseline**: one process, each row decoded / resampled / encoded with the same audio code jadwal uses
+  (:func:`jadwal.shards.audio.load_row_audio`, soundfile + soxr + FLAC), written with stock
+  ``webdataset.ShardWriter`` (``TarWriter``) — no plan, no index, no hashes, no atomic renames;
+* **jadwal workers=1 / workers=2**: ``write_shards`` end to end (plan, shuffle, process pool, temp+rename,
+  sidecars, sha256, ``samples.parquet``/``shards.parquet``/``meta.json``);
+* **rerun** of a complete set (every shard skipped), ``verify`` (re-hash + member check) and
+  ``regroup`` (one sequential pass into 8 synthetic clusters × task);
+* **read**: the jadwal shards through stock ``webdataset.WebDataset`` (raw bytes, then + FLAC decode).
+
+    .venv/bin/python benchmarks/bench_shard.py --samples 400 --seconds 4 --readme benchmarks/README.md
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jadwal.manifests.schema import conform, read_manifests  # noqa: E402
+from jadwal.shards import regroup, verify_shards, write_shards  # noqa: E402
+from jadwal.shards.audio import load_row_audio  # noqa: E402
+from jadwal.shards.schema import member_key  # noqa: E402
+from jadwal.shards.write import row_json  # noqa: E402
+from jadwal.workspace import Workspace  # noqa: E402
+
+
+def make_workspace(root: Path, n: int, seconds: float, sr: int, channels: int) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        dur = seconds * (0.5 + rng.random())  # 0.5–1.5 × --seconds
+        t = np.arange(int(dur * sr)) / sr
+        x = 0.2 * np.sin(2 * np.pi * (150 + 5 * (i % 80)) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+        x = x + 0.05 * rng.standard_normal(len(t))
+        x = np.repeat(x[:, None], channels, axis=1).astype(np.float32)
+        p = root / "audio" / f"{i:06d}.wav"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, x, sr, subtype="PCM_16")
+        rows.append({"id": f"bench-{i:06d}", "dataset": "bench", "task": ["asr", "ser"][i % 2], "lang": "ar",
+                     "split": "train", "modality": "audio", "audio_path": p.relative_to(root).as_posix(),
+                     "duration_s": len(t) / sr, "sample_rate": sr, "channels": channels,
+                     "text": "نص تجريبي " * 4, "label": ["happy", "sad", None][i % 3]})
+    m = root / "manifests" / "bench" / "manifest.parquet"
+    m.parent.mkdir(parents=True)
+    pq.write_table(conform(pa.Table.from_pylist(rows)), m)
+    return root
+
+
+def baseline(ws: Workspace, out: Path, max_samples: int, sample_rate: int, mono: bool) -> dict:
+    import webdataset as wds
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_manifests(ws).to_pylist()
+    t0 = time.perf_counter()
+    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=max_samples, verbose=0) as w:
+        for r in rows:
+            enc = load_row_audio(str(ws.resolve(r["audio_path"])), r["offset_s"], r["duration_s"],
+                                 sample_rate=sample_rate, mono=mono)
+            w.write({"__key__": member_key(r["id"]), "json": row_json(r).encode("utf-8"), "flac": enc.data})
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "bytes": sum(p.stat().st_size for p in out.glob("*.tar"))}
+
+
+def read_webdataset(urls: list[str], decode: bool) -> dict:
+    import webdataset as wds
+
+    t0 = time.perf_counter()
+    n, audio_s = 0, 0.0
+    for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        n += 1
+        if decode and "flac" in s:
+            x, sr = sf.read(io.BytesIO(s["flac"]), dtype="float32")
+            audio_s += len(x) / sr
+    return {"seconds": time.perf_counter() - t0, "samples": n, "audio_s": audio_s}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs), "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=400)
+    ap.add_argument("--seconds", type=float, default=4.0, help="mean clip length")
+    ap.add_argument("--source-rate", type=int, default=44100)
+    ap.add_argument("--channels", type=int, default=2)
+    ap.add_argument("--max-samples", type=int, default=50, help="samples per shard")
+    ap.add_argument("--workdir", default=None, help="where to build the workspace (default: a temp dir)")
+    ap.add_argument("--readme", default=None, help="write the results into this README's '## Shards' section")
+    args = ap.parse_args()
+
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_shard_"))
+    if tmp.exists() and args.workdir:
+        shutil.rmtree(tmp)
+    t0 = time.perf_counter()
+    root = make_workspace(tmp / "ws", args.samples, args.seconds, args.source_rate, args.channels)
+    ws = Workspace(root)
+    hours = float(np.sum(read_manifests(ws).column("duration_s").to_numpy())) / 3600
+    print(f"workspace: {args.samples} clips, {hours * 60:.1f} min of {args.source_rate} Hz × {args.channels} ch "
+          f"audio ({time.perf_counter() - t0:.1f} s to synthesize)", file=sys.stderr)
+    common = dict(max_samples=args.max_samples, sample_rate=16000, mono=True, progress=False)
+    rows = []
+
+    def add(name, secs, nbytes, n=args.samples, h=hours):
+        rows.append({"run": name, "seconds": secs, "samples_per_s": n / secs, "audio_h_per_s": h / secs,
+                     "MB_per_s": nbytes / 1e6 / secs})
+        print(f"{name:<42} {secs:7.2f} s  {n / secs:8.1f} samples/s  {h / secs * 3600:8.1f} audio-s/s  "
+              f"{nbytes / 1e6 / secs:7.2f} MB/s", file=sys.stderr)
+
+    b = baseline(ws, tmp / "baseline", args.max_samples, 16000, True)
+    add("baseline: wds.TarWriter, same decode+encode, 1 proc", b["seconds"], b["bytes"])
+    out = {}
+    for workers in (1, 2):
+        t = time.perf_counter()
+        s = write_shards(ws, "task", set_name=f"w{workers}", workers=workers, **common)
+        out[workers] = s
+        add(f"jadwal shard --workers {workers}", time.perf_counter() - t, s["bytes"])
+    assert (root / "shards/w1/samples.parquet").read_bytes() == (root / "shards/w2/samples.parquet").read_bytes()
+    t = time.perf_counter()
+    s = write_shards(ws, "task", set_name="w2", workers=2, **common)
+    assert s["shards_skipped"] == s["shards"]
+    add("jadwal shard rerun (all shards complete)", time.perf_counter() - t, 0)
+    t = time.perf_counter()
+    rep = verify_shards(ws, "w2", workers=2, progress=False)
+    assert rep["ok"]
+    add("jadwal shard verify --workers 2", time.perf_counter() - t, rep["sets"]["w2"]["bytes_read"])
+    ids = pq.read_table(root / "shards/w2/samples.parquet").column("id").to_pylist()
+    (root / "clusters/k8").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ids, "cluster": [hash(i) % 8 for i in ids]}), root / "clusters/k8/assignments.parquet")
+    t = time.perf_counter()
+    r = regroup(ws, "cluster:k8,task", source="w2", max_samples=args.max_samples, progress=False)
+    add("jadwal shard regroup --by cluster:k8,task", time.perf_counter() - t, r["source_bytes_read"])
+    urls = [str(root / p) for p in pq.read_table(root / "shards/w2/shards.parquet").column("path").to_pylist()]
+    rd = read_webdataset(urls, decode=False)
+    add("read: stock webdataset, raw bytes", rd["seconds"], out[2]["bytes"], rd["samples"])
+    rd = read_webdataset(urls, decode=True)
+    add("read: stock webdataset + soundfile FLAC decode", rd["seconds"], out[2]["bytes"], rd["samples"])
+
+    cmd = "benchmarks/bench_shard.py " + " ".join(sys.argv[1:])
+    lines = [
+        "## Shards",
+        "",
+        f"Command: `.venv/bin/python {cmd}`  ",
+        f"Machine: {machine()}.  ",
+        f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
+        f"{args.channels} ch, 16-bit WAV) → FLAC 16 kHz mono, {args.max_samples} samples/shard, "
+        f"{out[2]['bytes'] / 1e6:.1f} MB of shards ({out[2]['shards']} shards, 2 streams by task).",
+        "",
+        "| run | seconds | samples/s | audio h/s | MB/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['seconds']:.2f} | {r['samples_per_s']:.1f} | {r['audio_h_per_s']:.4f} | "
+                     f"{r['MB_per_s']:.2f} |")
+    base = rows[0]["seconds"]
+    lines += [
+        "",
+        f"jadwal/baseline time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 {rows[2]['seconds'] / base:.2f}× "
+        "(baseline = same decode/resample/encode with stock `webdataset.TarWriter`, no index, no hashing, "
+        "no atomic rename, one process).  MB/s counts shard bytes written (read for verify/regroup/read rows); "
+        "the rerun row is the cost of resuming a complete set.  Both jadwal runs produce byte-identical "
+        "`samples.parquet` (checked).  On this shared 2-core machine, timings vary by ±20% between runs.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    print(json.dumps(rows, indent=1), file=sys.stderr)
+    if args.readme:
+        p = Path(args.readme)
+        old = p.read_text(encoding="utf-8") if p.exists() else "# Benchmarks\n\n"
+        if "## Shards" in old:
+            a = old.index("## Shards")
+            nxt = old.find("\n## ", a + 1)
+            old = old[:a] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
+        else:
+            old = old.rstrip("\n") + "\n\n" + text
+        p.write_text(old, encoding="utf-8")
+    if not args.workdir:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
