@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from .planner import (
-    PlanError, StreamSequences, _write, apply_exhaustion, chunk_layout, compose, phase_demand, resolve_phase,
+    PlanError, StreamSequences, _write, apply_exhaustion, cells_table, chunk_layout, compose, phase_demand,
+    resolve_phase,
 )
 from .spec import Phase, resolve_phase_steps
 
@@ -107,13 +108,7 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
 
     cells, ph_meta = [], []
     for pp, (s, e), r, un in zip(plans, real, results, unused):
-        c = pp.cells
-        cells.append(pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
-                               "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
-                               "stream": pa.array(c["stream"].astype(str).tolist()),
-                               "key": pa.array([""] * len(c)), "n": pa.array(c["n"].to_numpy(), pa.int64()),
-                               "target": pa.array(np.bincount(pp.comp.reshape(-1), minlength=len(c)) / pp.comp.size)},
-                              schema=F.CELLS_SCHEMA))
+        cells.append(cells_table(pp))
         total_slots = max(1, pp.comp.size)
         ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": s, "end_step": e,
                         "slots_per_step": None, "micro_batch": None, "nominal_micro_batch": n0,

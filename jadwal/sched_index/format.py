@@ -9,9 +9,9 @@ An index lives in ``index/<name>/`` of a workspace:
                   ``i = (step - start_step) * world_size + rank``.
 ``requested.npy`` int32 ``[n_slots]``: the cell each slot requested (see ``cells.parquet``); a slot whose
                   sample lies outside its requested cell is a counted deviation.
-``cells.parquet`` one row per (phase, cell): ``phase``, ``cell``, ``stream``, ``key`` (JSON of the
-                  phase's composition columns → values), ``n`` (samples in the cell), ``target``
-                  (requested share of the phase's slots).
+``cells.parquet`` one row per (phase, cell): ``phase``, ``cell``, ``stream``, ``n`` (samples in the
+                  cell), ``target`` (requested share of the phase's slots), then one string column per
+                  composition column of any phase (null where a phase does not use it).
 ``chunks.parquet`` the supply layout: per (phase, stream, reader) the virtual ranges of the stream's
                   sample sequence the reader owns (``start``, ``length``; virtual position
                   ``v = pass * n_stream + i`` addresses the i-th sample of pass ``pass``).
@@ -40,7 +40,6 @@ CELLS_SCHEMA = pa.schema(
         pa.field("phase", pa.int32()),
         pa.field("cell", pa.int32()),
         pa.field("stream", pa.string()),
-        pa.field("key", pa.string()),
         pa.field("n", pa.int64()),
         pa.field("target", pa.float64()),
     ]

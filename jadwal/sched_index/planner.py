@@ -463,7 +463,6 @@ def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, s
     # chunk samples of the impure (stream, reader) pairs, in position order
     pairs = np.argwhere((D > 0) & impure[:, None])
     lens = D[pairs[:, 0], pairs[:, 1]]
-    pk = pairs[:, 0] * R + pairs[:, 1]
     ci = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)  # position in chunk
     cs = np.repeat(pairs[:, 0], lens)
     cr = np.repeat(pairs[:, 1], lens)
@@ -585,6 +584,22 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     return write_index(ws, spec, st, shard_set, name, plans, results, stats)
 
 
+def cells_table(pp: PhasePlan) -> pa.Table:
+    """One phase's cells: phase, cell, stream, n, target (requested share) and its composition columns
+    (as strings)."""
+    c = pp.cells
+    req = np.bincount(pp.comp.reshape(-1), minlength=len(c)) / max(pp.comp.size, 1)
+    t = pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
+                  "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
+                  "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
+                  "n": pa.array(c["n"].to_numpy(), pa.int64()), "target": pa.array(req, pa.float64())},
+                 schema=F.CELLS_SCHEMA)
+    for col in c.columns:
+        if col not in ("cell", "stream", "n", "duration_s", "stream_code"):
+            t = t.append_column(col, pa.array(c[col].to_numpy(), from_pandas=True).cast(pa.string()))
+    return t
+
+
 def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
                 extra: dict | None = None, all_phases: list | None = None) -> dict:
     W = spec.world_size
@@ -593,18 +608,7 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_s
     requested = np.concatenate([pp.comp.reshape(-1) for pp in plans]).astype(np.int32)
     sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    cells = []
-    for pp in plans:
-        c = pp.cells
-        cols = [x for x in c.columns if x not in ("cell", "stream", "n", "duration_s", "stream_code")]
-        keys = [json.dumps({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in zip(cols, vals)},
-                           ensure_ascii=False, sort_keys=True) for vals in c[cols].itertuples(index=False)]
-        req = np.bincount(pp.comp.reshape(-1), minlength=len(c)) / pp.comp.size
-        cells.append(pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
-                               "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
-                               "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
-                               "key": pa.array(keys, pa.string()), "n": pa.array(c["n"].to_numpy(), pa.int64()),
-                               "target": pa.array(req, pa.float64())}, schema=F.CELLS_SCHEMA))
+    cells = [cells_table(pp) for pp in plans]
     names = np.asarray(st.stream_names, dtype=object)
     chunk_tab = pa.table({
         "phase": pa.array(np.concatenate([r.chunks["phase"] for r in results]), pa.int32()),
@@ -641,7 +645,7 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
     np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64))
     np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32))
     np.save(tmp / "vpos.npy", vpos.astype(np.int64))
-    pq.write_table(pa.concat_tables(cells), tmp / F.CELLS_FILE)
+    pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
     pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
     outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, "vpos.npy",
                                                  F.CELLS_FILE, F.CHUNKS_FILE)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE, SHARDS_SCHEMA
@@ -37,29 +38,33 @@ def write_synthetic_shard_set(
         modality = np.full(n, "audio", dtype=object)
         if text_fraction and ds in text_fraction:
             modality[rng.random(n) < text_fraction[ds]] = "text"
+        idx = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), 8, "0")
         parts.append({
-            "id": np.array([f"{ds}/{i:08d}" for i in range(n)], dtype=object),
+            "id": pc.binary_join_element_wise(pa.scalar(ds), idx, "/"),
             "dataset": np.full(n, ds, dtype=object), "task": np.full(n, task, dtype=object),
             "label": lab, "modality": modality,
             "duration_s": np.round(rng.uniform(1.0, 15.0, n), 3),
         })
+    ids = pa.concat_arrays([p.pop("id") for p in parts])
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    n = len(cols["id"])
+    n = len(ids)
     ccol = f"cluster:{cluster_name}"
     if n_clusters:
         cols[ccol] = rng.integers(0, n_clusters, n).astype(np.int64)
     key_cols = [ccol if k == "cluster" else k for k in stream_by]
-    stream = np.array(["|".join("" if v is None else str(v) for v in vals) for vals in zip(*[cols[k] for k in key_cols])],
-                      dtype=object)
-    order = np.lexsort((rng.random(n), stream))  # streams contiguous, shuffled within
+    key_strs = [pc.fill_null(pc.cast(pa.array(cols[k]), pa.string()), "") for k in key_cols]
+    stream_arr = pc.binary_join_element_wise(*key_strs, "|") if len(key_strs) > 1 else key_strs[0]
+    codes = pc.dictionary_encode(stream_arr).indices.to_numpy()
+    order = np.lexsort((rng.random(n), codes))  # streams contiguous, shuffled within
     cols = {k: v[order] for k, v in cols.items()}
-    stream = stream[order]
+    ids = ids.take(pa.array(order))
+    stream_arr = stream_arr.take(pa.array(order))
+    codes = codes[order]
     # shard ids: per stream, consecutive shards of shard_size
-    _, first = np.unique(stream, return_index=True)
-    starts = np.sort(first)
+    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
     pos_in_stream = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
     shard_local = pos_in_stream // shard_size
-    new_shard = np.r_[True, (stream[1:] != stream[:-1]) | (shard_local[1:] != shard_local[:-1])]
+    new_shard = np.r_[True, (codes[1:] != codes[:-1]) | (shard_local[1:] != shard_local[:-1])]
     shard_id = (np.cumsum(new_shard) - 1).astype(np.int32)
     pos = (pos_in_stream % shard_size).astype(np.int32)
     size = (cols["duration_s"] * 32000 + 2048).astype(np.int64)
@@ -68,7 +73,7 @@ def write_synthetic_shard_set(
     csum = np.cumsum(size) - size
     offset = csum - np.repeat(csum[shard_start], np.diff(np.r_[shard_start, n]))
     table = {
-        "id": pa.array(cols["id"], pa.string()), "stream": pa.array(stream, pa.string()),
+        "id": ids, "stream": stream_arr,
         "shard_id": pa.array(shard_id, pa.int32()), "pos": pa.array(pos, pa.int32()),
         "offset": pa.array(offset, pa.int64()), "size": pa.array(size, pa.int64()),
         "duration_s": pa.array(cols["duration_s"], pa.float64()),
@@ -82,7 +87,7 @@ def write_synthetic_shard_set(
     d.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(table), d / SAMPLES_FILE)
     n_sh = int(shard_id[-1]) + 1
-    sh_stream = stream[shard_start]
+    sh_stream = stream_arr.take(pa.array(shard_start))
     shards = pa.table({
         "shard_id": pa.array(np.arange(n_sh), pa.int32()),
         "path": pa.array([f"shards/{set_name}/{i:06d}.tar" for i in range(n_sh)], pa.string()),
