@@ -76,6 +76,7 @@ class _Reader:
         self.buffer: dict[int, dict[str, bytes]] = {}
         self.max_buffer = 0
         self.opens = 0
+        self.current_step: int | None = None  # the step being prepared (for messages)
 
     # -- delivery --------------------------------------------------------------------------------
     def fetch(self, i: int) -> dict[str, bytes]:
@@ -113,10 +114,12 @@ class _Reader:
         rel = ds.shard_paths.get(sid, f"<shard {sid}>")
         step = int(p.step_of[j])
         where = f" ({url})" if url and url != str(ds.ws_root / rel) else ""
+        now = self.current_step if self.current_step is not None else step
+        ahead = f" (read ahead while preparing step {now})" if now != step else ""
         msg = (f"index {ds.index_name!r}, step {step}, rank {ds.rank}: shard {rel!r} (shard_id {sid}){where} {problem}; "
                f"sample {p.ids[j]!r} (pos {int(p.pos[j])}, bytes {int(p.offset[j])}..{int(p.offset[j] + p.size[j])}) "
-               f"is planned for step {step}. No sample is substituted: restore the shard (e.g. re-run `jadwal shard`, "
-               f"check with `jadwal shard verify`) and resume at step {step}.")
+               f"is planned for step {step}{ahead}. No sample is substituted: restore the shard (e.g. re-run `jadwal "
+               f"shard`, check with `jadwal shard verify`) and resume at step {min(now, step)}.")
         if cause is not None:
             msg += f" [{type(cause).__name__}: {cause}]"
         return ShardError(msg, shard=rel, step=step, sample=p.ids[j])
@@ -138,6 +141,7 @@ class _Reader:
         except OSError as e:
             raise self._fail(j, "cannot be opened", url, e) from e
         h = ShardHandle(f, seek_gap=ds.seek_gap)
+        h.url = url
         self.opens += 1
         want = ds.shard_bytes.get(sid)
         have = file_size(f)
@@ -157,7 +161,7 @@ class _Reader:
         else:
             h = self.handles[s][0]
             first = False
-        url = None
+        url = h.url
         try:
             h.advance_to(off, first=first)
             data = h.read_exact(size)
@@ -176,16 +180,16 @@ class _Reader:
                 except Exception:  # noqa: BLE001
                     pass
             self._close(s)
-            raise self._fail(j, f"is truncated: it ends at byte {h.pos}, inside the sample{extra}")
+            raise self._fail(j, f"is truncated: it ends at byte {h.pos}, inside the sample{extra}", url)
         if ds.verify and p.sha1 is not None and p.sha1[j]:
             if hashlib.sha1(data).hexdigest() != p.sha1[j]:
                 self._close(s)
-                raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)")
+                raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)", url)
         try:
             members = parse_members(data, off)
         except TarFormatError as e:
             self._close(s)
-            raise self._fail(j, f"is corrupted: {e}") from None
+            raise self._fail(j, f"is corrupted: {e}", url) from None
         key = member_key(p.ids[j])
         out: dict[str, bytes] = {}
         for name, payload in members:
@@ -310,6 +314,7 @@ class ScheduleDataset(IterableDataset):
         self.shard_paths: dict[int, str] = dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
         self.shard_bytes: dict[int, int] = dict(zip(t.column("shard_id").to_pylist(), t.column("bytes").to_pylist()))
         self._next_step = start
+        self._origin: int | None = None  # see _my_readers
         self.features = features
         self.feature_kwargs = dict(feature_kwargs or {})
         self.decode_audio = decode_audio
@@ -354,9 +359,14 @@ class ScheduleDataset(IterableDataset):
 
         In the process that iterates (``num_workers=0``, or inside a worker) ``step`` follows the
         delivered micro-batches.  With a plain DataLoader and workers, the main process's copy does not
-        see them: pass ``step=batch["step"] + 1`` (or use torchdata's ``StatefulDataLoader``)."""
-        return {"step": int(self._next_step if step is None else step), "index": self.fingerprint,
-                "name": self.index_name}
+        see them: pass ``step=batch["step"] + 1`` (or use torchdata's ``StatefulDataLoader``).  Inside a
+        DataLoader worker the state also records ``worker_origin`` (the step the workers' round-robin
+        started at), so a worker restored by ``StatefulDataLoader`` keeps playing the same reader."""
+        state = {"step": int(self._next_step if step is None else step), "index": self.fingerprint,
+                 "name": self.index_name}
+        if step is None and self._origin is not None and get_worker_info() is not None:
+            state["worker_origin"] = int(self._origin)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue at ``state["step"]``.  A state saved with another index is accepted only when this index
@@ -375,18 +385,26 @@ class ScheduleDataset(IterableDataset):
                     f"Resume with the same index, or re-plan one that starts at step {step} (elastic resume).")
         self._check_step(step, "state step")
         self._next_step = step
+        origin = state.get("worker_origin")
+        self._origin = None if origin is None else int(origin)
 
     # -- iteration ---------------------------------------------------------------------------------
     def _my_readers(self) -> list[int]:
+        """Readers this process plays.  DataLoader asks its workers round-robin starting with worker 0, so
+        worker ``i`` plays reader ``(origin + i) % readers_per_rank`` where ``origin`` is the step the
+        iteration started at (0 for a fresh run: worker ``w`` is reader ``w``)."""
         info = get_worker_info()
         if info is None:
+            self._origin = None
             return list(range(self.readers_per_rank))
         if info.num_workers != self.readers_per_rank:
             raise LoaderError(
                 f"index {self.index_name!r} was planned for {self.readers_per_rank} DataLoader worker(s) per rank "
                 f"(readers_per_rank), but the DataLoader has num_workers={info.num_workers}. Use "
                 f"num_workers={self.readers_per_rank} (or 0), or re-plan with readers_per_rank={info.num_workers}.")
-        return [info.id]
+        if self._origin is None:
+            self._origin = self._next_step
+        return [(self._origin + info.id) % self.readers_per_rank]
 
     def __iter__(self) -> Iterator[dict]:
         workers = self._my_readers()
@@ -408,6 +426,7 @@ class ScheduleDataset(IterableDataset):
             if int(r.plan.steps[k]) != t:  # pragma: no cover - guards the step bookkeeping
                 raise LoaderError(f"internal error: reader {t % nw} expected step {int(r.plan.steps[k])}, got {t}")
             slots = r.plan.step_slots(k)
+            r.current_step = t
             raw = [r.fetch(i) for i in slots]
             return self._assemble(t, [r.plan.ids[i] for i in slots], raw, r, slots)
 

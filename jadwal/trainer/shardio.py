@@ -133,6 +133,7 @@ class ShardHandle:
         self.seek_gap = seek_gap
         self.bytes_read = 0
         self.seeks = 0
+        self.url: str | None = None
 
     def read_exact(self, n: int) -> bytes:
         """Read ``n`` bytes (fewer only at end of file)."""
