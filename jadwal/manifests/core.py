@@ -234,7 +234,12 @@ class _Importer:
             target = label
         need = self.require
         if need == "text" and not text:
-            detail = "no transcript" if row.text is None else f"transcript empty after normalization (raw {_clean(row.text)[:40]!r})"
+            if row.text is None:
+                detail = "no transcript"
+            elif not row.text.strip():
+                detail = "transcript is empty"
+            else:
+                detail = f"transcript empty after normalization (raw {_clean(row.text)[:40]!r})"
             self.reject(seq, rid, row, "empty_text", detail)
             return None
         if need == "label" and not label:

@@ -76,6 +76,7 @@ def test_every_reject_reason(ws, sink):
     assert detail["sink/long"] == "5.000s > max 4.0s"
     assert detail["sink/dupaudio"] == "same audio as 'sink/ok3'"
     assert detail["sink/badrow"] == "offset must be a number, got 'abc'"
+    assert detail["sink/empty"] == "transcript empty after normalization (raw '؟ ، !')"
     badenc = next(r for r in rej if r["id"] == "sink/badenc")
     assert "\\xff\\xfe" in badenc["row"] and "م" in badenc["row"]
     # accounting: nothing dropped silently

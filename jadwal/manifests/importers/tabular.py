@@ -101,7 +101,7 @@ def record_to_row(rec: dict, colmap: dict[str, str], base: Path, source: str, sp
                 row.reject = row.reject or ("bad_row", f"{colmap[name]!r} must be a scalar")
                 continue
             v = to_str(v)
-            setattr(row, name, v if v not in ("",) else None)
+            setattr(row, name, v if v != "" or name == "text" else None)  # "" text → empty_text, not "no text"
     row.offset = rec.get(colmap["offset"]) if "offset" in colmap else None
     row.duration = rec.get(colmap["duration"]) if "duration" in colmap else None
     if row.split is None:
