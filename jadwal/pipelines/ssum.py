@@ -29,7 +29,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -38,7 +38,7 @@ from .ssum_text import (
     MinHashDeduper,
     arabic_ratio,
     match_normalize,
-    normalize_manifest_text,
+    manifest_normalizer,
     novelty,
     split_sentences,
     word_count,
@@ -216,18 +216,6 @@ def cut_windows(
 
 
 # -- long files: silence detection ----------------------------------------------------------------
-def _time_at_fraction(intervals: list[tuple[float, float]], frac: float) -> float:
-    """Absolute time at which ``frac`` of the total voiced time has elapsed."""
-    total = sum(e - s for s, e in intervals)
-    target = frac * total
-    acc = 0.0
-    for s, e in intervals:
-        if acc + (e - s) >= target:
-            return s + (target - acc)
-        acc += e - s
-    return intervals[-1][1]
-
-
 def silence_split(
     y,
     sr: int,
@@ -237,6 +225,8 @@ def silence_split(
     min_silence_s: float = 0.25,
     offset_s: float = 0.0,
     row_id: str = "",
+    normalize: Callable[[str], str] | None = None,
+    align: str = "dp",
 ) -> list[Segment]:
     """Cut one long file with one transcript into pseudo-segments at silences.
 
@@ -245,17 +235,23 @@ def silence_split(
     * voiced intervals = ``librosa.effects.split(y, top_db)`` (frames 2048, hop 512); pauses between
       them of at least ``min_silence_s`` are candidate cut points;
     * the transcript is split into sentences (``. ! ? ؟ ۔ …``, newlines);
-    * assuming a constant speaking rate in characters per second of *voiced* time, the end of
-      sentence ``i`` is expected at the voiced-time fraction ``chars(s_0..s_i) / chars(all)``;
-    * each sentence boundary snaps to the pause whose centre is nearest that expected time;
-      boundaries that snap to the same pause merge their sentences (a pause is cut at most once),
-      pauses that receive no boundary are not cut;
+    * the transcript is split *proportionally*: a speaking rate constant in characters per second of
+      voiced time says where each sentence should end, and each sentence boundary is assigned to a
+      pause near there (:mod:`jadwal.pipelines.ssum_align`: ``dp`` = monotone alignment trusting the
+      rate only locally, ``nearest`` = snap to the nearest pause); boundaries that get no pause merge
+      their sentences, pauses that get no boundary are not cut;
     * a pseudo-segment spans from the end of the pause before it to the start of the pause after it
       (first: start of speech; last: end of speech).  Times are absolute (``offset_s`` added).
+
+    ``text_raw`` of a pseudo-segment is its sentences joined by a space; ``text`` is
+    ``normalize(text_raw)`` (default: the project normalizer with default options).
     """
     import librosa
     import numpy as np
 
+    from .ssum_align import ALIGNERS
+
+    normalize = normalize or manifest_normalizer(True)
     y = np.asarray(y, dtype=np.float32)
     sents = split_sentences(text_raw)
     iv = librosa.effects.split(y, top_db=top_db, frame_length=2048, hop_length=512) if y.size else []
@@ -271,28 +267,23 @@ def silence_split(
     if len(sents) <= 1 or not gaps:
         return [
             Segment(offset_s + intervals[0][0], offset_s + intervals[-1][1],
-                    normalize_manifest_text(text_raw), text_raw.strip(), list(ids))
+                    normalize(text_raw), text_raw.strip(), list(ids))
         ]
-    weights = np.array([max(1, len(s.replace(" ", ""))) for s in sents], dtype=float)
-    cum = np.cumsum(weights) / weights.sum()
-    centers = np.array([(a + b) / 2 for a, b in gaps])
+    chars = [max(1, len(s.replace(" ", ""))) for s in sents]
+    cuts = ALIGNERS[align](chars, intervals, gaps)
     segments: list[Segment] = []
     cur: list[str] = []
     seg_start = intervals[0][0]
-    last_gap = -1
     for i, s in enumerate(sents):
         cur.append(s)
-        if i == len(sents) - 1:
-            break
-        t = _time_at_fraction(intervals, float(cum[i]))
-        g = int(np.argmin(np.abs(centers - t)))
-        if g <= last_gap:  # same pause as the previous cut (or earlier): merge
+        if i == len(sents) - 1 or cuts[i] is None:
             continue
+        g = cuts[i]
         raw = " ".join(cur)
-        segments.append(Segment(offset_s + seg_start, offset_s + gaps[g][0], normalize_manifest_text(raw), raw, list(ids)))
-        cur, seg_start, last_gap = [], gaps[g][1], g
+        segments.append(Segment(offset_s + seg_start, offset_s + gaps[g][0], normalize(raw), raw, list(ids)))
+        cur, seg_start = [], gaps[g][1]
     raw = " ".join(cur)
-    segments.append(Segment(offset_s + seg_start, offset_s + intervals[-1][1], normalize_manifest_text(raw), raw, list(ids)))
+    segments.append(Segment(offset_s + seg_start, offset_s + intervals[-1][1], normalize(raw), raw, list(ids)))
     return segments
 
 
@@ -346,7 +337,10 @@ def _fmt_ms(t: float) -> str:
     return str(int(round(t * 1000)))
 
 
-def assemble_units(ws: Workspace, rows: list[dict], cfg: SsumConfig, name: str, source: str, rejects: list) -> list[Unit]:
+def assemble_units(
+    ws: Workspace, rows: list[dict], cfg: SsumConfig, name: str, source: str, rejects: list,
+    normalize: Callable[[str], str] | None = None,
+) -> list[Unit]:
     """Group source rows into long-form units (see module docstring)."""
     groups: "OrderedDict[tuple[str, str], list[dict]]" = OrderedDict()
     for r in rows:
@@ -396,6 +390,7 @@ def assemble_units(ws: Workspace, rows: list[dict], cfg: SsumConfig, name: str, 
         segs = silence_split(
             y, sr, r.get("text_raw") or r.get("text") or "",
             top_db=cfg.silence_top_db, min_silence_s=cfg.min_silence_s, offset_s=off, row_id=r["id"],
+            normalize=normalize,
         )
         if not segs:
             _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "short_recording",
@@ -478,7 +473,10 @@ def build_ssum(
     t0 = time.perf_counter()
     rows = conform(pq.read_table(src_path)).to_pylist()
     rejects: list[dict] = []
-    units = assemble_units(ws, rows, cfg, name, source, rejects)
+    # pieces of long-file transcripts are normalized like the source was at import
+    src_meta = ws.read_meta(src_path.parent) or {}
+    normalize = manifest_normalizer(src_meta.get("config", {}).get("normalize", True))
+    units = assemble_units(ws, rows, cfg, name, source, rejects, normalize)
 
     # windows
     windows: list[dict] = []

@@ -1,95 +1,62 @@
-"""Text helpers of the summarization builder: Arabic normalization for matching, sentence splitting,
-script ratios, n-gram novelty and MinHash near-duplicate detection.
+"""Text helpers of the summarization builder: normalization, sentence splitting, script ratios,
+n-gram novelty and MinHash near-duplicate detection.
 
-Normalization
--------------
-Two normalizers live here:
+Normalization reuses the project normalizer :mod:`jadwal.manifests.normalize` in two ways:
 
-* :func:`normalize_manifest_text` produces the ``text`` column of rows the builder *creates* (when a
-  long file's transcript is cut into pieces).  It delegates to the project normalizer
-  ``jadwal.manifests.normalize`` when that module is present (so builder rows look like imported
-  rows) and otherwise falls back to :func:`light_normalize` (diacritics/tatweel removed, whitespace
-  collapsed; letters and punctuation kept).
+* :func:`manifest_normalizer` gives the function that fills the ``text`` column of rows the builder
+  *creates* (pieces of a long file's transcript): ``normalize_text`` with the very options the
+  source dataset was imported with (read from its ``meta.json``), so builder rows look like
+  imported rows.
 * :func:`match_normalize` is the aggressive form used only for *comparisons* (TF-IDF centrality,
-  ROUGE, novelty, near-duplicates, copy detection): it additionally unifies alef/yeh/teh-marbuta
-  variants, maps Arabic-Indic digits to ASCII, lower-cases Latin, and turns punctuation and symbols
-  into spaces.  It never ends up in a manifest.
+  ROUGE, novelty, near-duplicates, copy detection): the default rules plus ``ta_marbuta``
+  (``ة`` → ``ه``) and ``lowercase``, and any remaining Unicode punctuation/symbol (categories P*, S*)
+  turned into a space.  It never ends up in a manifest.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-# harakat, superscript alef, Quranic annotation marks; tatweel
-_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed]")
-_TATWEEL = "\u0640"
-_ALEF = str.maketrans({"\u0623": "\u0627", "\u0625": "\u0627", "\u0622": "\u0627", "\u0671": "\u0627"})
-_MATCH_MAP = str.maketrans(
-    {
-        "\u0649": "\u064a",  # alef maqsura -> yeh
-        "\u0629": "\u0647",  # teh marbuta -> heh
-        "\u0624": "\u0648",  # waw with hamza -> waw
-        "\u0626": "\u064a",  # yeh with hamza -> yeh
-        **{chr(0x0660 + i): str(i) for i in range(10)},  # Arabic-Indic digits
-        **{chr(0x06F0 + i): str(i) for i in range(10)},  # Extended Arabic-Indic (Persian) digits
-    }
-)
-_WS = re.compile(r"\s+")
+from ..manifests.normalize import DEFAULT, NormalizeOptions, Normalizer
+
 _ARABIC_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
 
 # sentence terminators: Latin . ! ? ; Arabic question mark U+061F, Arabic full stop U+06D4, ellipsis
 _SENT_END = re.compile(r"(?<=[.!?\u061f\u06d4\u2026])\s+|\n+")
 
-
-def light_normalize(text: str | None) -> str:
-    """Remove diacritics and tatweel, NFC, collapse whitespace. Keeps letters and punctuation."""
-    if not text:
-        return ""
-    text = unicodedata.normalize("NFC", text)
-    text = _DIACRITICS.sub("", text).replace(_TATWEEL, "")
-    return _WS.sub(" ", text).strip()
+_MATCH = Normalizer(NormalizeOptions(ta_marbuta=True, lowercase=True))
 
 
-def _project_normalizer():
-    """The project-wide normalizer (``jadwal.manifests.normalize``), if it exists; else ``None``."""
-    try:
-        from jadwal.manifests import normalize as mod  # written by the manifests stage
-    except ImportError:
-        return None
-    for attr in ("normalize_text", "normalize_arabic", "normalize"):
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            return fn
-    return None
+def manifest_normalizer(options: dict | bool | None = True) -> Callable[[str], str]:
+    """The ``text``-column normalizer for ``options`` as recorded by ``jadwal manifest import``
+    (``config.normalize`` in the source's meta.json: a dict of :class:`NormalizeOptions` fields,
+    ``None``/``False`` = strip only, ``True`` = defaults)."""
+    if options is True:
+        return Normalizer(DEFAULT)
+    if not options:
+        return Normalizer(None)
+    known = {k: v for k, v in dict(options).items() if k in NormalizeOptions.__dataclass_fields__}
+    return Normalizer(NormalizeOptions(**known))
 
 
-def normalize_manifest_text(text: str | None) -> str:
-    """Normalized transcript for a manifest's ``text`` column (see module docstring)."""
-    fn = _project_normalizer()
-    if fn is not None:
-        try:
-            out = fn(text or "")
-            if isinstance(out, str):
-                return out
-        except TypeError:
-            pass
-    return light_normalize(text)
+@functools.lru_cache(maxsize=1 << 16)
+def _has_ps(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "PS"
 
 
 def match_normalize(text: str | None) -> str:
     """Aggressive normalization for comparisons only (ROUGE, TF-IDF, novelty, dedup)."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text)
-    text = _DIACRITICS.sub("", text).replace(_TATWEEL, "")
-    text = text.translate(_ALEF).translate(_MATCH_MAP).lower()
-    # punctuation (P*) and symbols (S*) become spaces
-    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
-    return _WS.sub(" ", text).strip()
+    text = _MATCH(text)
+    if any(_has_ps(c) for c in text):
+        text = " ".join("".join(" " if _has_ps(c) else c for c in text).split())
+    return text
 
 
 def tokens(text: str | None) -> list[str]:
