@@ -617,10 +617,10 @@ def build_ssum(
     man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
     table = conform(pa.Table.from_pylist(out_rows, schema=MANIFEST_SCHEMA)) if out_rows else MANIFEST_SCHEMA.empty_table()
     with atomic_path(man_path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression="zstd")
     rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
     with atomic_path(rej_path) as tmp:
-        pq.write_table(rtable, tmp)
+        pq.write_table(rtable, tmp, compression="zstd")
 
     source_seconds = sum(max(s.end for s in u.segments) - u.segments[0].start for u in units)
     hours = sum(m["duration_s"] for m in metrics_acc) / 3600.0

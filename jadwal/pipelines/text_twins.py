@@ -119,10 +119,10 @@ def build_text_twins(
     man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
     table = conform(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)) if rows else MANIFEST_SCHEMA.empty_table()
     with atomic_path(man_path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression="zstd")
     rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
     with atomic_path(rej_path) as tmp:
-        pq.write_table(rtable, tmp)
+        pq.write_table(rtable, tmp, compression="zstd")
     stats = {
         "task": task,
         "name": name,
