@@ -53,10 +53,10 @@ def make_segments_source(root: Path, rows: int, files: int, seed: int) -> Path:
     recs = write_files(root / "audio", files, 2.0, 40.0, rng, "rec")
     with open(root / "rows.jsonl", "w", encoding="utf-8") as f:
         for i in range(rows):
-            name, dur = recs[int(rng.integers(files))]
+            name, dur = recs[i] if i < files else recs[int(rng.integers(files))]
             row = {"id": f"u{i:07d}", "audio": f"audio/{name}", "text": "هذا نص تجريبي للاختبار رقم %d" % i,
                    "speaker": f"spk{i % 500}"}
-            if rng.random() < 0.9:  # a segment; the rest are whole files
+            if i >= files:  # the first row of each file covers it whole, the others are segments
                 seg = float(rng.uniform(0.5, min(15.0, dur)))
                 row["offset"] = round(float(rng.uniform(0, dur - seg)), 3)
                 row["duration"] = round(seg, 3)

@@ -104,12 +104,11 @@ class Prober:
         if self.workers == 1 or self.submitted <= self.inline_files:
             return _Done(probe_batch(paths, self.hash_audio))
         if self._pool is None:
-            if sys.platform.startswith("linux"):
-                ctx = multiprocessing.get_context("forkserver")
-                # workers fork from a server that already imported soundfile (when this starts the server)
-                ctx.set_forkserver_preload(["jadwal.manifests.audio", "soundfile"])
-            else:
-                ctx = multiprocessing.get_context("spawn")
+            # fork on Linux: workers start in milliseconds and, unlike spawn/forkserver, do not re-run
+            # the caller's __main__ (a script without an `if __name__ == "__main__"` guard still works).
+            # Workers only run soundfile/hashlib on their own file handles, so threads of the parent
+            # (pyarrow pools, tqdm's monitor) hold nothing they need.
+            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self._pool.submit(probe_batch, paths, self.hash_audio)
 

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 END_TOLERANCE_S = 0.01  # a segment may overshoot the file end by this much (then it is clipped)
 CHUNK_ROWS = 2048  # rows validated per chunk
-PROBE_BATCH = 16  # files per probe task sent to a worker
+PROBE_BATCH = 32  # files per probe task sent to a worker
 INLINE_PROBE_FILES = 64  # the first files are probed in-process (no pool start-up for small sources)
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -255,6 +255,7 @@ class _Importer:
         # audio
         if row.audio_bytes is not None:
             path = self.extract(sid, row.audio_bytes, row.audio_ext or ".bin")
+            row.audio_bytes = b""  # written; keep only the marker (memory), see check_audio
         elif row.audio:
             path = row.audio
         else:

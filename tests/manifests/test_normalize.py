@@ -83,3 +83,26 @@ def test_cli_flags_cover_every_rule():
     from jadwal.manifests.cli import NORMALIZE_RULES
 
     assert set(NORMALIZE_RULES) == set(NormalizeOptions.rule_names())
+
+
+# -- properties over random Arabic-block text (hypothesis) ------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from jadwal.manifests.normalize import ALEF_VARIANTS, DIACRITICS, TATWEEL  # noqa: E402
+
+ARABIC_TEXT = st.text(
+    alphabet=st.one_of(st.characters(min_codepoint=0x0600, max_codepoint=0x06FF),
+                       st.characters(min_codepoint=0xFB50, max_codepoint=0xFDFF),
+                       st.sampled_from(" \t\u200c.,!؟")),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ARABIC_TEXT)
+def test_default_normalization_properties(s):
+    out = normalize_text(s)
+    assert normalize_text(out) == out  # idempotent
+    assert not set(out) & set(DIACRITICS + [TATWEEL] + list(ALEF_VARIANTS) + list("٠١٢٣٤٥٦٧٨٩،؛؟"))
+    assert out == out.strip() and "  " not in out

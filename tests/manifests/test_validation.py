@@ -194,3 +194,21 @@ def test_hf_reimport_removes_stale_extracted_audio(ws, hf_hub):
     assert not stale.exists() and not stale.parent.exists()
     assert ws.path("manifests", "hub", "manifest.parquet").read_bytes() == before
     assert len([p for p in audio.rglob("*") if p.is_file()]) == 5
+
+
+def test_api_from_unguarded_script_with_workers(tmp_path, sink):
+    """A user script without `if __name__ == "__main__"` can use workers > 1 (no re-import of __main__)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from jadwal.manifests import core, import_source\n"
+        "core.INLINE_PROBE_FILES = 0\n"
+        f"s = import_source({str(tmp_path / 'ws_script')!r}, {str(sink)!r}, 'jsonl', dataset='sink', task='asr',"
+        " workers=2, min_duration=0.5, max_duration=4.0)\n"
+        "print('RESULT', s.imported, s.rejected)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("RESULT") == 1 and "RESULT 4 11" in out.stdout
