@@ -3,7 +3,7 @@
 The schedule is planned as in count mode with a *nominal* micro-batch of ``n0 ≈ 0.9 × max_duration /
 mean duration`` samples and a margin of extra steps, so every reader gets an exact, sequential sample
 sequence.  Each reader then packs its sequence into micro-batches of at most ``max_duration`` seconds:
-within a window of ``bucket_window`` read samples (default ``8 × n0``), the oldest sample is always
+within a window of ``bucket_window`` read samples (default ``8 × n0``, at most ``buffer``), the oldest sample is always
 taken, together with the samples of nearest duration that still fit (this limits padding, and a
 sample waits at most one window).  A reader keeps exactly the micro-batches of the steps it serves;
 the rest of its nominal sequence is not read (``unused`` in meta.json, per phase).  Micro-batch sizes
@@ -72,7 +72,8 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
     n0 = max(1, int(0.9 * budget / mu))
     resolve_phase_steps(spec, int(st.eligible.sum()), W * budget / mu)  # the real phase steps
     real = [(ph.start, ph.end) for ph in spec.phases]
-    window = spec.bucket_window or max(8 * n0, 32)
+    # the window of read samples bucketing chooses from; it is what the buffer holds
+    window = spec.bucket_window or max(n0 + 1, min(8 * n0, spec.buffer))
     margin = 1.15
     seq = StreamSequences(st, spec.seed)
     for _attempt in range(6):

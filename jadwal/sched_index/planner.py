@@ -666,6 +666,8 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
         "eligible_samples": int(st.eligible.sum()), "phases": ph_meta,
         "streams": {n: int(x) for n, x in zip(st.stream_names, np.bincount(st.stream[st.eligible], minlength=len(st.stream_names)))},
         "inputs_sha256": inputs, "outputs_sha256": outputs,
+        # the workspace's meta.json convention (paths relative to the workspace), for `jadwal status`
+        "inputs": inputs, "outputs": {f"index/{name}/{f}": h for f, h in outputs.items()},
         "max_buffer": max([p["max_buffer"] for p in ph_meta] + [0]),
         "deviations": int(sum(sum(p["deviations"].values()) for p in ph_meta)),
         "stats": stats,
