@@ -91,7 +91,7 @@ def write_report(workspace, name: str, column: str = "task", bins: int = 50) -> 
         for x, y in zip(u, c):
             shares[b, cats.index(x)] = y / len(rows)
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.stackplot(edges[:-1], shares.T, labels=cats, step="post")
+    ax.stackplot(edges, np.vstack([shares, shares[-1:]]).T, labels=cats, step="post")
     for ph in idx.meta["phases"][1:]:
         ax.axvline(ph["start_step"], color="k", lw=0.8, ls="--")
     ax.set_xlabel("step")
