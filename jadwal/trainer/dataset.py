@@ -292,9 +292,9 @@ class ScheduleDataset(IterableDataset):
         if world_size != idx.world_size:
             raise LoaderError(
                 f"index {index_name!r} was planned for world size {idx.world_size}, but this run has world size "
-                f"{world_size}. To resume on a different world size, re-plan the index for {world_size} ranks "
-                f"from the step to resume at (an index with that `start_step`), e.g. `jadwal plan … "
-                f"--world-size {world_size}` with the resume step, and pass that index's name.")
+                f"{world_size}. To resume on a different world size, re-plan the rest of the run for {world_size} "
+                f"ranks from the resume step S (spec with world_size: {world_size}): `jadwal plan SPEC --name NEW "
+                f"--continue-from {index_name} --at-step S`, and load that index (it starts at step S).")
         if not 0 <= rank < world_size:
             raise LoaderError(f"ScheduleDataset: rank {rank} outside world size {world_size}")
         self.rank, self.world_size = rank, world_size
@@ -377,12 +377,19 @@ class ScheduleDataset(IterableDataset):
             raise LoaderError(f"ScheduleDataset.load_state_dict: expected {{'step', 'index', 'name'}}, got {state!r}") from None
         fp = state.get("index")
         if fp is not None and fp != self.fingerprint:
-            if not (step == self.index_start_step and self.index_start_step > 0):
+            cont = self.index.meta.get("continues") or {}
+            if cont:  # a re-plan (`jadwal plan --continue-from OLD --at-step S`) records what it continues
+                ok = cont.get("fingerprint") == fp and step == int(cont.get("at_step", -1)) == self.index_start_step
+            else:
+                ok = step == self.index_start_step > 0
+            if not ok:
                 raise LoaderError(
                     f"ScheduleDataset.load_state_dict: the state was saved with index {state.get('name')!r} "
                     f"(fingerprint {str(fp)[:12]}…) at step {step}, but this dataset reads index {self.index_name!r} "
-                    f"(fingerprint {self.fingerprint[:12]}…, steps [{self.index_start_step}, {self.num_steps})). "
-                    f"Resume with the same index, or re-plan one that starts at step {step} (elastic resume).")
+                    f"(fingerprint {self.fingerprint[:12]}…, steps [{self.index_start_step}, {self.num_steps})"
+                    + (f", continuing index {cont.get('index')!r} at step {cont.get('at_step')}" if cont else "")
+                    + f"). Resume with the same index, or re-plan one that continues it at step {step}: "
+                    f"`jadwal plan SPEC --name NEW --continue-from {state.get('name')} --at-step {step}`.")
         self._check_step(step, "state step")
         self._next_step = step
         origin = state.get("worker_origin")

@@ -128,3 +128,21 @@ def test_forward_skip_policy_unit():
     never.advance_to(500, first=True)
     never.advance_to(12000)
     assert never.seeks == 1 and never.bytes_read == 11500
+
+
+def test_elastic_replan_reads_forward(fresh_workspace, lh, auditor):
+    """A re-planned remainder (world size 2 → 1) skips forward over what was delivered before S."""
+    from jadwal.sched_index.elastic import replan
+
+    old_name, S = lh.index_name("mix", 2), 5
+    old = open_index(fresh_workspace, old_name)
+    replan(fresh_workspace, {**old.meta["spec"], "world_size": 1}, "el", old=old_name, at_step=S, progress=False)
+    idx = open_index(fresh_workspace, "el")
+    ds = ScheduleDataset(fresh_workspace, "el", rank=0, world_size=1, opener=auditor, decode_audio=False,
+                         prefetch=0, seek_gap=None)
+    assert [(b["step"], b["ids"]) for b in ds] == lh.planned_ids(idx, 0)
+    auditor.check_forward_only()
+    assert auditor.max_seeks_per_open() <= 1
+    gap_bytes, _, visits = _expected_gaps(idx, 0, S)
+    assert auditor.bytes_read == _used_bytes(idx, 0, S) + gap_bytes
+    assert len(auditor.files) == visits

@@ -2,9 +2,6 @@
 ``StatefulDataLoader`` (0 and 2 workers); an elastic index (``start_step`` > 0) is honoured."""
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 from torch.utils.data import DataLoader
@@ -12,7 +9,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from jadwal.sched_index import open_index
 from jadwal.trainer import LoaderError, ScheduleDataset
-from jadwal.workspace import sha256_file
 
 POLICIES = ["mix", "tpc", "ads", "hybrid", "gst", "speech_curriculum", "pool", "mix2"]
 
@@ -85,38 +81,36 @@ def test_state_dict_with_explicit_step_and_fingerprint_check(workspace, lh):
         ds.load_state_dict({"stp": 1})
 
 
-def _slice_index(root, name, new_name, start):
-    """An index that starts at ``start``: what a re-plan for an elastic resume looks like on disk (same
-    world size here; the planner's re-plan writes the same layout)."""
-    src, dst = root / "index" / name, root / "index" / new_name
-    shutil.copytree(src, dst)
-    meta = json.loads((src / "meta.json").read_text())
-    W = meta["world_size"]
-    offsets = np.load(src / "offsets.npy")
-    plan, vpos = np.load(src / "plan.npy"), np.load(src / "vpos.npy")
-    a = offsets[start * W]
-    np.save(dst / "plan.npy", plan[a:])
-    np.save(dst / "vpos.npy", vpos[a:])
-    np.save(dst / "offsets.npy", offsets[start * W:] - a)
-    meta["start_step"] = start
-    meta["outputs_sha256"]["plan.npy"] = sha256_file(dst / "plan.npy")
-    (dst / "meta.json").write_text(json.dumps(meta))
+@pytest.mark.parametrize("world,readers", [(1, 2), (2, 1)])
+def test_elastic_resume_on_replanned_index(fresh_workspace, lh, world, readers):
+    """Old run: world size 2, 2 readers; stops after step 5.  The rest is re-planned (planner's
+    ``replan``) for another world size / reader count and streamed from its ``start_step``: it delivers
+    exactly the new plan, and old-before-S + new-from-S is the old run's multiset of samples."""
+    from collections import Counter
 
+    from jadwal.sched_index.elastic import replan
 
-def test_elastic_index_start_step_is_honoured(fresh_workspace, lh):
-    name = lh.index_name("hybrid", 2)
-    _slice_index(fresh_workspace, name, "elastic", 6)
-    old = _ds(fresh_workspace, name, 1)
-    new = _ds(fresh_workspace, "elastic", 1)
-    assert new.step == 6 and len(new) == old.num_steps - 6
-    ref = lh.planned_ids(open_index(fresh_workspace, name), 1, start=6)
-    assert [(b["step"], b["ids"]) for b in DataLoader(new, batch_size=None, num_workers=2)] == ref
-    # a state saved by the old run at the re-plan step is accepted by the new index …
-    new2 = _ds(fresh_workspace, "elastic", 1)
-    new2.load_state_dict(old.state_dict(step=6))
-    assert [(b["step"], b["ids"]) for b in new2] == ref
-    # … at another step it is not
-    with pytest.raises(LoaderError, match="re-plan one that starts at step 7"):
-        new2.load_state_dict(old.state_dict(step=7))
+    old_name, S = lh.index_name("hybrid", 2), 6
+    old = open_index(fresh_workspace, old_name)
+    spec = {**old.meta["spec"], "world_size": world, "readers_per_rank": readers}
+    replan(fresh_workspace, spec, "elastic", old=old_name, at_step=S, progress=False)
+    new = open_index(fresh_workspace, "elastic")
+    assert new.start_step == S
+    saved = _ds(fresh_workspace, old_name, 0).state_dict(step=S)
+    delivered = Counter()
+    for rank in range(world):
+        ds = ScheduleDataset(fresh_workspace, "elastic", rank=rank, world_size=world, decode_audio=False)
+        assert ds.step == S
+        ds.load_state_dict(saved)
+        got = [(b["step"], b["ids"]) for b in DataLoader(ds, batch_size=None, num_workers=readers)]
+        assert got == lh.planned_ids(new, rank)
+        delivered.update(i for _, ids in got for i in ids)
+    before = Counter(i for r in range(2) for _, ids in lh.planned_ids(old, r)[:S] for i in ids)
+    full = Counter(i for r in range(2) for _, ids in lh.planned_ids(old, r) for i in ids)
+    assert before + delivered == full
+    with pytest.raises(LoaderError, match=r"continuing index 'hybrid-r2' at step 6.*--continue-from hybrid-r2 --at-step 7"):
+        ds.load_state_dict(_ds(fresh_workspace, old_name, 0).state_dict(step=7))
     with pytest.raises(LoaderError, match=r"outside index 'elastic'"):
-        _ds(fresh_workspace, "elastic", 1, start_step=3)
+        ScheduleDataset(fresh_workspace, "elastic", rank=0, world_size=world, start_step=3)
+    with pytest.raises(LoaderError, match=r"world size 2.*--continue-from hybrid-r2 --at-step S"):
+        ScheduleDataset(fresh_workspace, old_name, rank=0, world_size=4)
