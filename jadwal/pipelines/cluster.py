@@ -277,7 +277,7 @@ def cluster_embeddings(
     import pyarrow.parquet as pq
 
     from ..shards.schema import SAMPLES_FILE
-    from .embed import _audio_member, open_embeddings
+    from .embed import audio_members, open_embeddings
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ids, vectors, emeta = open_embeddings(ws, embeddings)
@@ -296,9 +296,10 @@ def cluster_embeddings(
         cols = [c for c in ("id", "members", *ATTRIBUTES) if c in pq.read_schema(spath).names]
         st = pq.read_table(spath, columns=cols)
         all_ids = st.column("id").to_pylist()
-        has_audio = np.array([_audio_member(m) is not None for m in st.column("members").to_pylist()], dtype=bool)
-        row_of = {i: r for r, i in enumerate(ids)}
-        vec_row = np.array([row_of.get(i, -1) for i in all_ids], dtype=np.int64)
+        has_audio = np.array([e is not None for e in audio_members(st.column("members"))], dtype=bool)
+        import pandas as pd
+
+        vec_row = pd.Index(ids).get_indexer(all_ids).astype(np.int64)  # -1: no vector
         missing = int(((vec_row < 0) & has_audio).sum())
         if missing or len(ids) != int((vec_row >= 0).sum()):
             raise ClusterError(f"embeddings/{ename} do not match shard set {sset!r} ({missing} audio samples "

@@ -218,11 +218,23 @@ def find_shard_set(ws: Workspace, name: str | None) -> Path:
     return sets[0]
 
 
-def _audio_member(members) -> str | None:
-    for m in members or []:
-        if m["name"].lower() in AUDIO_EXTS:
-            return m["name"]
-    return None
+def audio_members(members) -> np.ndarray:
+    """Per row of a ``members`` column (list<struct<name, …>>, Arrow), the suffix of its audio member
+    (e.g. ``"flac"``) or ``None`` for text-only samples; vectorized (no Python objects per member)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = members.combine_chunks() if isinstance(members, pa.ChunkedArray) else members
+    out = np.full(len(col), None, dtype=object)
+    if len(col) == 0:
+        return out
+    flat = pc.list_flatten(col)
+    parents = pc.list_parent_indices(col).to_numpy()
+    names = np.asarray(pc.utf8_lower(pc.struct_field(flat, "name")).to_numpy(zero_copy_only=False), dtype=object)
+    is_audio = np.isin(names, list(AUDIO_EXTS))
+    raw = np.asarray(pc.struct_field(flat, "name").to_numpy(zero_copy_only=False), dtype=object)
+    out[parents[is_audio][::-1]] = raw[is_audio][::-1]  # the first audio member of a row wins
+    return out
 
 
 def _decode(data: bytes) -> tuple[np.ndarray, int]:
@@ -385,10 +397,9 @@ def embed_shard_set(
     samples = pq.read_table(sdir / SAMPLES_FILE, columns=["id", "shard_id", "pos", "members", "duration_s", "modality"])
     shards = pq.read_table(sdir / SHARDS_FILE, columns=["shard_id", "path", "num_samples"]).to_pylist()
     ids_all = samples.column("id").to_pylist()
-    members = samples.column("members").to_pylist()
     shard_of = samples.column("shard_id").to_numpy()
     dur_all = np.nan_to_num(samples.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64))
-    exts = [_audio_member(m) for m in members]
+    exts = audio_members(samples.column("members"))
     is_audio = np.array([e is not None for e in exts], dtype=bool)
     n_text = int((~is_audio).sum())
     if not is_audio.any():
@@ -539,6 +550,7 @@ def _run_jobs(emb: Embedder, jobs, parts: Path, cfg: EmbedConfig, progress: bool
     t0 = time.time()
     cur: _ShardJob | None = None
     vecs: np.ndarray | None = None
+    filled: np.ndarray | None = None
     window: list[_Item] = []
 
     def flush_window():
@@ -551,6 +563,7 @@ def _run_jobs(emb: Embedder, jobs, parts: Path, cfg: EmbedConfig, progress: bool
             out = emb([window[i].wave for i in b], [window[i].rate for i in b])
             for i, v in zip(b, out):
                 vecs[window[i].index] = v
+                filled[window[i].index] = True
             n_samples += len(b)
             hours[0] += sum(durs[i] for i in b) / 3600
             bar.update(sum(durs[i] for i in b) / 3600)
@@ -570,11 +583,15 @@ def _run_jobs(emb: Embedder, jobs, parts: Path, cfg: EmbedConfig, progress: bool
             job = by_id[item.shard_id]
             if cur is None or cur.shard_id != job.shard_id:
                 cur = job
-                vecs = np.full((len(job.ids), emb.dim), np.nan, dtype=np.float32)
+                vecs = np.zeros((len(job.ids), emb.dim), dtype=np.float32)
+                filled = np.zeros(len(job.ids), dtype=bool)
             if item.end:
                 flush_window()
-                if np.isnan(vecs).any():
-                    raise EmbedError(f"{job.path}: some samples were not embedded")
+                if not filled.all():
+                    raise EmbedError(f"{job.path}: {int((~filled).sum())} samples were not embedded")
+                if not np.isfinite(vecs).all():
+                    bad = [job.ids[i] for i in np.flatnonzero(~np.isfinite(vecs).all(axis=1))[:3]]
+                    raise EmbedError(f"{job.path}: non-finite embeddings for {bad} (try --dtype fp32 or bf16)")
                 _write_part(_part_path(parts, job.shard_id), job.ids, vecs)
                 cur = None
                 if sleep_per_shard:
