@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -93,6 +94,12 @@ def read_webdataset(urls: list[str], decode: bool) -> dict:
     return {"seconds": time.perf_counter() - t0, "samples": n, "audio_s": audio_s}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool workers)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -113,6 +120,7 @@ def main() -> int:
     ap.add_argument("--source-rate", type=int, default=44100)
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--max-samples", type=int, default=50, help="samples per shard")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per writing configuration (best is kept)")
     ap.add_argument("--workdir", default=None, help="where to build the workspace (default: a temp dir)")
     ap.add_argument("--readme", default=None, help="write the results into this README's '## Shards' section")
     args = ap.parse_args()
@@ -129,65 +137,97 @@ def main() -> int:
     common = dict(max_samples=args.max_samples, sample_rate=16000, mono=True, progress=False)
     rows = []
 
-    def add(name, secs, nbytes, n=args.samples, h=hours):
-        rows.append({"run": name, "seconds": secs, "samples_per_s": n / secs, "audio_h_per_s": h / secs,
-                     "MB_per_s": nbytes / 1e6 / secs})
-        print(f"{name:<42} {secs:7.2f} s  {n / secs:8.1f} samples/s  {h / secs * 3600:8.1f} audio-s/s  "
-              f"{nbytes / 1e6 / secs:7.2f} MB/s", file=sys.stderr)
+    clock = {}
 
-    b = baseline(ws, tmp / "baseline", args.max_samples, 16000, True)
-    add("baseline: wds.TarWriter, same decode+encode, 1 proc", b["seconds"], b["bytes"])
+    def start():
+        clock["wall"], clock["cpu"] = time.perf_counter(), cpu_seconds()
+
+    def add(name, nbytes, n=args.samples, h=hours, pool=False):
+        secs, cpu = time.perf_counter() - clock["wall"], cpu_seconds() - clock["cpu"]
+        cpu = float("nan") if pool else cpu  # forkserver workers are not our children: not counted
+        rows.append({"run": name, "seconds": secs, "cpu_seconds": cpu, "samples_per_s": n / secs,
+                     "audio_h_per_s": h / secs, "MB_per_s": nbytes / 1e6 / secs})
+        print(f"{name:<48} {secs:7.2f} s (cpu {cpu:6.2f} s) {n / secs:8.1f} samples/s  "
+              f"{h / secs * 3600:8.1f} audio-s/s  {nbytes / 1e6 / secs:7.2f} MB/s", file=sys.stderr)
+
+    # warm-up outside the timings: imports (webdataset pulls in torch) and the audio code paths
+    import webdataset  # noqa: F401
+
+    for r in read_manifests(ws).slice(0, 3).to_pylist():
+        load_row_audio(str(ws.resolve(r["audio_path"])), None, None, sample_rate=16000, mono=True)
+    load_before = os.getloadavg()[0]
     out = {}
-    for workers in (1, 2):
-        t = time.perf_counter()
-        s = write_shards(ws, "task", set_name=f"w{workers}", workers=workers, **common)
-        out[workers] = s
-        add(f"jadwal shard --workers {workers}", time.perf_counter() - t, s["bytes"])
+    for rep in range(args.repeat):  # best of --repeat runs per configuration, interleaved
+        last = rep == args.repeat - 1
+        start()
+        b = baseline(ws, tmp / f"baseline{rep}", args.max_samples, 16000, True)
+        add("baseline: wds.TarWriter, same decode+encode, 1 proc", b["bytes"])
+        for workers in (1, 2):
+            start()
+            s = write_shards(ws, "task", set_name=f"w{workers}" if last else f"w{workers}-{rep}", workers=workers,
+                             **common)
+            out[workers] = s
+            add(f"jadwal shard --workers {workers}", s["bytes"], pool=workers > 1)
+    if args.repeat > 1:  # keep the fastest of each configuration
+        best = {}
+        for r in rows:
+            if r["run"] not in best or r["seconds"] < best[r["run"]]["seconds"]:
+                best[r["run"]] = r
+        rows[:] = list(best.values())
     assert (root / "shards/w1/samples.parquet").read_bytes() == (root / "shards/w2/samples.parquet").read_bytes()
-    t = time.perf_counter()
+    start()
     s = write_shards(ws, "task", set_name="w2", workers=2, **common)
     assert s["shards_skipped"] == s["shards"]
-    add("jadwal shard rerun (all shards complete)", time.perf_counter() - t, 0)
-    t = time.perf_counter()
+    add("jadwal shard rerun (all shards complete)", 0, pool=True)
+    start()
     rep = verify_shards(ws, "w2", workers=2, progress=False)
     assert rep["ok"]
-    add("jadwal shard verify --workers 2", time.perf_counter() - t, rep["sets"]["w2"]["bytes_read"])
+    add("jadwal shard verify --workers 2", rep["sets"]["w2"]["bytes_read"])
     ids = pq.read_table(root / "shards/w2/samples.parquet").column("id").to_pylist()
     (root / "clusters/k8").mkdir(parents=True)
-    pq.write_table(pa.table({"id": ids, "cluster": [hash(i) % 8 for i in ids]}), root / "clusters/k8/assignments.parquet")
-    t = time.perf_counter()
+    pq.write_table(pa.table({"id": ids, "cluster": [int(i[-6:]) * 7919 % 8 for i in ids]}),
+                   root / "clusters/k8/assignments.parquet")
+    start()
     r = regroup(ws, "cluster:k8,task", source="w2", max_samples=args.max_samples, progress=False)
-    add("jadwal shard regroup --by cluster:k8,task", time.perf_counter() - t, r["source_bytes_read"])
+    add("jadwal shard regroup --by cluster:k8,task", r["source_bytes_read"])
     urls = [str(root / p) for p in pq.read_table(root / "shards/w2/shards.parquet").column("path").to_pylist()]
+    start()
     rd = read_webdataset(urls, decode=False)
-    add("read: stock webdataset, raw bytes", rd["seconds"], out[2]["bytes"], rd["samples"])
+    add("read: stock webdataset, raw bytes", out[2]["bytes"], rd["samples"])
+    start()
     rd = read_webdataset(urls, decode=True)
-    add("read: stock webdataset + soundfile FLAC decode", rd["seconds"], out[2]["bytes"], rd["samples"])
+    add("read: stock webdataset + soundfile FLAC decode", out[2]["bytes"], rd["samples"])
+    load_after = os.getloadavg()[0]
 
     cmd = "benchmarks/bench_shard.py " + " ".join(sys.argv[1:])
     lines = [
         "## Shards",
         "",
         f"Command: `.venv/bin/python {cmd}`  ",
-        f"Machine: {machine()}.  ",
+        f"Machine: {machine()}; 1-min load average {load_before:.1f} before, {load_after:.1f} after the runs "
+        f"(other engineers' jobs on the same 2 cores); writing rows: best of {args.repeat} interleaved runs.  ",
         f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
         f"{args.channels} ch, 16-bit WAV) → FLAC 16 kHz mono, {args.max_samples} samples/shard, "
         f"{out[2]['bytes'] / 1e6:.1f} MB of shards ({out[2]['shards']} shards, 2 streams by task).",
         "",
-        "| run | seconds | samples/s | audio h/s | MB/s |",
-        "|---|---:|---:|---:|---:|",
+        "| run | wall s | CPU s | samples/s | audio h/s | MB/s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['seconds']:.2f} | {r['samples_per_s']:.1f} | {r['audio_h_per_s']:.4f} | "
-                     f"{r['MB_per_s']:.2f} |")
+        cpu = "n/a" if r["cpu_seconds"] != r["cpu_seconds"] else f"{r['cpu_seconds']:.2f}"
+        lines.append(f"| {r['run']} | {r['seconds']:.2f} | {cpu} | {r['samples_per_s']:.1f} | "
+                     f"{r['audio_h_per_s']:.4f} | {r['MB_per_s']:.2f} |")
     base = rows[0]["seconds"]
     lines += [
         "",
-        f"jadwal/baseline time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 {rows[2]['seconds'] / base:.2f}× "
+        f"jadwal/baseline wall time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 "
+        f"{rows[2]['seconds'] / base:.2f}×; CPU time: workers=1 {rows[1]['cpu_seconds'] / rows[0]['cpu_seconds']:.2f}× "
+        "(CPU of pool workers, forked by a forkserver, is not counted: n/a).  "
         "(baseline = same decode/resample/encode with stock `webdataset.TarWriter`, no index, no hashing, "
         "no atomic rename, one process).  MB/s counts shard bytes written (read for verify/regroup/read rows); "
         "the rerun row is the cost of resuming a complete set.  Both jadwal runs produce byte-identical "
-        "`samples.parquet` (checked).  On this shared 2-core machine, timings vary by ±20% between runs.",
+        "`samples.parquet` (checked).  Rates are per wall second; on this shared machine wall time depends on "
+        "the other jobs (CPU time is the steadier figure), so a second worker gives little or nothing here.",
         "",
     ]
     text = "\n".join(lines)

@@ -439,9 +439,12 @@ def reject_row(sample_id, dataset, source, reason, detail, row_json) -> dict:
 
 
 def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
-    """Run ``fn`` over ``tasks`` (an iterator, consumed lazily) with ``workers`` processes (``spawn``; or
-    threads), keeping at most ``3 × workers`` tasks in flight; ``on_result(result)`` runs in the caller
-    as results arrive.  Runs inline when ``workers`` is 1 or there are fewer than two tasks."""
+    """Run ``fn`` over ``tasks`` (an iterator, consumed lazily) with ``workers`` processes or threads,
+    keeping at most ``3 × workers`` tasks in flight; ``on_result(result)`` runs in the caller as results
+    arrive.  Runs inline when ``workers`` is 1 or there are fewer than two tasks.
+
+    Processes come from a ``forkserver`` that imports ``fn``'s module once and forks each worker from
+    that clean, single-threaded process (no fork of a threaded parent; no per-worker re-import)."""
     import itertools
 
     it = iter(tasks)
@@ -453,8 +456,12 @@ def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
-    ex = (ThreadPoolExecutor(max_workers=workers) if threads
-          else ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
+    if threads:
+        ex = ThreadPoolExecutor(max_workers=workers)
+    else:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([fn.__module__])
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     with ex:
         pending = set()
         try:
