@@ -114,8 +114,17 @@ def run_kmeans(
     if k_eff < k:
         log.warning("k=%d is larger than the number of vectors (%d): clamped to k=%d", k, n, k_eff)
     use_gpu = resolve_gpu(gpu)
+    old_threads = faiss.omp_get_max_threads()
     if threads:
         faiss.omp_set_num_threads(int(threads))
+    try:
+        return _kmeans(faiss, vectors, n, d, k, k_eff, spherical, niter, max_points_per_centroid, seed, use_gpu,
+                       init, chunk)
+    finally:
+        faiss.omp_set_num_threads(old_threads)
+
+
+def _kmeans(faiss, vectors, n, d, k, k_eff, spherical, niter, max_points_per_centroid, seed, use_gpu, init, chunk):
     m = int(max_points_per_centroid) * k_eff
     rng = np.random.default_rng(seed)
     train_rows = np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
