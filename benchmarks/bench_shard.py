@@ -36,12 +36,12 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jadwal.manifests.schema import conform, read_manifests  # noqa: E402
-from jadwal.shards import regroup, verify_shards, write_shards  # noqa: E402
-from jadwal.shards.audio import load_row_audio  # noqa: E402
-from jadwal.shards.schema import member_key  # noqa: E402
-from jadwal.shards.write import row_json  # noqa: E402
-from jadwal.workspace import Workspace  # noqa: E402
+from jadwal.manifests.schema import conform, read_manifests
+from jadwal.shards import regroup, verify_shards, write_shards
+from jadwal.shards.audio import load_row_audio
+from jadwal.shards.schema import member_key
+from jadwal.shards.write import row_json
+from jadwal.workspace import Workspace
 
 
 def make_workspace(root: Path, n: int, seconds: float, sr: int, channels: int) -> Path:
@@ -134,7 +134,7 @@ def main() -> int:
     hours = float(np.sum(read_manifests(ws).column("duration_s").to_numpy())) / 3600
     print(f"workspace: {args.samples} clips, {hours * 60:.1f} min of {args.source_rate} Hz × {args.channels} ch "
           f"audio ({time.perf_counter() - t0:.1f} s to synthesize)", file=sys.stderr)
-    common = dict(max_samples=args.max_samples, sample_rate=16000, mono=True, progress=False)
+    common = {"max_samples": args.max_samples, "sample_rate": 16000, "mono": True, "progress": False}
     rows = []
 
     clock = {}
@@ -204,11 +204,11 @@ def main() -> int:
         "## Shards",
         "",
         f"Command: `.venv/bin/python {cmd}`  ",
-        f"Machine: {machine()}; 1-min load average {load_before:.1f} before, {load_after:.1f} after the runs "
-        f"(other engineers' jobs on the same 2 cores); writing rows: best of {args.repeat} interleaved runs.  ",
-        f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
+        (f"Machine: {machine()}; 1-min load average {load_before:.1f} before, {load_after:.1f} after the runs "
+        f"(other engineers' jobs on the same 2 cores); writing rows: best of {args.repeat} interleaved runs.  "),
+        (f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
         f"{args.channels} ch, 16-bit WAV) → FLAC 16 kHz mono, {args.max_samples} samples/shard, "
-        f"{out[2]['bytes'] / 1e6:.1f} MB of shards ({out[2]['shards']} shards, 2 streams by task).",
+        f"{out[2]['bytes'] / 1e6:.1f} MB of shards ({out[2]['shards']} shards, 2 streams by task)."),
         "",
         "| run | wall s | CPU s | samples/s | audio h/s | MB/s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -220,14 +220,14 @@ def main() -> int:
     base = rows[0]["seconds"]
     lines += [
         "",
-        f"jadwal/baseline wall time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 "
+        (f"jadwal/baseline wall time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 "
         f"{rows[2]['seconds'] / base:.2f}×; CPU time: workers=1 {rows[1]['cpu_seconds'] / rows[0]['cpu_seconds']:.2f}× "
         "(CPU of pool workers, forked by a forkserver, is not counted: n/a).  "
         "(baseline = same decode/resample/encode with stock `webdataset.TarWriter`, no index, no hashing, "
         "no atomic rename, one process).  MB/s counts shard bytes written (read for verify/regroup/read rows); "
         "the rerun row is the cost of resuming a complete set.  Both jadwal runs produce byte-identical "
         "`samples.parquet` (checked).  Rates are per wall second; on this shared machine wall time depends on "
-        "the other jobs (CPU time is the steadier figure), so a second worker gives little or nothing here.",
+        "the other jobs (CPU time is the steadier figure), so a second worker gives little or nothing here."),
         "",
     ]
     text = "\n".join(lines)

@@ -11,7 +11,7 @@ Contract: :mod:`jadwal.shards.schema`; format and commands: ``docs/shards.md``.
 """
 from __future__ import annotations
 
-__all__ = ["write_shards", "verify_shards", "regroup", "ShardError"]
+__all__ = ["ShardError", "regroup", "verify_shards", "write_shards"]
 
 
 def __getattr__(name):

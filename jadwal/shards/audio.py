@@ -114,8 +114,8 @@ def load_row_audio(
         with sf.SoundFile(path) as f:
             sr_in, ch_in, n_total = f.samplerate, f.channels, f.frames
             fmt, subtype = f.format, f.subtype
-            start = int(round(offset_s * sr_in))
-            frames = -1 if duration_s is None else int(round(duration_s * sr_in))
+            start = round(offset_s * sr_in)
+            frames = -1 if duration_s is None else round(duration_s * sr_in)
             if start >= n_total > 0:
                 raise AudioError(
                     "segment_out_of_range", f"{path}: offset {offset_s:.3f}s beyond end ({n_total / sr_in:.3f}s)"
@@ -131,7 +131,7 @@ def load_row_audio(
             x = f.read(frames, dtype="int16" if keep_int else "float32", always_2d=True)
     except AudioError:
         raise
-    except Exception as e:  # libsndfile errors, truncated files, unknown formats
+    except Exception as e:  # noqa: BLE001 - libsndfile errors, truncated files, unknown formats
         raise AudioError("unreadable_audio", f"{path}: {type(e).__name__}: {e}") from None
     if len(x) == 0:
         raise AudioError("zero_length", f"{path}: no samples in segment (offset {offset_s:.3f}s)")

@@ -59,7 +59,7 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_size(value: str | int | float | None) -> int | None:
+def parse_size(value: str | float | None) -> int | None:
     """``"256MB"`` → 256_000_000; ``"1GiB"`` → 2**30; plain numbers are bytes; ``None`` stays ``None``."""
     if value is None or isinstance(value, (int, float)):
         return None if value is None else int(value)
@@ -317,12 +317,11 @@ def commit_shard(ws: Workspace, plan: ShardPlan, phash: str, write_fn) -> dict:
     """Write ``plan``'s tar under a temp name with ``write_fn(fileobj) -> (samples, rejects, writer)``,
     fsync, rename into place, then write its sidecar (atomically).  Returns the sidecar."""
     tar = ws.resolve(plan.path)
-    with atomic_path(tar) as tmp:
-        with open(tmp, "wb") as f:
-            samples, rejects, writer = write_fn(f)
-            writer.close()
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(tar) as tmp, open(tmp, "wb") as f:
+        samples, rejects, writer = write_fn(f)
+        writer.close()
+        f.flush()
+        os.fsync(f.fileno())
     sc = {
         "version": SIDECAR_VERSION,
         "plan": phash,
@@ -454,7 +453,12 @@ def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
             on_result(fn(t))
         return
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+    from concurrent.futures import (
+        FIRST_COMPLETED,
+        ProcessPoolExecutor,
+        ThreadPoolExecutor,
+        wait,
+    )
 
     if threads:
         ex = ThreadPoolExecutor(max_workers=workers)

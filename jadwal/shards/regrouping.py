@@ -50,7 +50,7 @@ log = logging.getLogger("jadwal.shards")
 FORMAT = "jadwal-regroup/1"
 
 
-def open_source(path) -> "object":
+def open_source(path) -> object:
     """Open a source shard for reading (one call per source shard and pass)."""
     return open(path, "rb")
 

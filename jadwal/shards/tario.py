@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240: the end of archive is padded to a record, like GNU tar

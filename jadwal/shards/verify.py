@@ -109,12 +109,12 @@ def verify_shards(
     ws: Workspace | str | os.PathLike, set_name: str | None = None, *, workers: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Verify shard set ``set_name`` (default: the only set, else every set).
+    """Verify shard set ``set_name`` (default: every set) with ``workers`` threads (hashing and file
+    reads release the GIL).
 
-    Returns ``{"sets": {name: {"shards", "samples", "bad_shards": [...], "index_problems": [...]}}, "ok"}``.
+    Returns ``{"sets": {name: {"shards", "samples", "bytes_read", "bad_shards": [{"shard_id", "path",
+    "problems", "samples": [{"id", "problem"}]}], "bad_samples", "index_problems"}}, "ok"}``.
     """
-    from tqdm import tqdm
-
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     sets = [set_name] if set_name else list_sets(ws)
     if not sets:
@@ -122,74 +122,79 @@ def verify_shards(
     workers = max(1, int(workers or os.cpu_count() or 1))
     report = {"sets": {}, "ok": True}
     for name in sets:
-        d = ws.path("shards", name)
-        if not (d / SHARDS_FILE).exists() or not (d / SAMPLES_FILE).exists():
-            raise ShardError(f"shard set {name!r} has no index ({ws.rel(d)}/{SHARDS_FILE}); is it complete?")
-        shards = pq.read_table(d / SHARDS_FILE).to_pylist()
-        samples = pq.read_table(d / SAMPLES_FILE, columns=["id", "shard_id", "pos", "offset", "size", "members"])
-        index_problems = []
-        sid = samples.column("shard_id").to_numpy()
-        pos = samples.column("pos").to_numpy()
-        key = sid.astype(np.int64) * (1 << 32) + pos
-        if len(key) and not np.all(np.diff(key) > 0):
-            index_problems.append("samples.parquet is not sorted by (shard_id, pos) or repeats a position")
-        if pc.count_distinct(samples.column("id")).as_py() != samples.num_rows:
-            index_problems.append("samples.parquet repeats a sample id")
-        known = {s["shard_id"] for s in shards}
-        orphans = sorted(set(np.unique(sid).tolist()) - known)
-        if orphans:
-            index_problems.append(f"samples refer to shard ids absent from shards.parquet: {orphans[:10]}")
-        bounds = np.searchsorted(sid, np.array(sorted(known) + [np.iinfo(np.int64).max]), side="left")
-        start_of = dict(zip(sorted(known), bounds[:-1].tolist()))
-        end_of = dict(zip(sorted(known), bounds[1:].tolist()))
-        ids = samples.column("id").to_pylist()
-        offsets = samples.column("offset").to_pylist()
-        sizes = samples.column("size").to_pylist()
-        members = samples.column("members").to_pylist()
-
-        def tasks():
-            for s in shards:
-                a, b = start_of[s["shard_id"]], end_of[s["shard_id"]]
-                if b - a != s["num_samples"]:
-                    index_problems.append(
-                        f"shard {s['shard_id']} ({s['path']}): shards.parquet says {s['num_samples']} samples, "
-                        f"samples.parquet has {b - a}"
-                    )
-                yield {
-                    "root": str(ws.root),
-                    "shard_id": s["shard_id"],
-                    "path": s["path"],
-                    "bytes": s["bytes"],
-                    "sha256": s["sha256"],
-                    "ids": ids[a:b],
-                    "offsets": offsets[a:b],
-                    "sizes": sizes[a:b],
-                    "members": [[(m["name"], m["offset"], m["size"]) for m in ms] for ms in members[a:b]],
-                }
-
-        bad, total_bytes = [], 0
-        bar = tqdm(total=len(shards), unit="shard", desc=f"verify {name}", disable=not progress)
-
-        def done(res):
-            nonlocal total_bytes
-            total_bytes += res.pop("bytes_read")
-            if res["problems"] or res["samples"]:
-                bad.append(res)
-            bar.update(1)
-
-        try:
-            pool_map(_verify_task, tasks(), min(workers, max(1, len(shards))), done, threads=True)
-        finally:
-            bar.close()
-        bad.sort(key=lambda r: r["shard_id"])
-        report["sets"][name] = {
-            "shards": len(shards),
-            "samples": samples.num_rows,
-            "bytes_read": total_bytes,
-            "bad_shards": bad,
-            "bad_samples": sum(len(r["samples"]) for r in bad),
-            "index_problems": index_problems,
-        }
-        if bad or index_problems:
+        r = report["sets"][name] = _verify_set(ws, name, workers, progress)
+        if r["bad_shards"] or r["index_problems"]:
             report["ok"] = False
     return report
+
+
+def _verify_set(ws: Workspace, name: str, workers: int, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    d = ws.path("shards", name)
+    if not (d / SHARDS_FILE).exists() or not (d / SAMPLES_FILE).exists():
+        raise ShardError(f"shard set {name!r} has no index ({ws.rel(d)}/{SHARDS_FILE}); is it complete?")
+    shards = pq.read_table(d / SHARDS_FILE).to_pylist()
+    samples = pq.read_table(d / SAMPLES_FILE, columns=["id", "shard_id", "pos", "offset", "size", "members"])
+    index_problems = []
+    sid = samples.column("shard_id").to_numpy()
+    pos = samples.column("pos").to_numpy()
+    key = sid.astype(np.int64) * (1 << 32) + pos
+    if len(key) and not np.all(np.diff(key) > 0):
+        index_problems.append("samples.parquet is not sorted by (shard_id, pos) or repeats a position")
+    if pc.count_distinct(samples.column("id")).as_py() != samples.num_rows:
+        index_problems.append("samples.parquet repeats a sample id")
+    known = sorted({s["shard_id"] for s in shards})
+    orphans = sorted(set(np.unique(sid).tolist()) - set(known))
+    if orphans:
+        index_problems.append(f"samples refer to shard ids absent from shards.parquet: {orphans[:10]}")
+    bounds = np.searchsorted(sid, np.array([*known, np.iinfo(np.int64).max]), side="left")
+    start_of = dict(zip(known, bounds[:-1].tolist()))
+    end_of = dict(zip(known, bounds[1:].tolist()))
+    ids = samples.column("id").to_pylist()
+    offsets = samples.column("offset").to_pylist()
+    sizes = samples.column("size").to_pylist()
+    members = samples.column("members").to_pylist()
+
+    def tasks():
+        for s in shards:
+            a, b = start_of[s["shard_id"]], end_of[s["shard_id"]]
+            if b - a != s["num_samples"]:
+                index_problems.append(
+                    f"shard {s['shard_id']} ({s['path']}): shards.parquet says {s['num_samples']} samples, "
+                    f"samples.parquet has {b - a}"
+                )
+            yield {
+                "root": str(ws.root),
+                "shard_id": s["shard_id"],
+                "path": s["path"],
+                "bytes": s["bytes"],
+                "sha256": s["sha256"],
+                "ids": ids[a:b],
+                "offsets": offsets[a:b],
+                "sizes": sizes[a:b],
+                "members": [[(m["name"], m["offset"], m["size"]) for m in ms] for ms in members[a:b]],
+            }
+
+    bad, total = [], {"bytes": 0}
+    bar = tqdm(total=len(shards), unit="shard", desc=f"verify {name}", disable=not progress)
+
+    def done(res):
+        total["bytes"] += res.pop("bytes_read")
+        if res["problems"] or res["samples"]:
+            bad.append(res)
+        bar.update(1)
+
+    try:
+        pool_map(_verify_task, tasks(), min(workers, max(1, len(shards))), done, threads=True)
+    finally:
+        bar.close()
+    bad.sort(key=lambda r: r["shard_id"])
+    return {
+        "shards": len(shards),
+        "samples": samples.num_rows,
+        "bytes_read": total["bytes"],
+        "bad_shards": bad,
+        "bad_samples": sum(len(r["samples"]) for r in bad),
+        "index_problems": index_problems,
+    }

@@ -76,7 +76,7 @@ def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mon
             try:
                 info = sf.info(str(ws.resolve(paths[i].as_py())))
                 dur[i], sr[i], ch[i] = info.duration, info.samplerate, info.channels
-            except Exception:
+            except Exception:  # noqa: BLE001 - unreadable: rejected (with its reason) when written
                 dur[i] = 0.0
     sr_out = np.full(n, float(sample_rate)) if sample_rate else sr
     ch_out = np.ones(n) if mono else ch

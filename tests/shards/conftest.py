@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from shardkit import audio_row, text_row, write_manifest  # noqa: E402
+from shardkit import audio_row, text_row, write_manifest
 
 
 @pytest.fixture

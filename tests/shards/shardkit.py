@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
 from jadwal.manifests.schema import MANIFEST_SCHEMA, conform
-import pyarrow as pa
 
 
 def write_wav(path: Path, seconds: float, sr: int, channels: int = 1, seed: int = 0, subtype="PCM_16") -> None:
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     t = np.arange(n) / sr
     x = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed % 400) * t) + 0.02 * rng.standard_normal(n)
     x = np.stack([x * (1 - 0.3 * c) for c in range(channels)], axis=1)
@@ -69,7 +69,7 @@ def read_set(ws: Path, name: str):
     return pq.read_table(d / "samples.parquet"), pq.read_table(d / "shards.parquet")
 
 
-def check_index(ws: Path, name: str) -> "pa.Table":
+def check_index(ws: Path, name: str) -> pa.Table:
     """Check samples.parquet/shards.parquet against the bytes of every shard (offsets read directly)."""
     import hashlib
     import io
@@ -107,7 +107,7 @@ def check_index(ws: Path, name: str) -> "pa.Table":
             assert [ti.name for ti in infos] == [f"{member_key(r['id'])}.{m['name']}" for m in r["members"]]
             for ti, m in zip(infos, r["members"]):
                 assert r["offset"] + ti.offset_data == m["offset"] and ti.size == m["size"]
-            js = [m for m in r["members"] if m["name"] == "json"][0]
+            js = next(m for m in r["members"] if m["name"] == "json")
             obj = json.loads(data[js["offset"] : js["offset"] + js["size"]].decode("utf-8"))
             assert obj["id"] == r["id"]
             expect = r["offset"] + r["size"]

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from shardkit import audio_row, check_index, write_manifest
 
 from jadwal.cli import main as cli_main
 from jadwal.shards import ShardError, verify_shards, write_shards
 from jadwal.shards.common import locked_set
 from jadwal.shards.tario import UnsafeMember, iter_members
 from jadwal.workspace import Workspace
-
-from shardkit import audio_row, check_index, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 # `jadwal shard …` with only the shards stage registered (the full `jadwal` entry point also imports the
@@ -52,7 +51,7 @@ def heavy_ws(tmp_path):
 def test_kill_9_then_rerun_is_byte_identical(heavy_ws, tmp_path):
     ref_ws = tmp_path / "ref"
     shutil.copytree(heavy_ws, ref_ws)
-    args = dict(max_samples=1, mono=True)
+    args = {"max_samples": 1, "mono": True}
     write_shards(ref_ws, "dataset", workers=1, progress=False, **args)
     ref = snapshot(ref_ws, "by-dataset")
 
@@ -121,7 +120,7 @@ def _bad(report):
 
 def test_verify_truncated_shard(written, capsys):
     ws, samples, shards = written
-    sh = [s for s in shards if s["stream"] == "emo"][0]
+    sh = next(s for s in shards if s["stream"] == "emo")
     rows = [r for r in samples if r["shard_id"] == sh["shard_id"]]
     cut = rows[2]["offset"] + 700  # inside sample 2's json/flac
     path = ws / sh["path"]
@@ -138,7 +137,7 @@ def test_verify_truncated_shard(written, capsys):
 
 def test_verify_bit_flips_name_the_sample(written):
     ws, samples, shards = written
-    sh = [s for s in shards if s["stream"] == "emo"][0]
+    sh = next(s for s in shards if s["stream"] == "emo")
     rows = [r for r in samples if r["shard_id"] == sh["shard_id"]]
     path = ws / sh["path"]
     data = bytearray(path.read_bytes())
@@ -165,7 +164,7 @@ def test_verify_bit_flips_name_the_sample(written):
 
 
 def test_verify_index_problems(written):
-    ws, samples, shards = written
+    ws, _samples, _shards = written
     d = ws / "shards/by-dataset"
     t = pq.read_table(d / "samples.parquet")
     pq.write_table(t.take(list(range(1, t.num_rows)) + [0]), d / "samples.parquet")
@@ -202,7 +201,7 @@ def test_non_regular_member_rejected():
 
 
 def test_verify_reports_unsafe_member(written):
-    ws, samples, shards = written
+    ws, _samples, shards = written
     sh = shards[0]
     (ws / sh["path"]).write_bytes(_tar_with("../../evil.json").getvalue())
     rep = verify_shards(ws, "by-dataset", workers=1, progress=False)

@@ -8,12 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shardkit import check_index
 
 from jadwal.cli import main as cli_main
-from jadwal.shards import ShardError, regroup, verify_shards, write_shards
-from jadwal.shards import regrouping
-
-from shardkit import check_index
+from jadwal.shards import ShardError, regroup, regrouping, verify_shards, write_shards
 
 KEYS = "cluster:k3,task,label"
 
@@ -84,10 +82,10 @@ def test_regroup_partitions_and_copies_bytes(source, monkeypatch):
             assert r[c] == src[r["id"]][c]
     assert got_streams == want_streams
     # member bytes identical to the source members (no re-encoding)
-    src_paths = dict((x["shard_id"], x["path"]) for x in
-                     pq.read_table(ws / "shards/by-dataset/shards.parquet").to_pylist())
-    out_paths = dict((x["shard_id"], x["path"]) for x in
-                     pq.read_table(ws / "shards/by-cluster-k3-task-label/shards.parquet").to_pylist())
+    src_paths = {x["shard_id"]: x["path"] for x in
+                     pq.read_table(ws / "shards/by-dataset/shards.parquet").to_pylist()}
+    out_paths = {x["shard_id"]: x["path"] for x in
+                     pq.read_table(ws / "shards/by-cluster-k3-task-label/shards.parquet").to_pylist()}
     for r in out:
         a = src[r["id"]]
         assert [m["name"] for m in r["members"]] == [m["name"] for m in a["members"]]
@@ -161,7 +159,7 @@ def test_regroup_refuses_damaged_source(source):
     sh = pq.read_table(ws / "shards/by-dataset/shards.parquet").to_pylist()[-1]
     path = ws / sh["path"]
     data = bytearray(path.read_bytes())
-    r = [x for x in samples if x["shard_id"] == sh["shard_id"]][0]
+    r = next(x for x in samples if x["shard_id"] == sh["shard_id"])
     data[r["members"][-1]["offset"] + 5] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=rf"{sh['path']}.*sha256 differs.*verify"):

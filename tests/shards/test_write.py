@@ -11,14 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from shardkit import audio_row, check_index, text_row, write_manifest, write_wav
 
 from jadwal.cli import main as cli_main
 from jadwal.manifests.schema import REJECTS_SCHEMA, read_manifests
 from jadwal.shards import ShardError, verify_shards, write_shards
 from jadwal.shards.schema import member_key
 from jadwal.workspace import Workspace
-
-from shardkit import audio_row, check_index, text_row, write_manifest, write_wav
 
 
 def member_bytes(ws: Path, shard_path: str, m: dict) -> bytes:
@@ -64,7 +63,7 @@ def test_same_seed_byte_identical_other_seed_reshuffles(small_ws):
     write_shards(small_ws, "task,label", set_name="b", max_samples=3, workers=1, seed=7, progress=False)
     write_shards(small_ws, "task,label", set_name="c", max_samples=3, workers=1, seed=8, progress=False)
     assert a["streams"] == 3  # asr|null, ser|happy, ser|sad
-    sa, sb, sc = (pq.read_table(small_ws / f"shards/{n}/shards.parquet") for n in "abc")
+    sa, sb, _sc = (pq.read_table(small_ws / f"shards/{n}/shards.parquet") for n in "abc")
     assert sa.column("sha256").to_pylist() == sb.column("sha256").to_pylist()
     assert (small_ws / "shards/a/samples.parquet").read_bytes() == (small_ws / "shards/b/samples.parquet").read_bytes()
     ids = lambda n: pq.read_table(small_ws / f"shards/{n}/samples.parquet").column("id").to_pylist()
