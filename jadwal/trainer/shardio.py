@@ -9,6 +9,7 @@ the stream cannot seek, else one forward ``seek``).
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import tarfile
@@ -116,20 +117,13 @@ def file_size(f) -> int | None:
     return None
 
 
-def is_seekable(f) -> bool:
-    try:
-        return bool(f.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
 class ShardHandle:
     """One open shard, read forward only; ``pos`` is tracked here (no ``tell()`` calls)."""
 
     def __init__(self, f: BinaryIO, *, seek_gap: int | None):
         self.f = f
         self.pos = 0
-        self.seekable = is_seekable(f)
+        self.seekable: bool | None = None  # unknown until the first seek is tried (no lseek probe)
         self.seek_gap = seek_gap
         self.bytes_read = 0
         self.seeks = 0
@@ -166,11 +160,18 @@ class ShardHandle:
             raise TarFormatError(f"internal error: backward move from byte {self.pos} to {offset}")
         if gap == 0:
             return
-        if self.seekable and (first or (self.seek_gap is not None and gap >= self.seek_gap)):
-            self.f.seek(offset)
-            self.seeks += 1
-            self.pos = offset
-            return
+        if self.seekable is not False and (first or (self.seek_gap is not None and gap >= self.seek_gap)):
+            try:
+                self.f.seek(offset)
+            except (AttributeError, io.UnsupportedOperation, OSError, ValueError):
+                if self.seekable:  # it could seek before: a real I/O error
+                    raise
+                self.seekable = False  # a pipe or stream: skip by reading
+            else:
+                self.seekable = True
+                self.seeks += 1
+                self.pos = offset
+                return
         while gap > 0:
             chunk = self.read_exact(min(gap, SKIP_CHUNK))
             if not chunk:

@@ -104,3 +104,16 @@ def test_len_and_meta(workspace, lh):
     assert len(ds) == ds.num_steps - 5
     meta = json.loads((workspace / "index" / lh.index_name("gst", 2) / "meta.json").read_text())
     assert ds.readers_per_rank == meta["readers_per_rank"] == 2
+
+
+def test_rank_and_world_from_torch_distributed(workspace, lh, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(LoaderError, match="world size 2, but this run has world size 1"):
+            ScheduleDataset(workspace, lh.index_name("mix", 1))
+        with pytest.raises(LoaderError, match="disagree with torch.distributed"):
+            ScheduleDataset(workspace, lh.index_name("mix", 1), rank=1, world_size=2)
+    finally:
+        dist.destroy_process_group()

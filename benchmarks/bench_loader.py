@@ -1,0 +1,327 @@
+"""Streaming-loader benchmark: ``jadwal.trainer.ScheduleDataset`` vs the stock ``webdataset.WebDataset``
+reading the same shards, in the same run; plus an ``strace`` audit of file access.
+
+1. Builds a workspace (unless ``--workspace`` names one built earlier by this script): synthetic
+   speech-like 16-kHz audio (wav), manifests, real shards (``jadwal shard`` writer, by dataset), and a
+   1-epoch ``mix`` index (weights ∝ size, world size 1, ``readers_per_rank`` = ``--workers``).
+2. Times each mode (median of ``--repeat`` passes after one warm-up pass; the page cache is warm
+   for both loaders):
+
+   * ``jadwal``: ``DataLoader(ScheduleDataset(…), batch_size=None, num_workers=W)``, the exact plan.
+   * ``webdataset``: ``DataLoader(wds.WebDataset(all shards, shardshuffle=False), batch_size=None,
+     num_workers=W)``, every sample once, in shard order (no schedule): the baseline.
+
+   Each with audio decoding (FLAC → float32 via soundfile, JSON parsed; the same decode code for
+   both) and without (I/O and tar parsing only).  MB/s counts the bytes of the samples delivered.
+3. Runs each loader once more in a child process under
+   ``strace -f -e trace=openat,lseek,read,close`` and parses the trace: opens of ``.tar`` files,
+   seeks (``lseek`` calls that move the position; backward ones separately), ``read`` calls and bytes
+   read per shard open, against the bytes of the samples used.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_loader.py --samples 1200 --workers 2 --out /tmp/bench_loader.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = "bench"
+
+
+# -- workspace ---------------------------------------------------------------------------------------
+def build_workspace(ws: Path, n: int, workers: int, seed: int = 0) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from jadwal.manifests.schema import conform
+    from jadwal.sched_index.planner import build_index
+    from jadwal.shards.write import write_shards
+
+    rng = np.random.default_rng(seed)
+    sets = {"asr_a": ("asr", None), "asr_b": ("asr", None), "did": ("did", ["egy", "lev", "glf", "msa"]),
+            "ser": ("ser", ["ang", "hap", "neu"])}
+    per = n // len(sets)
+    t0 = time.time()
+    for name, (task, labels) in sets.items():
+        rows = []
+        d = ws / "audio" / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per):
+            dur = float(np.clip(rng.lognormal(np.log(2.5), 0.5), 0.5, 8.0))
+            t = np.arange(int(dur * 16000)) / 16000
+            f0 = rng.uniform(90, 250)
+            x = (0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
+                 * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t)) + rng.standard_normal(len(t)) * 0.02).astype(np.float32)
+            p = d / f"{i:05d}.wav"
+            sf.write(p, x, 16000, subtype="PCM_16")
+            rows.append(dict(id=f"{name}/{i:05d}", dataset=name, task=task, lang="ar", split="train",
+                             modality="audio", audio_path=str(p.relative_to(ws)), offset_s=0.0, duration_s=len(x) / 16000,
+                             sample_rate=16000, channels=1, text=f"نص تجريبي رقم {i}", instruction=task,
+                             label=labels[i % len(labels)] if labels else None, target=None))
+        (ws / "manifests" / name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(conform(pa.Table.from_pylist(rows)), ws / "manifests" / name / "manifest.parquet")
+    t_audio = time.time() - t0
+    t0 = time.time()
+    summary = write_shards(ws, by=["dataset"], target_size="16MB", workers=2, progress=False)
+    t_shard = time.time() - t0
+    n_total = per * len(sets)
+    build_index(ws, {"seed": 0, "batch_size": 16, "epochs": 1, "world_size": 1, "readers_per_rank": workers,
+                     "buffer": 0, "phases": [{"policy": "mix", "by": "dataset", "weights": "size"}]},
+                INDEX, progress=False)
+    shutil.rmtree(ws / "audio")  # only the shards are read from here on
+    return {"samples": n_total, "shards": summary["shards"], "shard_bytes": summary["bytes"],
+            "audio_h": summary["duration_h"], "seconds_audio": round(t_audio, 1), "seconds_shard": round(t_shard, 1)}
+
+
+# -- loaders -----------------------------------------------------------------------------------------
+def _decode(flac: bytes | None, js: bytes):
+    import io
+
+    import soundfile as sf
+    import torch
+
+    row = json.loads(js)
+    audio = None
+    if flac is not None:
+        x, _ = sf.read(io.BytesIO(flac), dtype="float32")
+        audio = torch.from_numpy(x)
+    return row, audio
+
+
+def jadwal_iter(ws: Path, workers: int, decode: bool):
+    from torch.utils.data import DataLoader
+
+    from jadwal.trainer import ScheduleDataset
+
+    ds = ScheduleDataset(ws, INDEX, decode_audio=decode, prefetch=2)
+    for b in DataLoader(ds, batch_size=None, num_workers=workers):
+        yield len(b["ids"]), b["ids"]
+
+
+def _wds_map(decode: bool):
+    def fn(s):
+        if decode:
+            row, audio = _decode(s.get("flac"), s["json"])
+            return {"__key__": s["__key__"], "row": row, "audio": audio}
+        return {"__key__": s["__key__"], "n": len(s.get("flac", b"")) + len(s["json"])}
+    return fn
+
+
+def wds_iter(ws: Path, workers: int, decode: bool):
+    import pyarrow.parquet as pq
+    import webdataset as wds
+    from torch.utils.data import DataLoader
+
+    shards = pq.read_table(ws / "shards" / "by-dataset" / "shards.parquet").column("path").to_pylist()
+    urls = [str(ws / p) for p in shards]
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(_wds_map(decode))
+    for s in DataLoader(ds, batch_size=None, num_workers=workers):
+        yield 1, [s["__key__"]]
+
+
+LOADERS = {"jadwal": jadwal_iter, "webdataset": wds_iter}
+
+
+def shard_bytes(ws: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(sum(pq.read_table(ws / "shards" / "by-dataset" / "shards.parquet").column("bytes").to_pylist()))
+
+
+def used_bytes(ws: Path) -> tuple[int, int]:
+    """(bytes of the samples the index delivers, number of slots)."""
+    import pyarrow.parquet as pq
+
+    from jadwal.sched_index import open_index
+
+    idx = open_index(ws, INDEX)
+    size = pq.read_table(idx.shard_dir / "samples.parquet", columns=["size"]).column("size").to_numpy()
+    rows = np.concatenate([idx.rows(t, r) for t in range(idx.start_step, idx.num_steps) for r in range(idx.world_size)])
+    return int(size[rows].sum()), len(rows)
+
+
+def time_mode(ws: Path, loader: str, workers: int, decode: bool, repeat: int) -> dict:
+    """Median and min over ``repeat`` passes, after one warm-up pass (imports, page cache)."""
+    times, n = [], 0
+    for k in range(repeat + 1):
+        t0 = time.perf_counter()
+        n = sum(c for c, _ in LOADERS[loader](ws, workers, decode))
+        if k:
+            times.append(time.perf_counter() - t0)
+    return {"loader": loader, "workers": workers, "decode": decode, "samples": n,
+            "seconds": float(np.median(times)), "seconds_min": float(min(times)), "passes": len(times)}
+
+
+# -- strace ------------------------------------------------------------------------------------------
+_CALL = re.compile(r"^(\d+)\s+(openat|lseek|read|close)\((.*?)(?:\)\s+=\s+(-?\d+).*| <unfinished \.\.\.>)$")
+_RESUMED = re.compile(r"^(\d+)\s+<\.\.\. (openat|lseek|read|close) resumed>.*=\s+(-?\d+)")
+
+
+def parse_strace(path: Path, tar_prefix: str) -> dict:
+    """Per shard open: seeks (position-changing lseeks), backward seeks, reads, bytes read."""
+    # (tid, fd) → open record: both loaders open and read a shard in one thread (jadwal: its prefetch
+    # thread; webdataset: the iterating thread), so the thread id printed by ``strace -f`` is enough
+    fds: dict[tuple[int, int], dict] = {}
+    opens: list[dict] = []
+    pending: dict[tuple[int, str], str] = {}
+
+    def handle(pid, call, args, ret):
+        if ret is None:
+            return
+        if call == "openat":
+            m = re.search(r'"([^"]*)"', args)
+            if m and m.group(1).startswith(tar_prefix) and m.group(1).endswith(".tar") and ret >= 0:
+                rec = {"path": m.group(1), "pos": 0, "seeks": 0, "back": 0, "probes": 0, "reads": 0, "bytes": 0}
+                opens.append(rec)
+                fds[(pid, ret)] = rec
+            return
+        fd = int(args.split(",", 1)[0]) if args and args.split(",", 1)[0].strip().isdigit() else None
+        rec = fds.get((pid, fd))
+        if rec is None:
+            return
+        if call == "read" and ret > 0:
+            rec["reads"] += 1
+            rec["bytes"] += ret
+            rec["pos"] += ret
+        elif call == "read":
+            rec["reads"] += 1
+        elif call == "lseek" and ret >= 0:
+            if ret == rec["pos"]:
+                rec["probes"] += 1  # position query / no-op
+            else:
+                rec["seeks"] += 1
+                rec["back"] += int(ret < rec["pos"])
+                rec["pos"] = ret
+        elif call == "close":
+            fds.pop((pid, fd), None)
+
+    for line in path.read_text(errors="replace").splitlines():
+        m = _CALL.match(line)
+        if m:
+            pid, call, args, ret = int(m.group(1)), m.group(2), m.group(3), m.group(4)
+            if ret is None:
+                pending[(pid, call)] = args
+                continue
+            handle(pid, call, args, int(ret))
+            continue
+        m = _RESUMED.match(line)
+        if m:
+            pid, call = int(m.group(1)), m.group(2)
+            args = pending.pop((pid, call), None)
+            if args is not None:
+                handle(pid, call, args, int(m.group(3)))
+    tot = defaultdict(int)
+    for r in opens:
+        for k in ("seeks", "back", "probes", "reads", "bytes"):
+            tot[k] += r[k]
+    return {"opens": len(opens), "distinct_shards": len({r["path"] for r in opens}),
+            "seeks": tot["seeks"], "backward_seeks": tot["back"], "lseek_noops": tot["probes"],
+            "max_seeks_per_open": max([r["seeks"] for r in opens] + [0]),
+            "read_calls": tot["reads"], "bytes_read": tot["bytes"]}
+
+
+def strace_mode(ws: Path, loader: str, workers: int, out_dir: Path) -> dict:
+    trace = out_dir / f"strace-{loader}-w{workers}.txt"
+    cmd = ["strace", "-f", "-qq", "-s", "0", "-e", "trace=openat,lseek,read,close", "-o", str(trace),
+           sys.executable, str(Path(__file__).resolve()), "--child", loader, "--child-workers", str(workers),
+           "--workspace", str(ws)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    res = parse_strace(trace, str(ws))
+    res["command"] = " ".join(cmd[:7]) + " python benchmarks/bench_loader.py --child " + loader + \
+        f" --child-workers {workers} --workspace WS"
+    return res
+
+
+# -- main --------------------------------------------------------------------------------------------
+def machine() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, load avg {load:.1f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", help="reuse a workspace built by an earlier run (default: a temp folder)")
+    ap.add_argument("--samples", type=int, default=1200)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers (= the index's readers_per_rank)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed passes per mode (median reported)")
+    ap.add_argument("--no-strace", action="store_true")
+    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
+    ap.add_argument("--child", choices=sorted(LOADERS), help=argparse.SUPPRESS)
+    ap.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:  # one decode pass, traced by the parent
+        n = sum(c for c, _ in LOADERS[a.child](Path(a.workspace), a.child_workers, True))
+        print(n)
+        return 0
+    tmp = None
+    if a.workspace and (Path(a.workspace) / "index" / INDEX / "meta.json").exists():
+        ws, built = Path(a.workspace), {"reused": True}
+    else:
+        if a.workspace:
+            ws = Path(a.workspace)
+        else:
+            tmp = tempfile.mkdtemp(prefix="jadwal-bench-loader-")
+            ws = Path(tmp) / "ws"
+        ws.mkdir(parents=True, exist_ok=True)
+        print(f"building workspace {ws} ({a.samples} samples) …", file=sys.stderr)
+        built = build_workspace(ws, a.samples, a.workers)
+    ub, slots = used_bytes(ws)
+    sb = shard_bytes(ws)
+    results = {"machine": machine(), "python": sys.version.split()[0], "workspace": built,
+               "used_bytes": ub, "shard_bytes": sb, "slots": slots, "timing": [], "strace": {}}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        for decode in (True, False):
+            for workers in (0, a.workers):
+                for loader in ("jadwal", "webdataset"):
+                    r = time_mode(ws, loader, workers, decode, a.repeat)
+                    mb = (ub if loader == "jadwal" else sb) / 1e6  # bytes of the samples delivered
+                    r["samples_per_s"] = r["samples"] / r["seconds"]
+                    r["MB_per_s"] = mb / r["seconds"]
+                    results["timing"].append(r)
+                    print(f"{loader:<10} workers={workers} decode={decode!s:<5} {r['samples']:>6} samples "
+                          f"{r['seconds']:.2f}s {r['samples_per_s']:.0f} samples/s {r['MB_per_s']:.1f} MB/s",
+                          file=sys.stderr)
+        if not a.no_strace and shutil.which("strace"):
+            out_dir = Path(tmp or ws)
+            for loader, workers in (("jadwal", 0), ("jadwal", a.workers), ("webdataset", 0)):
+                results["strace"][f"{loader}-w{workers}"] = r = strace_mode(ws, loader, workers, out_dir)
+                r["bytes_read_over_used"] = r["bytes_read"] / (ub if loader == "jadwal" else sb)
+                print(f"strace {loader} workers={workers}: {r}", file=sys.stderr)
+    finally:
+        if tmp and not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    if a.out:
+        Path(a.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
