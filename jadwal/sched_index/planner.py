@@ -217,6 +217,51 @@ class StreamSequences:
         self.first_shard = np.searchsorted(self.shard_stream, np.arange(S + 1))
         self.salt = int.from_bytes(hashlib.sha1(f"jadwal-pass-{seed}".encode()).digest()[:8], "little")
 
+    def _pass_orders(self, ps: np.ndarray, pp: np.ndarray):
+        """For (stream, pass) pairs: their shards in pass order (concatenated), per-pair offsets into
+        that list, and the cumulative sample counts (laid end to end)."""
+        cnt = self.first_shard[ps + 1] - self.first_shard[ps]
+        owner = np.repeat(np.arange(len(ps)), cnt)
+        shard = np.repeat(self.first_shard[ps], cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        key = _mix64(self.shard_gid[shard].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                     ^ _mix64(pp[owner].astype(np.uint64) + np.uint64(self.salt)))
+        shard = shard[np.lexsort((key, owner))]
+        cum = np.cumsum(self.shard_len[shard])
+        first = np.r_[0, np.cumsum(cnt)]
+        return shard, first, cum
+
+    def range_rows(self, s: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Rows of the virtual ranges ``[start, start + length)`` of streams ``s``, concatenated in order.
+        Work is per range and per shard touched, plus one vectorized pass over the output."""
+        keep = length > 0
+        s, start, length = s[keep].astype(np.int64), start[keep].astype(np.int64), length[keep].astype(np.int64)
+        if len(s) == 0:
+            return np.zeros(0, dtype=np.int64)
+        n = self.n[s]
+        p0, p1 = start // n, (start + length - 1) // n
+        # split ranges at pass boundaries
+        k = p1 - p0 + 1
+        rid = np.repeat(np.arange(len(s)), k)
+        p = np.repeat(p0, k) + (np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k))
+        ss, nn = s[rid], n[rid]
+        lo = np.maximum(start[rid], p * nn) - p * nn
+        hi = np.minimum(start[rid] + length[rid], (p + 1) * nn) - p * nn
+        pmax = int(p.max()) + 1
+        upair, inv = dense_unique(ss * pmax + p)
+        shard, first, cum = self._pass_orders(upair // pmax, upair % pmax)
+        base = np.r_[0, cum][first[:-1]]  # samples before each pair in the laid-out cumulative
+        a, b = base[inv] + lo, base[inv] + hi  # [a, b) in laid-out coordinates
+        j0 = np.searchsorted(cum, a, side="right")  # shard containing a
+        j1 = np.searchsorted(cum, b - 1, side="right")  # shard containing b - 1
+        m = j1 - j0 + 1
+        j = np.repeat(j0, m) + (np.arange(m.sum()) - np.repeat(np.cumsum(m) - m, m))
+        seg_a = np.maximum(np.repeat(a, m), cum[j] - self.shard_len[shard[j]])
+        seg_b = np.minimum(np.repeat(b, m), cum[j])
+        seg_len = seg_b - seg_a
+        seg_start = self.shard_start[shard[j]] + (seg_a - (cum[j] - self.shard_len[shard[j]]))
+        idx = np.repeat(seg_start - (np.cumsum(seg_len) - seg_len), seg_len) + np.arange(seg_len.sum())
+        return self.base[idx]
+
     def rows_many(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Sample rows at virtual positions ``v`` of streams ``s`` (arrays of equal length)."""
         if len(v) == 0:
@@ -339,6 +384,14 @@ def stable_order(keys: np.ndarray) -> np.ndarray:
     hi = int(keys.max())
     if keys.dtype.kind not in "iu" or int(keys.min()) < 0 or hi >= 1 << 32:
         return np.argsort(keys, kind="stable")
+    if hi < 4 * len(keys) + (1 << 16):
+        try:  # pandas' counting sort (C, one pass): what groupby uses to order rows by group
+            from pandas._libs.algos import groupsort_indexer
+
+            order, _ = groupsort_indexer(keys.astype(np.intp, copy=False), hi + 1)
+            return order.astype(np.int64, copy=False)
+        except (ImportError, TypeError, ValueError):  # pragma: no cover - pandas internals moved
+            pass
     order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
     if hi >= 1 << 16:
         order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
@@ -425,27 +478,36 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     R, S = W * nw, len(seq.names)
     T = pp.end - pp.start
     m = pp.slots // W  # slots per micro-batch
-    cells = pp.cells
-    cstream = cells["stream_code"].to_numpy().astype(np.int64)
+    cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
-    t_idx = np.repeat(np.arange(pp.start, pp.end), pp.slots)
-    rank = np.tile(np.repeat(np.arange(W), m), T)
-    reader = rank * nw + t_idx % nw
+    # reader of each slot: rank * readers_per_rank + t % readers_per_rank
+    reader3 = (np.arange(W, dtype=np.int64)[None, :, None] * nw
+               + (np.arange(pp.start, pp.end, dtype=np.int64) % nw)[:, None, None])
     s_of = cstream[flat]
-    # contiguous chunk per (stream, reader), readers in order
-    key = s_of * R + reader
-    order, k = _segmented_cumcount(key)
+    key = s_of * R + np.broadcast_to(reader3, (T, W, m)).reshape(-1)  # (stream, reader)
+    del reader3
+    order = stable_order(key)  # slots grouped by (stream, reader), time order inside
     D = np.bincount(key, minlength=S * R).reshape(S, R)
-    cs_, cr_ = np.nonzero(D)
+    Dflat = D.reshape(-1)
+    cs_, cr_ = np.nonzero(D)  # the chunks, in key order
     chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
               "start": start[cs_, cr_], "length": D[cs_, cr_]}
-    # purity: a stream is pure in this phase when one cell covers it
-    cells_per_stream = np.bincount(cstream, minlength=S)
-    impure = cells_per_stream > 1
-    q = k.copy()  # position within the (stream, reader) chunk
-    deviations = {}
-    if impure[s_of].any():
-        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply)
+    # a stream is pure in this phase when one cell covers it: its requests take its range in order
+    impure = np.bincount(cstream, minlength=S) > 1
+    impure_used = bool(impure[s_of].any())
+    if not impure_used and supply is None:
+        rows = np.empty(len(key), dtype=np.int64)
+        rows[order] = seq.range_rows(cs_, chunks["start"], chunks["length"])
+        v = np.empty(len(key), dtype=np.int64)
+        lens = chunks["length"]
+        v[order] = np.repeat(chunks["start"] - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
+        return Resolved(rows, v, chunks, {}, 0, {})
+    reader = key % R
+    k = np.empty(len(key), dtype=np.int64)  # occurrence index within (stream, reader)
+    k[order] = np.arange(len(key)) - np.repeat(np.cumsum(Dflat) - Dflat, Dflat)
+    q, deviations = k, {}
+    if impure_used:
+        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, k, supply)
     v = start[s_of, reader] + q
     if supply is not None:
         v = supply.virtual(s_of, v)

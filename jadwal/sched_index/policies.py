@@ -120,8 +120,11 @@ def spread(weights, total: int, rng: np.random.Generator) -> np.ndarray:
     starts = np.cumsum(counts) - counts
     i = np.arange(total, dtype=np.float64) - np.repeat(starts, counts)
     u = rng.random(len(w))
-    key = (i + u[cat]) / np.maximum(counts[cat], 1)
-    return cat[np.argsort(key, kind="stable")]
+    key = (i + u[cat]) / np.maximum(counts[cat], 1)  # in [0, 1)
+    # sort by key quantized to 32 bits, with a linear-time stable radix sort (ties keep category order)
+    from .planner import stable_order
+
+    return cat[stable_order((key * 4294967295.0).astype(np.uint32))]
 
 
 def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
