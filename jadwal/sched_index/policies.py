@@ -315,6 +315,12 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **ex
                         "or regroup shards by it)")
     total = ctx.n_steps * ctx.slots
     tasks, task_ids = categories(cells, "task")
+    # cluster -1 marks samples without audio (text-only): no embedding, so no place in ADS
+    has_cluster = cells[ccol].to_numpy() >= 0
+    keep = [k for k, ids in enumerate(task_ids) if has_cluster[ids].any()]
+    tasks, task_ids = [tasks[k] for k in keep], [ids[has_cluster[ids]] for ids in (task_ids[k] for k in keep)]
+    if not tasks:
+        raise SpecError(f"{where}: no sample has a cluster in {ccol!r}")
     sizes = np.array([cells["n"].to_numpy()[i].sum() for i in task_ids])
     tw = mixture_weights(tasks, sizes, task_weights, where)
     ctx.add_target("task", tasks, tw, total)

@@ -229,3 +229,31 @@ def test_range_rows_equals_positionwise_lookup(syn_ws):
 
 
 BASE_SPEC = {"seed": 1, "batch_size": 8, "steps": 10, "world_size": 1}
+
+
+def test_ads_skips_samples_without_audio(tmp_path):
+    """`jadwal cluster` gives text-only samples cluster -1: ADS never schedules them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ws = write_synthetic_shard_set(tmp_path, datasets={"a": ("asr", None, 300), "b": ("ser", ["x", "y"], 200)},
+                                   n_clusters=4, cluster_name="k4", stream_by=("dataset",), shard_size=40,
+                                   text_fraction={"a": 0.3})
+    p = ws.path("shards", "syn", "samples.parquet")
+    t = pq.read_table(p)
+    clus = t.column("cluster:k4").to_numpy().copy()
+    clus[t.column("modality").to_numpy(zero_copy_only=False) == "text"] = -1
+    pq.write_table(t.drop(["cluster:k4"]), p)
+    a = ws.path("clusters", "k4", "assignments.parquet")
+    pq.write_table(pa.table({"id": t.column("id"), "cluster": pa.array(clus), "distance": pa.array(np.zeros(len(clus), np.float32))}), a)
+    spec = {"seed": 1, "batch_size": 8, "steps": 20, "world_size": 1, "buffer": 100000, "fallback": "substitute",
+            "phases": [{"policy": "ads", "clusters": "k4"}]}
+    build_index(ws, spec, "ads", progress=False)
+    idx = open_index(ws, "ads")
+    rows = np.concatenate([idx.rows(s, 0) for s in range(20)])
+    requested = np.load(ws.path("index", "ads", "requested.npy"))
+    import pandas as pd
+
+    cells = pd.read_parquet(ws.path("index", "ads", "cells.parquet"))
+    assert (cells.set_index("cell").loc[requested, "cluster:k4"].astype(int) >= 0).all()
+    assert len(rows) == 160
