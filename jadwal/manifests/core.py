@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from ..workspace import Workspace, atomic_path, atomic_write
 from .audio import Probe, Prober
-from .importers import FORMATS, ImportContext, RawRow, _resolve, get_importer, relpath_no_ext
+from .importers import DEFAULT_COLUMNS, FORMATS, ImportContext, RawRow, _resolve, get_importer, relpath_no_ext
 from .normalize import DEFAULT as DEFAULT_NORMALIZE
 from .normalize import NormalizeOptions, Normalizer
 from .schema import MANIFEST_SCHEMA, REJECT_REASONS, REJECTS_SCHEMA, conform
@@ -562,6 +562,9 @@ def import_source(
                     ("id", id_column), ("speaker", speaker_column)):
         if v:
             cols[name] = v
+    unknown = sorted(set(cols) - set(DEFAULT_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown column field(s) {', '.join(unknown)}; fields: {', '.join(DEFAULT_COLUMNS)}")
 
     out = ws.path("manifests", dataset)
     out.mkdir(parents=True, exist_ok=True)

@@ -179,6 +179,8 @@ def test_bad_arguments(ws, sink):
         import_source(ws, sink.parent / "nope", "jsonl", dataset="x", task="asr")
     with pytest.raises(ValueError, match="split ratios"):
         import_source(ws, sink, "jsonl", dataset="x", task="asr", split_ratios="a,b")
+    with pytest.raises(ValueError, match="unknown column field"):
+        import_source(ws, sink, "jsonl", dataset="x", task="asr", columns={"transcript": "text"})
     with pytest.raises(FileNotFoundError, match="wav.scp"):
         import_source(ws, sink.parent, "kaldi", dataset="x", task="asr")
 
