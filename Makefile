@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_WS ?= demo_ws
 
-.PHONY: demo test sysdeps venv bench clean
+.PHONY: demo test sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,6 @@ demo: $(STAMP) sysdeps
 
 test: $(STAMP) sysdeps
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(DEMO_WS) .pytest_cache
