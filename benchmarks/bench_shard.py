@@ -120,11 +120,13 @@ def main() -> int:
     ap.add_argument("--source-rate", type=int, default=44100)
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--max-samples", type=int, default=50, help="samples per shard")
+    ap.add_argument("--workers", default="1,2", help="worker counts to time, comma-separated (default 1,2)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per writing configuration (best is kept)")
     ap.add_argument("--workdir", default=None, help="where to build the workspace (default: a temp dir)")
     ap.add_argument("--readme", default=None, help="write the results into this README's '## Shards' section")
     args = ap.parse_args()
 
+    workers_list = sorted({int(w) for w in args.workers.split(",")} | {1})
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_shard_"))
     if tmp.exists() and args.workdir:
         shutil.rmtree(tmp)
@@ -162,7 +164,7 @@ def main() -> int:
         start()
         b = baseline(ws, tmp / f"baseline{rep}", args.max_samples, 16000, True)
         add("baseline: wds.TarWriter, same decode+encode, 1 proc", b["bytes"])
-        for workers in (1, 2):
+        for workers in workers_list:
             start()
             s = write_shards(ws, "task", set_name=f"w{workers}" if last else f"w{workers}-{rep}", workers=workers,
                              **common)
@@ -174,29 +176,31 @@ def main() -> int:
             if r["run"] not in best or r["seconds"] < best[r["run"]]["seconds"]:
                 best[r["run"]] = r
         rows[:] = list(best.values())
-    assert (root / "shards/w1/samples.parquet").read_bytes() == (root / "shards/w2/samples.parquet").read_bytes()
+    wmax = max(workers_list)
+    for w in workers_list:
+        assert (root / f"shards/w{w}/samples.parquet").read_bytes() == (root / "shards/w1/samples.parquet").read_bytes()
     start()
-    s = write_shards(ws, "task", set_name="w2", workers=2, **common)
+    s = write_shards(ws, "task", set_name=f"w{wmax}", workers=wmax, **common)
     assert s["shards_skipped"] == s["shards"]
     add("jadwal shard rerun (all shards complete)", 0, pool=True)
     start()
-    rep = verify_shards(ws, "w2", workers=2, progress=False)
+    rep = verify_shards(ws, f"w{wmax}", workers=wmax, progress=False)
     assert rep["ok"]
-    add("jadwal shard verify --workers 2", rep["sets"]["w2"]["bytes_read"])
-    ids = pq.read_table(root / "shards/w2/samples.parquet").column("id").to_pylist()
+    add(f"jadwal shard verify --workers {wmax}", rep["sets"][f"w{wmax}"]["bytes_read"])
+    ids = pq.read_table(root / "shards/w1/samples.parquet").column("id").to_pylist()
     (root / "clusters/k8").mkdir(parents=True)
     pq.write_table(pa.table({"id": ids, "cluster": [int(i[-6:]) * 7919 % 8 for i in ids]}),
                    root / "clusters/k8/assignments.parquet")
     start()
-    r = regroup(ws, "cluster:k8,task", source="w2", max_samples=args.max_samples, progress=False)
+    r = regroup(ws, "cluster:k8,task", source="w1", max_samples=args.max_samples, progress=False)
     add("jadwal shard regroup --by cluster:k8,task", r["source_bytes_read"])
-    urls = [str(root / p) for p in pq.read_table(root / "shards/w2/shards.parquet").column("path").to_pylist()]
+    urls = [str(root / p) for p in pq.read_table(root / "shards/w1/shards.parquet").column("path").to_pylist()]
     start()
     rd = read_webdataset(urls, decode=False)
-    add("read: stock webdataset, raw bytes", out[2]["bytes"], rd["samples"])
+    add("read: stock webdataset, raw bytes", out[1]["bytes"], rd["samples"])
     start()
     rd = read_webdataset(urls, decode=True)
-    add("read: stock webdataset + soundfile FLAC decode", out[2]["bytes"], rd["samples"])
+    add("read: stock webdataset + soundfile FLAC decode", out[1]["bytes"], rd["samples"])
     load_after = os.getloadavg()[0]
 
     cmd = "benchmarks/bench_shard.py " + " ".join(sys.argv[1:])
@@ -208,7 +212,7 @@ def main() -> int:
         f"(other engineers' jobs on the same 2 cores); writing rows: best of {args.repeat} interleaved runs.  "),
         (f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
         f"{args.channels} ch, 16-bit WAV) → FLAC 16 kHz mono, {args.max_samples} samples/shard, "
-        f"{out[2]['bytes'] / 1e6:.1f} MB of shards ({out[2]['shards']} shards, 2 streams by task)."),
+        f"{out[1]['bytes'] / 1e6:.1f} MB of shards ({out[1]['shards']} shards, 2 streams by task)."),
         "",
         "| run | wall s | CPU s | samples/s | audio h/s | MB/s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -217,11 +221,14 @@ def main() -> int:
         cpu = "n/a" if r["cpu_seconds"] != r["cpu_seconds"] else f"{r['cpu_seconds']:.2f}"
         lines.append(f"| {r['run']} | {r['seconds']:.2f} | {cpu} | {r['samples_per_s']:.1f} | "
                      f"{r['audio_h_per_s']:.4f} | {r['MB_per_s']:.2f} |")
-    base = rows[0]["seconds"]
+    by_name = {r["run"]: r for r in rows}
+    base = by_name["baseline: wds.TarWriter, same decode+encode, 1 proc"]
+    ratios = ", ".join(f"workers={w} {by_name[f'jadwal shard --workers {w}']['seconds'] / base['seconds']:.2f}×"
+                       for w in workers_list)
+    w1 = by_name["jadwal shard --workers 1"]
     lines += [
         "",
-        (f"jadwal/baseline wall time: workers=1 {rows[1]['seconds'] / base:.2f}×, workers=2 "
-        f"{rows[2]['seconds'] / base:.2f}×; CPU time: workers=1 {rows[1]['cpu_seconds'] / rows[0]['cpu_seconds']:.2f}× "
+        (f"jadwal/baseline wall time: {ratios}; CPU time: workers=1 {w1['cpu_seconds'] / base['cpu_seconds']:.2f}× "
         "(CPU of pool workers, forked by a forkserver, is not counted: n/a).  "
         "(baseline = same decode/resample/encode with stock `webdataset.TarWriter`, no index, no hashing, "
         "no atomic rename, one process).  MB/s counts shard bytes written (read for verify/regroup/read rows); "

@@ -437,13 +437,14 @@ def reject_row(sample_id, dataset, source, reason, detail, row_json) -> dict:
     return {"id": sample_id, "dataset": dataset, "source": source, "reason": reason, "detail": detail, "row": row_json}
 
 
-def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
+def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False, preload: tuple[str, ...] = ()):
     """Run ``fn`` over ``tasks`` (an iterator, consumed lazily) with ``workers`` processes or threads,
     keeping at most ``3 × workers`` tasks in flight; ``on_result(result)`` runs in the caller as results
     arrive.  Runs inline when ``workers`` is 1 or there are fewer than two tasks.
 
-    Processes come from a ``forkserver`` that imports ``fn``'s module once and forks each worker from
-    that clean, single-threaded process (no fork of a threaded parent; no per-worker re-import)."""
+    Processes come from a ``forkserver`` that imports ``fn``'s module (and ``preload``) once and forks
+    each worker from that clean, single-threaded process (no fork of a threaded parent; no per-worker
+    re-import)."""
     import itertools
 
     it = iter(tasks)
@@ -464,7 +465,7 @@ def pool_map(fn, tasks, workers: int, on_result, *, threads: bool = False):
         ex = ThreadPoolExecutor(max_workers=workers)
     else:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([fn.__module__])
+        ctx.set_forkserver_preload([fn.__module__, *preload])
         ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     with ex:
         pending = set()

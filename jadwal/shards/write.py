@@ -254,7 +254,7 @@ def write_shards(
             bar.set_postfix(shards=f"{len(sidecars)}/{len(plans)}", refresh=False)
 
         try:
-            pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done)
+            pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done, preload=("soundfile", "soxr"))
         finally:
             bar.close()
         remove_stale(ws, d, plans)
