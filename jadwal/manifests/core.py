@@ -95,7 +95,7 @@ class ImportSummary:
         return (
             f"{self.dataset} ({self.format}, task {self.task}): {self.rows_seen} rows seen, {self.imported} imported "
             f"({self.hours:.3f} h; {spl}), {self.rejected} rejected ({rej}); "
-            f"{self.audio_files} audio files probed in {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)\n"
+            f"{self.audio_files} audio files probed; {self.seconds:.2f} s ({self.rows_per_s:,.0f} rows/s)\n"
             f"  {self.manifest}\n  {self.rejects_path}"
         )
 
