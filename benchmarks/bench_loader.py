@@ -104,12 +104,14 @@ def _decode(flac: bytes | None, js: bytes):
     return row, audio
 
 
-def jadwal_iter(ws: Path, workers: int, decode: bool):
+def jadwal_iter(ws: Path, workers: int, decode: bool, start: int | None = None):
     from torch.utils.data import DataLoader
 
     from jadwal.trainer import ScheduleDataset
 
     ds = ScheduleDataset(ws, INDEX, decode_audio=decode, prefetch=2)
+    if start is not None:  # resume: the state is the step
+        ds.load_state_dict({"step": start, "index": ds.fingerprint, "name": INDEX})
     for b in DataLoader(ds, batch_size=None, num_workers=workers):
         yield len(b["ids"]), b["ids"]
 
@@ -144,15 +146,16 @@ def shard_bytes(ws: Path) -> int:
     return int(sum(pq.read_table(ws / "shards" / "by-dataset" / "shards.parquet").column("bytes").to_pylist()))
 
 
-def used_bytes(ws: Path) -> tuple[int, int]:
-    """(bytes of the samples the index delivers, number of slots)."""
+def used_bytes(ws: Path, start: int | None = None) -> tuple[int, int]:
+    """(bytes of the samples the index delivers from ``start`` on, number of slots)."""
     import pyarrow.parquet as pq
 
     from jadwal.sched_index import open_index
 
     idx = open_index(ws, INDEX)
     size = pq.read_table(idx.shard_dir / "samples.parquet", columns=["size"]).column("size").to_numpy()
-    rows = np.concatenate([idx.rows(t, r) for t in range(idx.start_step, idx.num_steps) for r in range(idx.world_size)])
+    s = idx.start_step if start is None else start
+    rows = np.concatenate([idx.rows(t, r) for t in range(s, idx.num_steps) for r in range(idx.world_size)])
     return int(size[rows].sum()), len(rows)
 
 
@@ -236,15 +239,16 @@ def parse_strace(path: Path, tar_prefix: str) -> dict:
             "read_calls": tot["reads"], "bytes_read": tot["bytes"]}
 
 
-def strace_mode(ws: Path, loader: str, workers: int, out_dir: Path) -> dict:
-    trace = out_dir / f"strace-{loader}-w{workers}.txt"
+def strace_mode(ws: Path, loader: str, workers: int, out_dir: Path, start: int | None = None) -> dict:
+    trace = out_dir / f"strace-{loader}-w{workers}-s{start}.txt"
+    child = ["--child", loader, "--child-workers", str(workers), "--workspace", str(ws)]
+    if start is not None:
+        child += ["--child-start", str(start)]
     cmd = ["strace", "-f", "-qq", "-s", "0", "-e", "trace=openat,lseek,read,close", "-o", str(trace),
-           sys.executable, str(Path(__file__).resolve()), "--child", loader, "--child-workers", str(workers),
-           "--workspace", str(ws)]
+           sys.executable, str(Path(__file__).resolve()), *child]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     res = parse_strace(trace, str(ws))
-    res["command"] = " ".join(cmd[:7]) + " python benchmarks/bench_loader.py --child " + loader + \
-        f" --child-workers {workers} --workspace WS"
+    res["command"] = " ".join(cmd[:7]) + " python benchmarks/bench_loader.py " + " ".join(child).replace(str(ws), "WS")
     return res
 
 
@@ -272,9 +276,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
     ap.add_argument("--child", choices=sorted(LOADERS), help=argparse.SUPPRESS)
     ap.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--child-start", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-timing", action="store_true", help="only the strace audit")
     a = ap.parse_args(argv)
     if a.child:  # one decode pass, traced by the parent
-        n = sum(c for c, _ in LOADERS[a.child](Path(a.workspace), a.child_workers, True))
+        kw = {"start": a.child_start} if a.child_start is not None else {}
+        n = sum(c for c, _ in LOADERS[a.child](Path(a.workspace), a.child_workers, True, **kw))
         print(n)
         return 0
     tmp = None
@@ -297,7 +304,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        for decode in (True, False):
+        for decode in (() if a.no_timing else (True, False)):
             for workers in (0, a.workers):
                 for loader in ("jadwal", "webdataset"):
                     r = time_mode(ws, loader, workers, decode, a.repeat)
@@ -310,10 +317,17 @@ def main(argv=None) -> int:
                           file=sys.stderr)
         if not a.no_strace and shutil.which("strace"):
             out_dir = Path(tmp or ws)
-            for loader, workers in (("jadwal", 0), ("jadwal", a.workers), ("webdataset", 0)):
-                results["strace"][f"{loader}-w{workers}"] = r = strace_mode(ws, loader, workers, out_dir)
-                r["bytes_read_over_used"] = r["bytes_read"] / (ub if loader == "jadwal" else sb)
-                print(f"strace {loader} workers={workers}: {r}", file=sys.stderr)
+            from jadwal.sched_index import open_index
+
+            mid = (open_index(ws, INDEX).num_steps * 3) // 5  # a resume step inside every reader's chunks
+            for loader, workers, start in (("jadwal", 0, None), ("jadwal", a.workers, None),
+                                           ("jadwal", a.workers, mid), ("webdataset", 0, None)):
+                key = f"{loader}-w{workers}" + (f"-resume@{start}" if start is not None else "")
+                results["strace"][key] = r = strace_mode(ws, loader, workers, out_dir, start)
+                base = sb if loader == "webdataset" else used_bytes(ws, start)[0]
+                r["reference_bytes"] = base  # shards (webdataset) / samples used from the start step (jadwal)
+                r["bytes_read_over_reference"] = r["bytes_read"] / base
+                print(f"strace {key}: {r}", file=sys.stderr)
     finally:
         if tmp and not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -37,6 +37,8 @@ POLICIES = {
     "speech_curriculum": {"steps": 14, "phases": [{"policy": "speech_curriculum", "text_only": 0.5,
                                                    "speech_fraction": 0.25}]},
     "pool": {"steps": 8, "phases": [{"policy": "pool", "by": "dataset", "factor": 2}]},
+    # duration budget: micro-batches of ≤ 0.6 s of audio, sizes vary by step and rank (bucketing)
+    "dur": {"steps": 10, "max_duration": 0.6, "phases": [{"policy": "mix", "by": "dataset", "weights": "size"}]},
     # two phases: chunks continue across phases
     "mix2": {"steps": 16, "phases": [{"policy": "mix", "by": "dataset", "weights": "uniform", "length": 6},
                                       {"policy": "tpc", "stages": [["asr"], ["did", "ser"]]}]},
@@ -90,7 +92,10 @@ def index_name(policy: str, readers: int) -> str:
 def build_all(root: Path, readers=(1, 2)) -> None:
     for policy, spec in POLICIES.items():
         for r in readers:
-            build_index(root, {**BASE, "readers_per_rank": r, **spec}, index_name(policy, r), progress=False)
+            full = {**BASE, "readers_per_rank": r, **spec}
+            if "max_duration" in full:
+                full.pop("batch_size")
+            build_index(root, full, index_name(policy, r), progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from jadwal.sched_index import open_index
 from jadwal.trainer import LoaderError, ScheduleDataset
 
-POLICY_NAMES = ["mix", "tpc", "ads", "hybrid", "gst", "speech_curriculum", "pool", "mix2"]
+POLICY_NAMES = ["mix", "tpc", "ads", "hybrid", "gst", "speech_curriculum", "pool", "mix2", "dur"]
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)

@@ -10,7 +10,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from jadwal.sched_index import open_index
 from jadwal.trainer import LoaderError, ScheduleDataset
 
-POLICIES = ["mix", "tpc", "ads", "hybrid", "gst", "speech_curriculum", "pool", "mix2"]
+POLICIES = ["mix", "tpc", "ads", "hybrid", "gst", "speech_curriculum", "pool", "mix2", "dur"]
 
 
 def _ds(ws, name, rank, **kw):
