@@ -232,9 +232,10 @@ def main() -> int:
         "(CPU of pool workers, forked by a forkserver, is not counted: n/a).  "
         "(baseline = same decode/resample/encode with stock `webdataset.TarWriter`, no index, no hashing, "
         "no atomic rename, one process).  MB/s counts shard bytes written (read for verify/regroup/read rows); "
-        "the rerun row is the cost of resuming a complete set.  Both jadwal runs produce byte-identical "
-        "`samples.parquet` (checked).  Rates are per wall second; on this shared machine wall time depends on "
-        "the other jobs (CPU time is the steadier figure), so a second worker gives little or nothing here."),
+        "the rerun row is the cost of resuming a complete set.  All jadwal runs produce byte-identical "
+        "`samples.parquet` (checked).  Rates are per wall second"
+        + ("; on this shared machine wall time depends on the other jobs (CPU time is the steadier figure)."
+           if (os.cpu_count() or 1) <= 2 else ".")),
         "",
     ]
     text = "\n".join(lines)
