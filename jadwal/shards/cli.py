@@ -36,22 +36,23 @@ def register(sub, common) -> None:
         "  jadwal shard regroup -w ws --by cluster:k500,task,label --from by-dataset\n",
     )
     p.add_argument("action", nargs="?", choices=["verify", "regroup"], help="default: write shards")
-    p.add_argument("--by", default=None,
+    p.add_argument("--by", default=None, metavar="KEY[,KEY…]",
                    help="grouping keys, comma-separated: manifest columns (dataset, task, label, …) or "
                         "cluster:NAME (default: dataset; required for regroup)")
-    p.add_argument("--set", dest="set_name", default=None, help="shard set name (default: by-<keys>)")
-    p.add_argument("--from", dest="source", default=None, help="regroup: source set (default: the only set)")
-    p.add_argument("--target-size", default="256MB", help="shard size target, e.g. 256MB, 1GiB (default 256MB)")
-    p.add_argument("--max-samples", type=int, default=None, help="at most N samples per shard")
-    p.add_argument("--sample-rate", type=int, default=None,
+    p.add_argument("--set", dest="set_name", default=None, metavar="NAME", help="shard set name (default: by-<keys>)")
+    p.add_argument("--from", dest="source", default=None, metavar="SET",
+                   help="regroup: source set (default: the only set, else by-dataset)")
+    p.add_argument("--target-size", default="256MB", metavar="SIZE", help="shard size target, e.g. 256MB, 1GiB (default 256MB)")
+    p.add_argument("--max-samples", type=int, default=None, metavar="N", help="at most N samples per shard")
+    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
                    help="resample audio to this rate in Hz (default 16000; 0 keeps the source rate)")
     p.add_argument("--audio-format", choices=["flac", "original"], default=None,
                    help="flac (16-bit, default) or original (whole-file rows keep their bytes)")
     p.add_argument("--mono", action="store_true", default=None, help="downmix to one channel")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
-    p.add_argument("--datasets", default=None, help="only these datasets, comma-separated")
-    p.add_argument("--memory", default=None, help="regroup: buffer bound before spilling to disk (default 1GiB)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="shuffle seed (default 0)")
+    p.add_argument("--datasets", default=None, metavar="A,B", help="only these datasets, comma-separated")
+    p.add_argument("--memory", default=None, metavar="SIZE", help="regroup: buffer bound before spilling to disk (default 1GiB)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
