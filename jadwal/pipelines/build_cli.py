@@ -21,6 +21,7 @@ def _ssum(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        dtype=args.dtype,
         min_words=args.min_words,
         near_dup_threshold=args.near_dup,
         min_arabic_ratio=args.min_arabic_ratio,
@@ -76,6 +77,8 @@ def register(sub, common) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the instruction draw (default 0)")
     s.add_argument("--batch-size", type=int, default=8, help="windows per summarizer call (default 8)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] for hf summarizers (default auto)")
+    s.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="hf summarizers: weights/compute dtype (auto = bf16 on GPU, fp32 on CPU)")
     f = s.add_argument_group("filters")
     f.add_argument("--min-words", type=int, default=20, help="skip windows with fewer transcript words (default 20)")
     f.add_argument("--near-dup", type=float, default=0.8, help="MinHash Jaccard for near-duplicate windows (default 0.8)")

@@ -90,6 +90,7 @@ class SsumConfig:
     seed: int = 0
     batch_size: int = 8
     device: str = "auto"
+    dtype: str = "auto"  # hf summarizers: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     # long files: energy-based silence detection
     silence_top_db: float = 35.0
     min_silence_s: float = 0.25
@@ -536,7 +537,7 @@ def build_ssum(
         todo.append(w)
 
     # summarize
-    summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size)
+    summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype)
     t_sum = time.perf_counter()
     summaries: list[str] = []
     bs = max(1, cfg.batch_size)
@@ -644,6 +645,9 @@ def build_ssum(
             "seconds": round(sum_seconds, 3),
             "windows_per_s": round(len(todo) / sum_seconds, 2) if sum_seconds > 0 else None,
             "words_per_s": round(words_in / sum_seconds, 1) if sum_seconds > 0 else None,
+            **({"generated_tokens": summ.counters["generated_tokens"],
+                "generated_tokens_per_s": round(summ.counters["generated_tokens"] / sum_seconds, 1) if sum_seconds > 0 else None}
+               if isinstance(getattr(summ, "counters", None), dict) and "generated_tokens" in summ.counters else {}),
         },
         "mean": {
             k: round(sum(m[k] for m in metrics_acc) / len(metrics_acc), 4) if metrics_acc else None

@@ -84,7 +84,8 @@ def write_card(out_dir: Path, stats: dict, metrics: list[dict], rows: list[dict]
         f"| **accepted rows** | **{s['accepted']}** |",
         f"| accepted hours | {s['hours']:.3f} |",
         f"| accepted windows per source hour | {s['windows_per_source_hour']} |",
-        f"| summarization | {summ['seconds']} s, {summ['windows_per_s']} windows/s, {summ['words_per_s']} words/s |",
+        f"| summarization | {summ['seconds']} s, {summ['windows_per_s']} windows/s, {summ['words_per_s']} words/s"
+        + (f", {summ['generated_tokens_per_s']} generated tokens/s" if summ.get("generated_tokens_per_s") else "") + " |",
         "",
         "Means over accepted rows: "
         + ", ".join(f"{k} {v}" for k, v in s["mean"].items() if v is not None),

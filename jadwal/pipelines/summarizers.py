@@ -193,10 +193,11 @@ class HFSummarizer:
         prompt: str = PROMPT_AR,
         max_new_tokens_cap: int = 512,
         min_new_tokens_floor: int = 8,
+        dtype: str = "auto",
     ):
         import torch
         import transformers
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         p = Path(path).expanduser()
         if not p.is_dir():
@@ -209,12 +210,18 @@ class HFSummarizer:
         self.cap, self.floor = max_new_tokens_cap, min_new_tokens_floor
         config = AutoConfig.from_pretrained(p, local_files_only=True)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        dtype = torch.float32
-        if self.device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if dtype == "auto":  # bf16 on GPU (fp16 where bf16 is missing), fp32 on CPU
+            tdtype = torch.float32
+            if self.device.startswith("cuda"):
+                tdtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif dtype in ("float32", "bfloat16", "float16"):
+            tdtype = getattr(torch, dtype)
+        else:
+            raise ValueError(f"hf summarizer: dtype must be auto|float32|bfloat16|float16, got {dtype!r}")
+        self.dtype = tdtype
         cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.model = cls.from_pretrained(p, local_files_only=True, dtype=dtype).to(self.device).eval()
-        tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+        self.model = cls.from_pretrained(p, local_files_only=True, dtype=tdtype).to(self.device).eval()
+        tok = self._load_tokenizer(p)
         if tok.pad_token is None:
             if tok.eos_token is None:
                 raise ValueError(f"hf summarizer: tokenizer in {path} has neither a pad nor an eos token")
@@ -223,6 +230,31 @@ class HFSummarizer:
         self.tok = tok
         self.max_len = self._context_length(config)
         self.version = f"transformers-{transformers.__version__}/{type(self.model).__name__}/{_model_fingerprint(p)}"
+        self.counters = {"calls": 0, "input_tokens": 0, "generated_tokens": 0}  # throughput bookkeeping
+
+    @staticmethod
+    def _load_tokenizer(p: Path):
+        """AutoTokenizer, except for folders saved from a generic ``tokenizers`` tokenizer.
+
+        transformers 5's AutoTokenizer picks the tokenizer class of the *model type* (e.g.
+        ``Qwen2Tokenizer`` for a qwen2 config) even when ``tokenizer_config.json`` says the folder
+        holds a generic fast tokenizer (``TokenizersBackend`` / ``PreTrainedTokenizerFast``), and
+        the result silently tokenizes nothing.  Such folders load through ``PreTrainedTokenizerFast``.
+        """
+        import json as _json
+
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+        cfg_path = p / "tokenizer_config.json"
+        cls = None
+        if cfg_path.exists():
+            try:
+                cls = _json.loads(cfg_path.read_text(encoding="utf-8")).get("tokenizer_class")
+            except (ValueError, OSError):
+                cls = None
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast") and (p / "tokenizer.json").exists():
+            return PreTrainedTokenizerFast.from_pretrained(p, local_files_only=True)
+        return AutoTokenizer.from_pretrained(p, local_files_only=True)
 
     def _context_length(self, config) -> int:
         cands = [
@@ -287,11 +319,21 @@ class HFSummarizer:
             )
         if not self.seq2seq:
             gen = gen[:, enc["input_ids"].shape[1] :]
+        else:
+            gen = gen[:, 1:]  # decoder start token
+        # generated tokens per row: up to and including the first eos/pad (rest is padding)
+        stop = torch.zeros_like(gen, dtype=torch.bool)
+        for t in {self.tok.eos_token_id, self.tok.pad_token_id} - {None}:
+            stop |= gen == t
+        first = torch.where(stop.any(1), stop.int().argmax(1) + 1, torch.full_like(stop[:, 0], gen.shape[1], dtype=torch.long))
+        self.counters["calls"] += 1
+        self.counters["input_tokens"] += int(enc["attention_mask"].sum())
+        self.counters["generated_tokens"] += int(first.sum())
         return [s.strip() for s in self.tok.batch_decode(gen, skip_special_tokens=True)]
 
 
 @register_summarizer("hf")
-def _make_hf(arg=None, *, device: str = "auto", batch_size: int = 8, **options) -> Summarizer:
+def _make_hf(arg=None, *, device: str = "auto", batch_size: int = 8, dtype: str = "auto", **options) -> Summarizer:
     if not arg:
         raise ValueError("hf summarizer needs a local model folder: --summarizer hf:PATH")
-    return HFSummarizer(arg, device=device, batch_size=batch_size)
+    return HFSummarizer(arg, device=device, batch_size=batch_size, dtype=dtype)

@@ -426,6 +426,7 @@ def test_hf_summarizer_end_to_end(tmp_path, kind):
     stats = build_ssum(ws, "src", **kw)
     out = read(ws, "src_ssum")
     assert stats["windows"] == 4 and stats["summarized"] == 4
+    assert stats["summarizer"]["generated_tokens"] > 0
     assert stats["accepted"] == len(out) >= 1, stats
     for r in out:
         ex = json.loads(r["extra"])
@@ -438,6 +439,8 @@ def test_hf_summarizer_end_to_end(tmp_path, kind):
 
     docs = [json.loads(x["row"])["text"] for x in read(ws, "src_ssum", "rejects")] + [r["text_raw"] for r in out]
     summ = get_summarizer(f"hf:{model_dir}", device="cpu", batch_size=4)
+    # the tokenizer saved from `tokenizers` is really used (one token per word, no [UNK])
+    assert summ.tok(docs[0], add_special_tokens=False)["input_ids"] == [summ.tok.convert_tokens_to_ids(w) for w in docs[0].replace(".", " .").split()]
     by_doc = dict(zip(docs, summ.summarize(docs, 0.1)))
     assert all(by_doc[r["text_raw"]] == r["target"] for r in out)
 
