@@ -109,7 +109,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores visible (shared with other jobs), "
+    return (f"{cpu}, {os.cpu_count()} cores visible, "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
 
 
@@ -209,7 +209,7 @@ def main() -> int:
         "",
         f"Command: `.venv/bin/python {cmd}`  ",
         (f"Machine: {machine()}; 1-min load average {load_before:.1f} before, {load_after:.1f} after the runs "
-        f"(other engineers' jobs on the same 2 cores); writing rows: best of {args.repeat} interleaved runs.  "),
+        f"(other jobs on the same cores); writing rows: best of {args.repeat} interleaved run(s).  "),
         (f"Data: {args.samples} synthetic clips, {hours * 60:.1f} min of audio ({args.source_rate} Hz, "
         f"{args.channels} ch, 16-bit WAV) → FLAC 16 kHz mono, {args.max_samples} samples/shard, "
         f"{out[1]['bytes'] / 1e6:.1f} MB of shards ({out[1]['shards']} shards, 2 streams by task)."),
