@@ -246,7 +246,8 @@ def main() -> int:
         old = p.read_text(encoding="utf-8") if p.exists() else "# Benchmarks\n\n"
         if "## Shards" in old:
             a = old.index("## Shards")
-            nxt = old.find("\n## ", a + 1)
+            ends = [i for i in (old.find("\n## ", a + 1), old.find("\n### ", a + 1)) if i >= 0]
+            nxt = min(ends) if ends else -1  # keep hand-added ### subsections
             old = old[:a] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
         else:
             old = old.rstrip("\n") + "\n\n" + text
