@@ -52,7 +52,8 @@ def write_synthetic_shard_set(
     if n_clusters:
         cols[ccol] = rng.integers(0, n_clusters, n).astype(np.int64)
     key_cols = [ccol if k == "cluster" else k for k in stream_by]
-    key_strs = [pc.fill_null(pc.cast(pa.array(cols[k]), pa.string()), "") for k in key_cols]
+    # a missing key value is spelled "null" in stream names, as the shard writer does
+    key_strs = [pc.fill_null(pc.cast(pa.array(cols[k]), pa.string()), "null") for k in key_cols]
     stream_arr = pc.binary_join_element_wise(*key_strs, "|") if len(key_strs) > 1 else key_strs[0]
     codes = pc.dictionary_encode(stream_arr).indices.to_numpy()
     order = np.lexsort((rng.random(n), codes))  # streams contiguous, shuffled within
