@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `jadwal … | head`: the reader went away; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, KeyError) as e:  # user errors: clear message, no traceback
         if getattr(args, "verbose", False):
             raise
