@@ -27,7 +27,9 @@ Built in
     ``"لخّص النص التالي في بضع جمل:\\n{text}\\nالملخص:"`` (through the tokenizer's chat template when
     it has one).  Batched (left padding for causal LMs), greedy decoding,
     ``max_new_tokens = clamp(ceil(target_ratio × longest input's tokens × 1.2), 8, 512)``,
-    inputs truncated to fit the model's context.  ``--device auto`` = CUDA when present, bf16 there.
+    inputs truncated to fit the model's context.  ``--device auto`` = CUDA when present, bf16 there
+    (``--dtype float32`` for run-to-run identical output: bf16 CUDA decoding is not bit-reproducible,
+    and greedy choices between near-tied tokens can flip).
 """
 from __future__ import annotations
 
@@ -229,7 +231,10 @@ class HFSummarizer:
         tok.padding_side = "right" if self.seq2seq else "left"
         self.tok = tok
         self.max_len = self._context_length(config)
-        self.version = f"transformers-{transformers.__version__}/{type(self.model).__name__}/{_model_fingerprint(p)}"
+        self.version = (
+            f"transformers-{transformers.__version__}/{type(self.model).__name__}/{_model_fingerprint(p)}/"
+            f"{str(tdtype).removeprefix('torch.')}"
+        )
         self.counters = {"calls": 0, "input_tokens": 0, "generated_tokens": 0}  # throughput bookkeeping
 
     @staticmethod
