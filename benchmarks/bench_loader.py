@@ -4,8 +4,8 @@ reading the same shards, in the same run; plus an ``strace`` audit of file acces
 1. Builds a workspace (unless ``--workspace`` names one built earlier by this script): synthetic
    speech-like 16-kHz audio (wav), manifests, real shards (``jadwal shard`` writer, by dataset), and a
    1-epoch ``mix`` index (weights ∝ size, world size 1, ``readers_per_rank`` = ``--workers``).
-2. Times each mode (median of ``--repeat`` passes after one warm-up pass; the page cache is warm
-   for both loaders):
+2. Times each mode (median of ``--repeat`` passes after one warm-up pass, the two loaders' passes
+   interleaved; the page cache is warm for both):
 
    * ``jadwal``: ``DataLoader(ScheduleDataset(…), batch_size=None, num_workers=W)``, the exact plan.
    * ``webdataset``: ``DataLoader(wds.WebDataset(all shards, shardshuffle=False), batch_size=None,
@@ -159,16 +159,20 @@ def used_bytes(ws: Path, start: int | None = None) -> tuple[int, int]:
     return int(size[rows].sum()), len(rows)
 
 
-def time_mode(ws: Path, loader: str, workers: int, decode: bool, repeat: int) -> dict:
-    """Median and min over ``repeat`` passes, after one warm-up pass (imports, page cache)."""
-    times, n = [], 0
+def time_modes(ws: Path, workers: int, decode: bool, repeat: int) -> list[dict]:
+    """Both loaders, passes interleaved (jadwal, webdataset, jadwal, …) so that load from other jobs
+    hits both alike; one warm-up pass each (imports, page cache), then median and min of ``repeat``."""
+    times: dict[str, list[float]] = {k: [] for k in LOADERS}
+    n: dict[str, int] = {}
     for k in range(repeat + 1):
-        t0 = time.perf_counter()
-        n = sum(c for c, _ in LOADERS[loader](ws, workers, decode))
-        if k:
-            times.append(time.perf_counter() - t0)
-    return {"loader": loader, "workers": workers, "decode": decode, "samples": n,
-            "seconds": float(np.median(times)), "seconds_min": float(min(times)), "passes": len(times)}
+        for loader in LOADERS:
+            t0 = time.perf_counter()
+            n[loader] = sum(c for c, _ in LOADERS[loader](ws, workers, decode))
+            if k:
+                times[loader].append(time.perf_counter() - t0)
+    return [{"loader": loader, "workers": workers, "decode": decode, "samples": n[loader],
+             "seconds": float(np.median(t)), "seconds_min": float(min(t)), "passes": len(t)}
+            for loader, t in times.items()]
 
 
 # -- strace ------------------------------------------------------------------------------------------
@@ -306,8 +310,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         for decode in (() if a.no_timing else (True, False)):
             for workers in (0, a.workers):
-                for loader in ("jadwal", "webdataset"):
-                    r = time_mode(ws, loader, workers, decode, a.repeat)
+                for r in time_modes(ws, workers, decode, a.repeat):
+                    loader = r["loader"]
                     mb = (ub if loader == "jadwal" else sb) / 1e6  # bytes of the samples delivered
                     r["samples_per_s"] = r["samples"] / r["seconds"]
                     r["MB_per_s"] = mb / r["seconds"]

@@ -106,10 +106,10 @@ def make_demo_workspace(root: Path) -> tuple[Path, str]:
             p = root / "audio" / name / f"{i:03d}.wav"
             sf.write(p, x, 16000, subtype="PCM_16")
             label = labels[i % len(labels)] if labels else None
-            rows.append(dict(id=f"{name}/{i:03d}", dataset=name, task=task, lang="ar", split="train", modality="audio",
-                             audio_path=str(p.relative_to(root)), offset_s=0.0, duration_s=len(x) / 16000,
-                             sample_rate=16000, channels=1, text=f"جملة {i}", target=label,
-                             instruction={"asr": "transcribe", "did": "dialect?", "ser": "emotion?"}[task], label=label))
+            rows.append({"id": f"{name}/{i:03d}", "dataset": name, "task": task, "lang": "ar", "split": "train", "modality": "audio",
+                             "audio_path": str(p.relative_to(root)), "offset_s": 0.0, "duration_s": len(x) / 16000,
+                             "sample_rate": 16000, "channels": 1, "text": f"جملة {i}", "target": label,
+                             "instruction": {"asr": "transcribe", "did": "dialect?", "ser": "emotion?"}[task], "label": label})
         (root / "manifests" / name).mkdir(parents=True, exist_ok=True)
         pq.write_table(conform(pa.Table.from_pylist(rows)), root / "manifests" / name / "manifest.parquet")
     write_shards(root, by=["dataset"], max_samples=8, target_size=None, workers=1, progress=False)

@@ -7,4 +7,4 @@ from .dataset import ScheduleDataset
 from .features import collate, pad_batch
 from .shardio import LoaderError, ShardError
 
-__all__ = ["ScheduleDataset", "pad_batch", "collate", "LoaderError", "ShardError"]
+__all__ = ["LoaderError", "ScheduleDataset", "ShardError", "collate", "pad_batch"]

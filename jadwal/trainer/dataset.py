@@ -21,7 +21,8 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ def _dist_rank_world() -> tuple[int, int] | None:
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
-    except Exception:  # noqa: BLE001 - torch without distributed support
+    except Exception:  # noqa: BLE001, S110 - torch without distributed support: single process
         pass
     return None
 
@@ -66,7 +67,7 @@ class _Reader:
     """Runtime of one reader: per-stream cursors over the read plan, open shard handles, the buffer of
     read-but-undelivered samples (raw member bytes, keyed by slot)."""
 
-    def __init__(self, ds: "ScheduleDataset", plan: ReadPlan, worker: int):
+    def __init__(self, ds: ScheduleDataset, plan: ReadPlan, worker: int):
         self.ds = ds
         self.plan = plan
         self.worker = worker
@@ -177,14 +178,13 @@ class _Reader:
                 try:
                     rc = h.f.proc.wait(timeout=5)
                     extra = f" (command {h.f.cmd!r} exited with status {rc})"
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S110 - the status is only a hint in the message
                     pass
             self._close(s)
             raise self._fail(j, f"is truncated: it ends at byte {h.pos}, inside the sample{extra}", url)
-        if ds.verify and p.sha1 is not None and p.sha1[j]:
-            if hashlib.sha1(data).hexdigest() != p.sha1[j]:
-                self._close(s)
-                raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)", url)
+        if ds.verify and p.sha1 is not None and p.sha1[j] and hashlib.sha1(data).hexdigest() != p.sha1[j]:
+            self._close(s)
+            raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)", url)
         try:
             members = parse_members(data, off)
         except TarFormatError as e:
@@ -269,6 +269,8 @@ class ScheduleDataset(IterableDataset):
         super().__init__()
         if features not in FEATURES:
             raise LoaderError(f"ScheduleDataset: features={features!r}; allowed: None, 'whisper_mel', 'fbank'")
+        if features and not decode_audio:
+            raise LoaderError("ScheduleDataset: features need decoded audio (decode_audio=True)")
         if prefetch < 0:
             raise LoaderError(f"ScheduleDataset: prefetch must be ≥ 0, got {prefetch}")
         self.workspace = workspace
@@ -466,7 +468,7 @@ class ScheduleDataset(IterableDataset):
             try:
                 row = json.loads(m["json"])
                 if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
+                    raise ValueError("not a JSON object")  # noqa: TRY004 - reported as corrupted below
             except (ValueError, UnicodeDecodeError) as e:
                 raise reader._fail(i, f"is corrupted: the sample's .json member cannot be parsed ({e})") from None
             suffix = next((s for s in m if s.split(".")[-1].lower() in AUDIO_SUFFIXES), None)

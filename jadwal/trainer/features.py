@@ -13,7 +13,8 @@ to each micro-batch, inside the workers).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ def whisper_mel(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None
 def fbank(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None], n_mels: int = 80,
           **kw) -> list[torch.Tensor | None]:
     """Per-sample Kaldi fbank ``[frames, n_mels]`` (None for text-only samples)."""
-    import torchaudio.compliance.kaldi as kaldi
+    from torchaudio.compliance import kaldi
 
     opts = {"num_mel_bins": n_mels, "frame_length": 25.0, "frame_shift": 10.0, "dither": 0.0,
             "energy_floor": 0.0, **kw}

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..shards.schema import SAMPLES_FILE
 from ..sched_index import format as F
+from ..shards.schema import SAMPLES_FILE
 
 VPOS_FILE = "vpos.npy"  # written by the planner next to plan.npy (virtual position of every slot)
 

@@ -13,8 +13,9 @@ import io
 import os
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 BLOCK = 512
 _ZERO_BLOCK = b"\0" * BLOCK
@@ -181,7 +182,7 @@ class ShardHandle:
     def close(self) -> None:
         try:
             self.f.close()
-        except Exception:  # noqa: BLE001 - closing a damaged stream must not hide the real error
+        except Exception:  # noqa: BLE001, S110 - closing a damaged stream must not hide the real error
             pass
 
 

@@ -61,10 +61,10 @@ def make_workspace(root: Path, *, seed: int = 0, datasets=DATASETS, max_samples:
         for i in range(n):
             sid = f"{name}/{i:04d}"
             ids.append(sid)
-            row = dict(id=sid, dataset=name, task=task, lang="ar", split="train", modality=modality,
-                       text=f"نص رقم {i}", target=(f"ملخص {i}" if task == "ssum" else None),
-                       instruction=f"do {task}", label=(labels[i % len(labels)] if labels else None),
-                       speaker=f"spk{i % 3}")
+            row = {"id": sid, "dataset": name, "task": task, "lang": "ar", "split": "train", "modality": modality,
+                       "text": f"نص رقم {i}", "target": (f"ملخص {i}" if task == "ssum" else None),
+                       "instruction": f"do {task}", "label": (labels[i % len(labels)] if labels else None),
+                       "speaker": f"spk{i % 3}"}
             if modality == "audio":
                 n_samp = int(rng.integers(int(0.05 * SR), int(0.25 * SR)))
                 x = (np.sin(np.arange(n_samp) * (0.01 + 0.001 * i)) * 0.3

@@ -93,6 +93,10 @@ def test_world_size_mismatch_names_both(workspace, lh):
 def test_bad_arguments(workspace, lh):
     with pytest.raises(LoaderError, match="features"):
         ScheduleDataset(workspace, lh.index_name("mix", 1), rank=0, world_size=2, features="mfcc")
+    with pytest.raises(LoaderError, match="decoded audio"):
+        ScheduleDataset(workspace, lh.index_name("mix", 1), rank=0, world_size=2, features="fbank", decode_audio=False)
+    with pytest.raises(LoaderError, match="prefetch"):
+        ScheduleDataset(workspace, lh.index_name("mix", 1), rank=0, world_size=2, prefetch=-1)
     with pytest.raises(LoaderError, match="outside"):
         ScheduleDataset(workspace, lh.index_name("mix", 1), rank=0, world_size=2, start_step=999)
     with pytest.raises(FileNotFoundError, match="no scheduling index"):

@@ -41,7 +41,7 @@ def test_whisper_mel_matches_transformers(batches):
 
 
 def test_fbank_matches_kaldi(batches):
-    import torchaudio.compliance.kaldi as kaldi
+    from torchaudio.compliance import kaldi
 
     checked = 0
     for b in batches["fbank"]:

@@ -31,7 +31,7 @@ def test_uninterrupted_reads_are_sequential_and_tight(workspace, lh, auditor, po
     idx = open_index(workspace, name)
     for rank in (0, 1):
         auditor.files.clear()
-        got, ds = _run(workspace, name, rank, auditor)
+        got, _ = _run(workspace, name, rank, auditor)
         assert got == lh.planned_ids(idx, rank)
         auditor.check_forward_only()
         used = _used_bytes(idx, rank, 0)
@@ -85,7 +85,7 @@ def test_resume_audit_random_steps(workspace, lh, auditor):
         impure_gaps += n_gaps
         # (a) read through gaps: one seek per shard open, bytes = used + gaps
         auditor.files.clear()
-        got, ds = _run(workspace, name, rank, auditor, start=s, seek_gap=None)
+        got, _ = _run(workspace, name, rank, auditor, start=s, seek_gap=None)
         assert got == lh.planned_ids(idx, rank, start=s)
         auditor.check_forward_only()
         assert auditor.max_seeks_per_open() <= 1, (name, rank, s)
@@ -95,7 +95,7 @@ def test_resume_audit_random_steps(workspace, lh, auditor):
             assert auditor.bytes_read <= 1.02 * used
         # (b) seek over gaps: bytes = used exactly, one extra forward seek per gap
         auditor.files.clear()
-        got, ds = _run(workspace, name, rank, auditor, start=s, seek_gap=1)
+        got, _ = _run(workspace, name, rank, auditor, start=s, seek_gap=1)
         assert got == lh.planned_ids(idx, rank, start=s)
         auditor.check_forward_only()
         assert auditor.bytes_read == used
