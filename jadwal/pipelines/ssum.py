@@ -537,6 +537,10 @@ def build_ssum(
         todo.append(w)
 
     # summarize
+    log.info(
+        "ssum %s: %d units → %d windows; %d to summarize (%d words), %d rejected so far",
+        name, len(units), n_windows, len(todo), sum(word_count(w["doc"]) for w in todo), len(rejects),
+    )
     summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype)
     t_sum = time.perf_counter()
     summaries: list[str] = []
