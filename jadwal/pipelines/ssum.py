@@ -497,7 +497,8 @@ def build_ssum(
             _reject(rejects, name, f"{source}:{u.recording_id}", wid, reason,
                     f"{end - start:.1f}s ({len(segs)} segments) outside [{cfg.min_seconds}, {cfg.max_seconds}]s",
                     {"recording_id": u.recording_id, "start_s": start, "end_s": end,
-                     "source_ids": [x for s in segs for x in s.ids]})
+                     "source_ids": [x for s in segs for x in s.ids],
+                     "text": " ".join(s.text_raw for s in segs if s.text_raw).strip()})
         for k, (i, j) in enumerate(wins):
             segs = u.segments[i : j + 1]
             start, end = segs[0].start, max(s.end for s in segs)
