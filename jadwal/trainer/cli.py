@@ -68,3 +68,4 @@ def register(sub, common) -> None:
     p.add_argument("--all-ids", action="store_true", help="print every id (default: the first 6)")
     p.add_argument("--json", action="store_true", help="one JSON object per micro-batch")
     p.set_defaults(func=_stream)
+    __import__("jadwal.trainer.train_cli", fromlist=["register"]).register(sub, common)  # `jadwal train` (issue 8)
