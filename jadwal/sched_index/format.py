@@ -7,6 +7,9 @@ An index lives in ``index/<name>/`` of a workspace:
 ``offsets.npy``   int64 ``[(num_steps - start_step) * world_size + 1]``: micro-batch boundaries into
                   ``plan.npy``; micro-batch (step, rank) is ``plan[offsets[i]:offsets[i+1]]`` with
                   ``i = (step - start_step) * world_size + rank``.
+``vpos.npy``      int64 ``[n_slots]``: each slot's virtual position in its stream's sample sequence (pass
+                  = vpos // eligible samples of the stream, ``meta["streams"]``); a reader's positions in
+                  a stream only grow, which is what sequential reading and re-planning rely on.
 ``requested.npy`` int32 ``[n_slots]``: the cell each slot requested (see ``cells.parquet``); a slot whose
                   sample lies outside its requested cell is a counted deviation.
 ``cells.parquet`` one row per (phase, cell): ``phase``, ``cell``, ``stream``, ``n`` (samples in the
@@ -30,6 +33,7 @@ import pyarrow as pa
 PLAN_FILE = "plan.npy"
 OFFSETS_FILE = "offsets.npy"
 REQUESTED_FILE = "requested.npy"
+VPOS_FILE = "vpos.npy"
 CELLS_FILE = "cells.parquet"
 CHUNKS_FILE = "chunks.parquet"
 META_FILE = "meta.json"

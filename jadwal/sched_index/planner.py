@@ -706,10 +706,10 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
     np.save(tmp / F.PLAN_FILE, rows.astype(np.int64))
     np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64))
     np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32))
-    np.save(tmp / "vpos.npy", vpos.astype(np.int64))
+    np.save(tmp / F.VPOS_FILE, vpos.astype(np.int64))
     pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
     pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
-    outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, "vpos.npy",
+    outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
                                                  F.CELLS_FILE, F.CHUNKS_FILE)}
     inputs = {ws.rel(p): sha256_file(p) for p in st.input_files}
     for mod in spec.policy_modules:

@@ -175,20 +175,29 @@ class ScheduleIndex:
         parts = [self.rows(t, rank) for t in self.reader_steps(rank, worker, start)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def reader_slots(self, rank: int, worker: int, start: int | None = None, stop: int | None = None):
+        """Everything reader (rank, worker) delivers in steps [start, stop), vectorized.
+
+        Returns ``(steps, bounds, rows, vpos)``: the steps it serves (increasing), per-step slot
+        boundaries into ``rows``/``vpos`` (``len(steps) + 1``), sample rows in delivery order, and their
+        virtual positions (see :mod:`jadwal.sched_index.format`).
+        """
+        stop = self.num_steps if stop is None else min(stop, self.num_steps)
+        steps = np.asarray([t for t in self.reader_steps(rank, worker, start) if t < stop], dtype=np.int64)
+        mb = (steps - self.start_step) * self.world_size + rank
+        a = np.asarray(self._offsets[mb], dtype=np.int64)
+        lens = np.asarray(self._offsets[mb + 1], dtype=np.int64) - a
+        bounds = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        slots = np.repeat(a - bounds[:-1], lens) + np.arange(int(bounds[-1]), dtype=np.int64)
+        return steps, bounds, np.asarray(self._plan[slots], dtype=np.int64), np.asarray(self._vpos[slots], dtype=np.int64)
+
     def _reader_slots(self, rank: int, worker: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, virtual positions) reader (rank, worker) delivers in steps [lo, hi), in order."""
-        steps = [t for t in self.reader_steps(rank, worker, lo) if t < hi]
-        idx = [(self._offsets[(t - self.start_step) * self.world_size + rank],
-                self._offsets[(t - self.start_step) * self.world_size + rank + 1]) for t in steps]
-        if not idx:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        rows = np.concatenate([np.asarray(self._plan[a:b]) for a, b in idx])
-        vpos = np.concatenate([np.asarray(self._vpos[a:b]) for a, b in idx])
+        _, _, rows, vpos = self.reader_slots(rank, worker, lo, hi)
         return rows, vpos
 
     @cached_property
     def _vpos(self) -> np.ndarray:
-        return np.load(self.dir / "vpos.npy", mmap_mode="r")
+        return np.load(self.dir / F.VPOS_FILE, mmap_mode="r")
 
     @cached_property
     def _stream_codes(self) -> np.ndarray:

@@ -33,6 +33,7 @@ from .schema import (
     ATTRIBUTE_COLUMNS,
     MEMBER,
     SAMPLES_FILE,
+    SAMPLES_ROW_GROUP,
     SAMPLES_SCHEMA,
     SHARDS_FILE,
     SHARDS_SCHEMA,
@@ -380,6 +381,7 @@ def write_index(
     sidecars.  ``attributes`` holds per input row the attribute columns (:data:`ATTRIBUTE_COLUMNS`,
     string) and any extra key columns.  Returns counts."""
     ids, streams, shard_ids, pos, offset, size, members, durations, rows = [], [], [], [], [], [], [], [], []
+    sha1s = []
     shard_rows = []
     for plan in plans:
         sc = sidecars[plan.shard_id]
@@ -393,6 +395,7 @@ def write_index(
         size.extend(s["size"])
         members.extend(s["members"])
         durations.extend(s["duration_s"])
+        sha1s.extend(s.get("sha1") or [None] * n)
         rows.append(plan.rows[np.asarray(s["src"], dtype=np.int64)] if n else np.zeros(0, dtype=np.int64))
         dur = float(sum(x for x in s["duration_s"] if x is not None))
         shard_rows.append((plan.shard_id, plan.path, plan.stream, n, sc["bytes"], dur, sc["sha256"]))
@@ -407,6 +410,7 @@ def write_index(
         "size": pa.array(size, pa.int64()),
         "members": _members_array(members),
         "duration_s": pa.array(durations, pa.float64()),
+        "sha1": pa.array(sha1s, pa.string()),
     }
     for c in ATTRIBUTE_COLUMNS:
         cols[c] = attrs.column(c).cast(pa.string())
@@ -422,7 +426,8 @@ def write_index(
     rej = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
     for name, table in ((SAMPLES_FILE, samples), (SHARDS_FILE, shards), (REJECTS_FILE, rej)):
         with atomic_path(d / name) as tmp:
-            pq.write_table(table, tmp)
+            # small row groups: a loader reads only the row groups of the samples it serves
+            pq.write_table(table, tmp, row_group_size=SAMPLES_ROW_GROUP)
     return {
         "samples": samples.num_rows,
         "shards": shards.num_rows,

@@ -42,6 +42,7 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("size", pa.int64(), nullable=False),
         pa.field("members", pa.list_(MEMBER)),
         pa.field("duration_s", pa.float64()),
+        pa.field("sha1", pa.string()),  # sha1 of the sample's bytes [offset, offset + size) (loaders verify it)
         *[pa.field(c, pa.string()) for c in ATTRIBUTE_COLUMNS],
     ]
 )
@@ -60,6 +61,7 @@ SHARDS_SCHEMA = pa.schema(
 )
 
 SAMPLES_FILE = "samples.parquet"
+SAMPLES_ROW_GROUP = 65_536  # rows per Parquet row group of samples.parquet
 SHARDS_FILE = "shards.parquet"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")

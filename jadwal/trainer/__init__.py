@@ -1,10 +1,22 @@
 """jadwal.trainer stage: the streaming loader that realizes a scheduling index.
 
 ``ScheduleDataset`` (a PyTorch ``IterableDataset`` yielding whole micro-batches, resumable by step),
-``pad_batch``/``collate`` (padding, lengths, attention masks), and the errors it raises.
+``pad_batch``/``collate`` (padding, lengths, attention masks), and the errors it raises.  Imported
+lazily (PEP 562) so that ``jadwal --help`` and other stages do not pay for importing torch.
 """
-from .dataset import ScheduleDataset
-from .features import collate, pad_batch
-from .shardio import LoaderError, ShardError
+from importlib import import_module
 
-__all__ = ["LoaderError", "ScheduleDataset", "ShardError", "collate", "pad_batch"]
+_EXPORTS = {
+    "ScheduleDataset": ".dataset",
+    "collate": ".features",
+    "pad_batch": ".features",
+    "LoaderError": ".shardio",
+    "ShardError": ".shardio",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -182,10 +182,7 @@ class _Reader:
                     pass
             self._close(s)
             raise self._fail(j, f"is truncated: it ends at byte {h.pos}, inside the sample{extra}", url)
-        if ds.verify and p.sha1 is not None and p.sha1[j] and hashlib.sha1(data).hexdigest() != p.sha1[j]:
-            self._close(s)
-            raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)", url)
-        try:
+        try:  # structure and names first (the more specific messages), then the content hash
             members = parse_members(data, off)
         except TarFormatError as e:
             self._close(s)
@@ -203,6 +200,9 @@ class _Reader:
             self._close(s)
             raise self._fail(j, f"does not match the shard index: sample has no '{key}.json' member "
                                 f"(members: {[n for n, _ in members]})")
+        if ds.verify and p.sha1 is not None and p.sha1[j] and hashlib.sha1(data).hexdigest() != p.sha1[j]:
+            self._close(s)
+            raise self._fail(j, "is corrupted: the sample's bytes differ from the shard index (sha1)", url)
         if p.visit_end[c]:
             self._close(s)
         return out

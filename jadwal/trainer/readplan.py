@@ -21,10 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..sched_index import format as F
 from ..shards.schema import SAMPLES_FILE
 
-VPOS_FILE = "vpos.npy"  # written by the planner next to plan.npy (virtual position of every slot)
 
 
 @dataclass
@@ -52,18 +50,6 @@ class ReadPlan:
         return range(int(self.bounds[k]), int(self.bounds[k + 1]))
 
 
-def _slot_indices(idx, rank: int, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slot positions in plan.npy of micro-batches (steps, rank), concatenated; and per-step bounds."""
-    offsets = np.load(idx.dir / F.OFFSETS_FILE, mmap_mode="r")
-    mb = (steps.astype(np.int64) - idx.start_step) * idx.world_size + rank
-    a = np.asarray(offsets[mb], dtype=np.int64)
-    b = np.asarray(offsets[mb + 1], dtype=np.int64)
-    lens = b - a
-    bounds = np.r_[0, np.cumsum(lens)].astype(np.int64)
-    slots = np.repeat(a - bounds[:-1], lens) + np.arange(int(bounds[-1]), dtype=np.int64)
-    return slots, bounds
-
-
 def read_sample_columns(idx, rows: np.ndarray, columns: list[str]) -> dict[str, pa.Array]:
     """``columns`` of the shard set's samples table at ``rows``, reading only the row groups that hold
     them (a reader needs a fraction of a large shard set)."""
@@ -88,15 +74,7 @@ def read_sample_columns(idx, rows: np.ndarray, columns: list[str]) -> dict[str, 
 
 def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
     """The read plan of reader (rank, worker) of index ``idx`` for steps ≥ ``start``."""
-    steps = np.asarray(idx.reader_steps(rank, worker, start), dtype=np.int64)
-    slots, bounds = _slot_indices(idx, rank, steps)
-    plan = np.load(idx.dir / F.PLAN_FILE, mmap_mode="r")
-    rows = np.asarray(plan[slots], dtype=np.int64)
-    vpath = idx.dir / VPOS_FILE
-    if vpath.exists():
-        vpos = np.asarray(np.load(vpath, mmap_mode="r")[slots], dtype=np.int64)
-    else:  # pure streams: read order = delivery order
-        vpos = np.arange(len(slots), dtype=np.int64)
+    steps, bounds, rows, vpos = idx.reader_slots(rank, worker, start)
     cols = read_sample_columns(idx, rows, ["id", "stream", "shard_id", "pos", "offset", "size", "sha1"])
     stream_codes = pc.dictionary_encode(cols["stream"]).indices.to_numpy(zero_copy_only=False).astype(np.int64) \
         if len(rows) else np.zeros(0, np.int64)

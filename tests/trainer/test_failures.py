@@ -7,13 +7,11 @@ import os
 import tarfile
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from torch.utils.data import DataLoader
 
 from jadwal.sched_index import open_index
-from jadwal.sched_index.planner import build_index
 from jadwal.shards.schema import member_key
 from jadwal.trainer import LoaderError, ScheduleDataset, ShardError
 
@@ -110,8 +108,8 @@ def test_index_planned_against_other_shards(fresh_workspace):
 
 
 def test_data_corruption_detected_with_per_sample_sha1(fresh_workspace):
-    """When the shard index records each sample's sha1 (optional column), a flipped bit in the audio
-    data is caught; the index is re-planned on the extended samples table."""
+    """The shard index records each sample's sha1: a flipped bit in the audio data (which still
+    decodes) is caught while streaming."""
     sdir = fresh_workspace / "shards" / "by-dataset"
     t = pq.read_table(sdir / "samples.parquet")
     paths = dict(zip(*[pq.read_table(sdir / "shards.parquet").column(c).to_pylist() for c in ("shard_id", "path")]))
@@ -120,11 +118,8 @@ def test_data_corruption_detected_with_per_sample_sha1(fresh_workspace):
         with open(fresh_workspace / paths[sid], "rb") as f:
             f.seek(off)
             sha.append(hashlib.sha1(f.read(size)).hexdigest())
-    pq.write_table(t.append_column("sha1", pa.array(sha, pa.string())), sdir / "samples.parquet")
-    import json
-
-    spec = json.loads((fresh_workspace / "index" / NAME / "meta.json").read_text())["spec"]
-    build_index(fresh_workspace, spec, NAME, progress=False)
+    # the shard writer records each sample's sha1 in samples.parquet; it is the hash of its bytes
+    assert t.column("sha1").to_pylist() == sha
     assert len(_run(fresh_workspace)) == 16  # intact: verified and delivered
     v = _victim(fresh_workspace, step=5)
     members = pq.read_table(sdir / "samples.parquet", columns=["members"]).column("members")[v["row"]].as_py()
