@@ -82,9 +82,14 @@ def refit_nonneg(mu_s: np.ndarray, K_ss: np.ndarray, eta: float, iters: int = 12
 
 
 def omp_select(mu: np.ndarray, K: np.ndarray, domains: Sequence, kappa: int, *, eta: float = 1.0,
-               refit_iters: int = 128) -> tuple[np.ndarray, np.ndarray]:
+               refit_iters: int = 128, aligned_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """OMP under the partition matroid of :func:`domain_budgets`.  Returns (chosen indices in pick order,
-    their non-negative weights)."""
+    their non-negative weights).
+
+    ``aligned_first`` (a jadwal choice): while a partition still has candidates with ``μ_i > 0`` (aligned with
+    the validation anchors), only those are eligible in it.  Once the refit saturates the support, the
+    residual ``r`` of a sample and of its mirror image ``−g`` are about equal and opposite, so plain OMP would
+    pick conflicting samples as often as agreeing ones; opposed samples are taken only to fill a budget."""
     mu = np.asarray(mu, np.float64)
     K = np.asarray(K, np.float64)
     dom = list(domains)
@@ -98,6 +103,10 @@ def omp_select(mu: np.ndarray, K: np.ndarray, domains: Sequence, kappa: int, *, 
         w_full[chosen] = w_s
         r = mu - eta * K @ w_full
         ok = free & np.array([used[d] < budgets[d] for d in dom])
+        if aligned_first:
+            pos = ok & (mu > 0)
+            has_pos = {d for d, f in zip(dom, pos) if f}
+            ok = pos | (ok & np.array([d not in has_pos for d in dom]))
         cand = np.flatnonzero(ok)
         j = int(cand[np.argmax(r[cand])])
         chosen.append(j)
