@@ -54,6 +54,22 @@ REJECT_REASONS = {
     "bad_row": "row cannot be parsed (missing fields, wrong types)",
 }
 
+# Reason codes of the speech-summarization builder's rejects (`jadwal build ssum`), same table.
+SSUM_REJECT_REASONS = {
+    "missing_timestamps": "a segment row of a multi-segment recording has no offset_s/duration_s",
+    "unreadable_audio": "a long file's audio could not be read for silence detection",
+    "short_recording": "the whole recording is shorter than --min-seconds",
+    "long_segment": "a single segment is longer than --max-seconds (segments are never split)",
+    "short_window": "leftover run of segments shorter than --min-seconds (end of recording / before a long pause)",
+    "short_transcript": "window transcript has fewer than min_words words",
+    "near_duplicate": "window transcript is a near-duplicate (MinHash Jaccard ≥ threshold) of an earlier window",
+    "empty_summary": "the summarizer returned nothing (after normalization)",
+    "copy_of_input": "the summary is (or contains) the whole transcript",
+    "summary_ratio": "summary/transcript word ratio outside [min_summary_ratio, max_summary_ratio]",
+    "arabic_ratio": "share of Arabic-script letters in the summary below min_arabic_ratio",
+    "novelty": "share of summary bigrams absent from the transcript outside [min_novelty, max_novelty]",
+}
+
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections import Counter, OrderedDict
@@ -33,6 +32,7 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from ..manifests.schema import SSUM_REJECT_REASONS  # reason codes live with the rejects schema
 from ..workspace import META, Workspace, atomic_path
 from .ssum_text import (
     MinHashDeduper,
@@ -46,21 +46,6 @@ from .ssum_text import (
 
 log = logging.getLogger(__name__)
 
-# Reason codes of this builder's rejects table (documented in docs/pipelines.md).
-SSUM_REJECT_REASONS = {
-    "missing_timestamps": "a segment row of a multi-segment recording has no offset_s/duration_s",
-    "unreadable_audio": "a long file's audio could not be read for silence detection",
-    "short_recording": "the whole recording is shorter than --min-seconds",
-    "long_segment": "a single segment is longer than --max-seconds (segments are never split)",
-    "short_window": "leftover run of segments shorter than --min-seconds (end of recording / before a long pause)",
-    "short_transcript": "window transcript has fewer than min_words words",
-    "near_duplicate": "window transcript is a near-duplicate (MinHash Jaccard ≥ threshold) of an earlier window",
-    "empty_summary": "the summarizer returned nothing (after normalization)",
-    "copy_of_input": "the summary is (or contains) the whole transcript",
-    "summary_ratio": "summary/transcript word ratio outside [min_summary_ratio, max_summary_ratio]",
-    "arabic_ratio": "share of Arabic-script letters in the summary below min_arabic_ratio",
-    "novelty": "share of summary bigrams absent from the transcript outside [min_novelty, max_novelty]",
-}
 
 INSTRUCTIONS_AR = (
     "لخّص هذا المقطع الصوتي.",
