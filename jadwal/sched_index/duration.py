@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from .planner import (
-    PlanError, StreamSequences, _write, apply_exhaustion, cells_table, chunk_layout, compose, phase_demand,
+    PlanError, StreamSequences, _write, apply_exhaustion, cells_table, chunk_layout, chunks_table, compose,
+    phase_demand,
     resolve_phase,
 )
 from .spec import Phase, resolve_phase_steps
@@ -103,9 +104,7 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
     if max_buf > spec.buffer:
         raise PlanError(f"duration mode: bucketing needs {max_buf} read-but-undelivered samples per reader, over "
                         f"`buffer: {spec.buffer}`; raise `buffer` or lower `bucket_window` ({window})")
-    import pyarrow as pa
 
-    from . import format as F
 
     cells, ph_meta = [], []
     for pp, (s, e), r, un in zip(plans, real, results, unused):
@@ -116,14 +115,7 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
                         "domain": pp.domain, "unused": int(un), "deviations": r.deviations,
                         "reassigned": pp.reassigned, "max_buffer": int(max_buf),
                         "targets": {col: {v: x / total_slots for v, x in d.items()} for col, d in pp.targets.items()}})
-    names = np.asarray(st.stream_names, dtype=object)
-    chunk_tab = pa.table({
-        "phase": pa.array(np.concatenate([r.chunks["phase"] for r in results]), pa.int32()),
-        "stream": pa.array(names[np.concatenate([r.chunks["stream"] for r in results])], pa.string()),
-        "reader": pa.array(np.concatenate([r.chunks["reader"] for r in results]), pa.int32()),
-        "start": pa.array(np.concatenate([r.chunks["start"] for r in results]), pa.int64()),
-        "length": pa.array(np.concatenate([r.chunks["length"] for r in results]), pa.int64()),
-    }, schema=F.CHUNKS_SCHEMA)
+    chunk_tab = chunks_table(st, results)
     return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
                   {"bucket_window": window, "nominal_margin": margin}, num_steps=real[-1][1])
 

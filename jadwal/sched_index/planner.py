@@ -662,6 +662,15 @@ def cells_table(pp: PhasePlan) -> pa.Table:
     return t
 
 
+def chunks_table(st: SampleTable, results: list[Resolved]) -> pa.Table:
+    """The supply layout of every phase (``chunks.parquet``)."""
+    names = np.asarray(st.stream_names, dtype=object)
+    cat = {k: np.concatenate([r.chunks[k] for r in results]) for k in ("phase", "stream", "reader", "start", "length")}
+    return pa.table({"phase": pa.array(cat["phase"], pa.int32()), "stream": pa.array(names[cat["stream"]], pa.string()),
+                     "reader": pa.array(cat["reader"], pa.int32()), "start": pa.array(cat["start"], pa.int64()),
+                     "length": pa.array(cat["length"], pa.int64())}, schema=F.CHUNKS_SCHEMA)
+
+
 def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
                 extra: dict | None = None, all_phases: list | None = None) -> dict:
     W = spec.world_size
@@ -671,14 +680,7 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_s
     sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     cells = [cells_table(pp) for pp in plans]
-    names = np.asarray(st.stream_names, dtype=object)
-    chunk_tab = pa.table({
-        "phase": pa.array(np.concatenate([r.chunks["phase"] for r in results]), pa.int32()),
-        "stream": pa.array(names[np.concatenate([r.chunks["stream"] for r in results])], pa.string()),
-        "reader": pa.array(np.concatenate([r.chunks["reader"] for r in results]), pa.int32()),
-        "start": pa.array(np.concatenate([r.chunks["start"] for r in results]), pa.int64()),
-        "length": pa.array(np.concatenate([r.chunks["length"] for r in results]), pa.int64()),
-    }, schema=F.CHUNKS_SCHEMA)
+    chunk_tab = chunks_table(st, results)
     ph_meta = []
     for pp, r in zip(plans, results):
         ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,

@@ -245,6 +245,25 @@ def pool(ctx: PolicyContext, by: str = "dataset", weights="size", factor: int = 
     return to_steps(_mix_seq(ctx, by, weights, ctx.n_steps * ctx.slots, f"phases[{ctx.phase}]"), ctx)
 
 
+def _check_known(ctx: PolicyContext, by: str, lists: list[list], what: str, where: str) -> None:
+    """Every value named in ``lists`` (stages, groups) exists in column ``by``."""
+    values, _ = categories(ctx.cells, by)
+    for lst in lists:
+        for v in lst:
+            if v not in values:
+                raise SpecError(f"{where}: {what} names {by} {v!r}, not in the data; known: {values}")
+
+
+def _restricted(weights, active) -> object:
+    """Explicit ``{value: w}`` weights renormalized over the ``active`` values; other forms unchanged."""
+    if not isinstance(weights, dict) or set(weights) == {"temperature"}:
+        return weights
+    total = sum(float(weights.get(v, 0.0)) for v in active)
+    if total <= 0:
+        raise SpecError(f"explicit `weights` give no weight to any of {sorted(active)}")
+    return {v: float(weights.get(v, 0.0)) / total for v in active}
+
+
 def _stage_steps(n_steps: int, n_stages: int, lengths, where: str) -> np.ndarray:
     if lengths is None:
         lengths = [1.0 / n_stages] * n_stages
@@ -271,19 +290,13 @@ def tpc(ctx: PolicyContext, stages, stage_lengths=None, replay: float = 0.0, by:
         raise SpecError(f"{where}: `stages` must be a list of non-empty task lists, e.g. [[asr], [did, ser]]")
     if not isinstance(replay, (int, float)) or not 0 <= replay < 1:
         raise SpecError(f"{where}: `replay` must be in [0, 1), got {replay!r}")
-    values, _ = categories(ctx.cells, by)
-    for s in stages:
-        for t in s:
-            if t not in values:
-                raise SpecError(f"{where}: stage names {by} {t!r}, not in the data; known: {values}")
+    _check_known(ctx, by, stages, "stage", where)
     per_stage = _stage_steps(ctx.n_steps, len(stages), stage_lengths, where)
     parts = []
     for k, (tasks, n) in enumerate(zip(stages, per_stage)):
         total = int(n) * ctx.slots
         n_replay = int(round(replay * total)) if k > 0 else 0
-        cur = _mix_seq(ctx, by, weights if not isinstance(weights, dict) or set(weights) == {"temperature"} else
-                       {t: weights[t] / sum(weights[x] for x in tasks) for t in tasks}, total - n_replay,
-                       where, restrict=set(tasks))
+        cur = _mix_seq(ctx, by, _restricted(weights, tasks), total - n_replay, where, restrict=set(tasks))
         if n_replay:
             earlier = {t for s in stages[:k] for t in s}
             rep = _mix_seq(ctx, by, "size", n_replay, where, restrict=earlier)
@@ -386,18 +399,12 @@ def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", wei
     where = f"phases[{ctx.phase}] (gst)"
     _check_params(extra, set(), where)
     grp = read_groups(ctx.workspace, groups, where)
-    values, _ = categories(ctx.cells, by)
-    for g in grp:
-        for d in g:
-            if d not in values:
-                raise SpecError(f"{where}: group names {by} {d!r}, not in the data; known: {values}")
+    _check_known(ctx, by, grp, "group", where)
     per_stage = _stage_steps(ctx.n_steps, len(grp), stage_lengths, where)
     parts = []
     for k, n in enumerate(per_stage):
         active = {d for g in grp[: k + 1] for d in g}
-        w = weights if weights in (None, "size", "uniform") or set(weights) == {"temperature"} else \
-            {d: weights[d] / sum(weights[x] for x in active) for d in active}
-        seq = _mix_seq(ctx, by, w, int(n) * ctx.slots, where, restrict=active)
+        seq = _mix_seq(ctx, by, _restricted(weights, active), int(n) * ctx.slots, where, restrict=active)
         parts.append(ctx.rng.permuted(seq.reshape(int(n), ctx.slots), axis=1))
     return np.concatenate(parts, axis=0)
 
