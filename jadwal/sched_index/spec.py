@@ -207,6 +207,16 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
     for ph, f in zip(spec.phases, fixed):
         lengths.append(f if f is not None else (round(ph.length * total) if ph.length is not None else None))
     known = sum(x for x in lengths if x is not None)
+    frac = [i for i, ph in enumerate(spec.phases) if isinstance(ph.length, float)]
+    if known > total and frac:
+        # rounding each fraction on its own can overshoot (two halves of 7 steps: 4 + 4); round the
+        # fractions' cumulative boundaries instead (half up), so they add up to their rounded sum
+        cum, prev = 0.0, 0
+        for i in frac:
+            cum += spec.phases[i].length
+            b = math.floor(cum * total + 0.5 + 1e-9)
+            lengths[i], prev = b - prev, b
+        known = sum(x for x in lengths if x is not None)
     if known > total:
         raise SpecError(f"spec: phases add up to {known} steps, longer than the run ({total} steps)")
     rest = [i for i, x in enumerate(lengths) if x is None]
