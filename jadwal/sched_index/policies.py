@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -254,13 +255,18 @@ def _check_known(ctx: PolicyContext, by: str, lists: list[list], what: str, wher
                 raise SpecError(f"{where}: {what} names {by} {v!r}, not in the data; known: {values}")
 
 
-def _restricted(weights, active) -> object:
-    """Explicit ``{value: w}`` weights renormalized over the ``active`` values; other forms unchanged."""
+def _restricted(weights, active, where: str = "policy") -> object:
+    """Explicit ``{value: w}`` weights renormalized over the ``active`` values; other forms unchanged.
+
+    The sum is exactly rounded (``math.fsum``) over the values in sorted order: ``active`` may be a set,
+    whose iteration order follows Python's per-process string hashing, and a float sum in that order
+    would make the index bytes depend on ``PYTHONHASHSEED``."""
     if not isinstance(weights, dict) or set(weights) == {"temperature"}:
         return weights
-    total = sum(float(weights.get(v, 0.0)) for v in active)
+    active = sorted(active, key=str)
+    total = math.fsum(float(weights.get(v, 0.0)) for v in active)
     if total <= 0:
-        raise SpecError(f"explicit `weights` give no weight to any of {sorted(active)}")
+        raise SpecError(f"{where}: explicit `weights` give no weight to any of {active}")
     return {v: float(weights.get(v, 0.0)) / total for v in active}
 
 
@@ -296,7 +302,7 @@ def tpc(ctx: PolicyContext, stages, stage_lengths=None, replay: float = 0.0, by:
     for k, (tasks, n) in enumerate(zip(stages, per_stage)):
         total = int(n) * ctx.slots
         n_replay = int(round(replay * total)) if k > 0 else 0
-        cur = _mix_seq(ctx, by, _restricted(weights, tasks), total - n_replay, where, restrict=set(tasks))
+        cur = _mix_seq(ctx, by, _restricted(weights, tasks, where), total - n_replay, where, restrict=set(tasks))
         if n_replay:
             earlier = {t for s in stages[:k] for t in s}
             rep = _mix_seq(ctx, by, "size", n_replay, where, restrict=earlier)
@@ -404,7 +410,7 @@ def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", wei
     parts = []
     for k, n in enumerate(per_stage):
         active = {d for g in grp[: k + 1] for d in g}
-        seq = _mix_seq(ctx, by, _restricted(weights, active), int(n) * ctx.slots, where, restrict=active)
+        seq = _mix_seq(ctx, by, _restricted(weights, active, where), int(n) * ctx.slots, where, restrict=active)
         parts.append(ctx.rng.permuted(seq.reshape(int(n), ctx.slots), axis=1))
     return np.concatenate(parts, axis=0)
 
