@@ -382,8 +382,23 @@ def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads
         raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {ctx.n_steps} steps)")
     from dataclasses import replace
 
-    a = POLICIES["tpc"].fn(replace(ctx, n_steps=n1), **tpc)
-    b = POLICIES["ads"].fn(replace(ctx, n_steps=ctx.n_steps - n1, step0=ctx.step0 + n1), **ads)
+    # each part records its requested mixture in its own context; the phase's is their sum
+    ca, cb = replace(ctx, n_steps=n1, targets={}), replace(ctx, n_steps=ctx.n_steps - n1, step0=ctx.step0 + n1, targets={})
+    a = POLICIES["tpc"].fn(ca, **tpc)
+    b = POLICIES["ads"].fn(cb, **ads)
+    # ads requests task/label shares; the tpc part requests labels within a task ∝ size, i.e. its cells
+    cells = ctx.cells
+    lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
+    counts = np.bincount(a.reshape(-1), minlength=len(cells))
+    for c in np.flatnonzero(counts):
+        ca.add_target("task/label", [f"{cells['task'].iloc[c]}/{lab[c]}"], [1.0], int(counts[c]))
+    if ctx.targets is None:
+        ctx.targets = {}
+    for part in (ca.targets, cb.targets):
+        for col, d in part.items():
+            tgt = ctx.targets.setdefault(col, {})
+            for v, x in d.items():
+                tgt[v] = tgt.get(v, 0.0) + x
     return np.concatenate([a, b], axis=0)
 
 
