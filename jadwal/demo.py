@@ -40,6 +40,8 @@ def steps(ws: str, examples: Path) -> list[list[str]]:
         ["cluster", *w, "-k", "8", "--embeddings", "tiny", "--name", "k8"],
         ["shard", "regroup", *w, "--by", "cluster:k8,task,label", "--from", "by-dataset", "--max-samples", "32",
          "--no-progress"],
+        ["affinity", *w, "--set", "by-dataset", "--samples-per-dataset", "16", "--batch-size", "4",
+         "--projection-dim", "1024", "--name", "affinity", "--no-progress"],
     ]
     for spec in SPECS:
         out += [["plan", *w, str(examples / "specs" / f"{spec}.yaml"), "--name", spec, "-q"],
@@ -70,6 +72,7 @@ demo finished in {time.time() - t0:.0f}s. Outputs in {root}:
   manifests/longform_ssum/card.md, card.png               the speech-summarization dataset card
   shards/by-dataset/, shards/by-cluster-k8-task-label/    WebDataset tars + samples.parquet/shards.parquet
   embeddings/tiny/, clusters/k8/                          aligner embeddings, k-means clusters and report PNGs
+  groups/affinity/groups.json, heatmap.png                gradient-affinity groups (the gst index uses them)
   index/<name>/                                           scheduling indexes ({', '.join(SPECS)})
   index/hybrid/mixture.png, fidelity.csv                  realized mixture over steps, realized vs requested
 """)
