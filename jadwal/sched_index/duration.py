@@ -87,7 +87,7 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
         apply_exhaustion(nominal, plans, seq, stats)
         starts = chunk_layout([phase_demand(nominal, pp, len(seq.names)) for pp in plans])
         results = [resolve_phase(nominal, pp, seq, s0, stats) for pp, s0 in zip(plans, starts)]
-        packed = _pack_all(spec, plans, results, real, st.duration, n0, budget, window)
+        packed = _pack_all(spec, plans, results, real, st.duration, n0, budget, window, st.stream)
         if packed is not None:
             break
         margin *= 1.3
@@ -120,7 +120,22 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
                   {"bucket_window": window, "nominal_margin": margin}, num_steps=real[-1][1])
 
 
-def _pack_all(spec, plans, results, real, duration, n0, budget, window):
+def stream_front_buffer(stream: np.ndarray, vpos: np.ndarray) -> int:
+    """Max read-but-undelivered samples of a reader that delivers samples of ``stream`` at virtual
+    positions ``vpos`` (delivery order) and reads each stream front to back: a sample is held from the
+    first delivery of a position at or past its own in its stream until it is delivered."""
+    events = np.zeros(len(vpos) + 1, dtype=np.int64)
+    for s in np.unique(stream):
+        times = np.flatnonzero(stream == s)
+        v = vpos[times]
+        t0 = times[np.searchsorted(np.maximum.accumulate(v), v)]  # first delivery reading past v
+        wait = t0 < times
+        np.add.at(events, t0[wait], 1)
+        np.add.at(events, times[wait], -1)
+    return int(np.cumsum(events).max()) if len(vpos) else 0
+
+
+def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream=None):
     """Per phase and reader: pack the nominal sequence; returns micro-batches in (step, rank) order."""
     W, nw = spec.world_size, spec.readers_per_rank
     T = real[-1][1]
@@ -155,6 +170,11 @@ def _pack_all(spec, plans, results, real, duration, n0, budget, window):
                         last = max(last, j)
                         delivered += 1
                         max_buf = max(max_buf, last + 1 - delivered)
+                if stream is not None and mbs:
+                    # the nominal order is the read order only for streams holding one cell; a reader
+                    # reads each stream in virtual order, so matched (impure) streams can need more
+                    order = np.concatenate([np.asarray(mb, dtype=np.int64) for mb in mbs])
+                    max_buf = max(max_buf, stream_front_buffer(stream[seq_rows[order]], seq_v[order]))
                 un += len(seq_rows) - sum(len(mb) for mb in mbs)
         unused.append(un)
     return mb_rows, mb_vpos, mb_req, max_buf, unused
