@@ -94,6 +94,12 @@ def test_every_policy_passes_checker(syn_ws, ds_ws, name, tmp_path):
         for r in (0, 1):
             assert len(idx.plan(t, r)) == 6 * factor
     assert meta["deviations"] == 0
+    first = _files(ws, name)
+    build_index(ws, spec, name, progress=False)
+    assert _files(ws, name) == first  # deterministic, byte for byte
+    if name != "speech_curriculum":  # another seed gives another index
+        build_index(ws, {**spec, "seed": 8}, name + "_s8", progress=False)
+        assert _files(ws, name + "_s8")["plan.npy"] != first["plan.npy"]
 
 
 def test_tpc_stages_in_order_with_replay(syn_ws):
