@@ -54,13 +54,13 @@ class RunLogger:
         if not self.enabled:
             return
         pos = {s: i for i, s in enumerate(stages)}
-        for name in FILES:
+        for name, cols in FILES.items():
             p = self.dir / f"{name}.csv"
             with p.open(newline="") as f:
                 rows = list(csv.DictReader(f))
             keep = [r for r in rows if (pos.get(r["stage"], -1), int(r["step"])) < (stage_index, step)]
             with p.open("w", newline="") as f:
-                w = csv.DictWriter(f, FILES[name])
+                w = csv.DictWriter(f, cols)
                 w.writeheader()
                 w.writerows(keep)
 

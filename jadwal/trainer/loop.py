@@ -118,7 +118,7 @@ def _saved_state(model, trained_lm: bool) -> dict:
 
 
 def _all_gather(obj):
-    r, w = _dist()
+    _r, w = _dist()
     if w == 1:
         return [obj]
     out: list = [None] * w
@@ -149,7 +149,7 @@ class Trainer:
         self.rank, self.world = _dist()
         dev = self.cfg["device"]
         if dev == "auto":
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(dev)
         prec = self.cfg["precision"]
         self.bf16 = self.device.type == "cuda" and prec in ("auto", "bf16")
@@ -257,7 +257,7 @@ class Trainer:
         accum = int(st["grad_accum"])
         total_updates = math.ceil((end - first) / accum)
         warm = st["warmup"]
-        warm = int(round(warm * total_updates)) if isinstance(warm, float) and warm < 1 else int(warm)
+        warm = round(warm * total_updates) if isinstance(warm, float) and warm < 1 else int(warm)
         opt = torch.optim.AdamW(params, lr=float(st["lr"]), weight_decay=float(st["weight_decay"]))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(total_updates, warm, float(st["min_lr_ratio"])))
         sel = make_selector(st["selector"], seed=int(self.cfg["seed"]) + 1000 * si + self.rank,

@@ -32,8 +32,8 @@ from .prompts import SPECIAL_TOKENS, PromptFormatter
 
 log = logging.getLogger(__name__)
 
-TINY_LM = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)
+TINY_LM = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "max_position_embeddings": 4096, "tie_word_embeddings": True}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class AudioLLM(nn.Module):
             feats = batch["input_features"].to(dev)
             lens = batch["feature_lengths"].to(dev)
             audio = self.encode_audio(feats, lens)
-        col = lambda k: batch.get(k) or [None] * B  # noqa: E731
+        col = lambda k: batch.get(k) or [None] * B
         tasks, instr, text, target, label = col("task"), col("instruction"), col("text"), col("target"), col("label")
         seqs, labels, n_audio = [], [], []
         for i in range(B):

@@ -47,7 +47,7 @@ def domain_budgets(domains: Sequence, kappa: int) -> dict:
     if not 0 <= kappa <= n:
         raise ValueError(f"budget κ={kappa} outside [0, {n}] (pool size)")
     exact = {d: kappa * counts[d] / n for d in vals}
-    out = {d: min(counts[d], int(math.floor(exact[d]))) for d in vals}
+    out = {d: min(counts[d], math.floor(exact[d])) for d in vals}
     left = kappa - sum(out.values())
     order = sorted(vals, key=lambda d: (-(exact[d] - math.floor(exact[d])), -counts[d], first[d]))
     while left > 0:
@@ -187,7 +187,7 @@ class Projector:
 # ------------------------------------------------------------------------------------------------
 def take(batch: dict, idx: Sequence[int]) -> dict:
     """The sub-micro-batch of rows ``idx`` of a padded batch (lists and per-sample tensors sliced)."""
-    idx = list(int(i) for i in idx)
+    idx = [int(i) for i in idx]
     B = len(batch["ids"])
     out = {}
     it = torch.tensor(idx, dtype=torch.long)

@@ -26,7 +26,7 @@ def _train(args) -> int:
     res = train(cfg, ws)
     import os
 
-    if int(os.environ.get("RANK", 0)) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, default=str))
     return 0
 

@@ -136,18 +136,18 @@ def test_per_sample_grads_match_autograd_and_text_rows(workspace):
 
 
 def test_qwen2_audio_local_path(tmp_path, workspace):
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
     from torch.utils.data import DataLoader
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     from jadwal.trainer import ScheduleDataset, pad_batch
     from jadwal.trainer.model import build_model, train_tokenizer
 
     tok = train_tokenizer(["نص رقم واحد", "ملخص"], 300)
     cfg = Qwen2AudioConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
-                          num_mel_bins=80, max_source_positions=1500),
-        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1),
+        audio_config={"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                          "num_mel_bins": 80, "max_source_positions": 1500},
+        text_config={"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+                         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1},
         audio_token_index=len(tok) - 1)
     torch.manual_seed(0)
     q = Qwen2AudioForConditionalGeneration(cfg)

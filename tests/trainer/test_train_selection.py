@@ -6,8 +6,14 @@ import itertools
 import numpy as np
 import pytest
 
-from jadwal.trainer.selection import (conflicting_pairs, domain_budgets, omp_select, refit_nonneg, subset_utility,
-                                      utility)
+from jadwal.trainer.selection import (
+    conflicting_pairs,
+    domain_budgets,
+    omp_select,
+    refit_nonneg,
+    subset_utility,
+    utility,
+)
 
 
 def _mu_K(G, V):
@@ -65,7 +71,7 @@ def test_omp_finds_planted_samples_and_beats_random():
     for j, i in enumerate(good):  # the budgets (3 + 3) allow the planted set
         doms[i] = "a" if j % 2 == 0 else "b"
     mu, K = _mu_K(G, V)
-    S, w = omp_select(mu, K, doms, kappa, eta=0.5)
+    S, _w = omp_select(mu, K, doms, kappa, eta=0.5)
     assert set(S.tolist()) == set(good.tolist())
     u_omp = subset_utility(S, mu, K, 0.5)
     u_rand = [subset_utility(rng.choice(n, kappa, replace=False), mu, K, 0.5) for _ in range(200)]
