@@ -74,6 +74,11 @@ def probe_batch(paths: list[str], hash_audio: bool = True) -> list[Probe]:
     return [probe_file(p, hash_audio) for p in paths]
 
 
+def _probe_unit(args: tuple[list[str], bool]) -> list[Probe]:
+    """``probe_batch`` as one executor unit (a single argument)."""
+    return probe_batch(*args)
+
+
 class _Done:
     """A finished 'future' for the in-process (workers=1) path."""
 
@@ -92,15 +97,18 @@ class Prober:
     files are probed in this process: a small source never pays the pool's start-up (~0.5 s).
     """
 
-    def __init__(self, workers: int = 1, hash_audio: bool = True, inline_files: int = 64):
+    def __init__(self, workers: int = 1, hash_audio: bool = True, inline_files: int = 64, executor=None):
         self.workers = max(1, int(workers))
         self.hash_audio = hash_audio
         self.inline_files = inline_files
         self.submitted = 0
         self._pool: ProcessPoolExecutor | None = None
+        self.executor = executor  # a jadwal.executors executor (Ray): batches run there instead
 
     def submit(self, paths: list[str]) -> Future | _Done:
         self.submitted += len(paths)
+        if self.executor is not None:  # every batch (no inline head): the same probe_batch, on Ray tasks
+            return self.executor.submit(_probe_unit, (paths, self.hash_audio), label=paths[0] if paths else "")
         if self.workers == 1 or self.submitted <= self.inline_files:
             return _Done(probe_batch(paths, self.hash_audio))
         if self._pool is None:

@@ -48,6 +48,11 @@ def register(sub, common) -> None:
     imp.add_argument("--split", choices=("train", "dev", "test"), help="put every row in this split")
     imp.add_argument("--seed", type=int, default=0, help="seed of the hash split (default 0)")
     imp.add_argument("--workers", type=int, help="audio probing processes (default: all cores)")
+    imp.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where audio files are probed: local process pool (default) or Ray tasks (same manifest; "
+                          "pip install 'jadwal[ray]')")
+    imp.add_argument("--ray-address", metavar="ADDR",
+                     help="Ray cluster to join (e.g. auto, ray://head:10001); default $RAY_ADDRESS, else a local Ray")
     imp.add_argument("--require", choices=("text", "label", "target", "none"),
                      help="field that must be non-empty (default by task: asr→text, did/ser/…→label, ssum/aqa/…→target)")
     imp.add_argument("--no-hash", dest="hash_audio", action="store_false",
@@ -98,6 +103,7 @@ def _import(args) -> int:
         seed=args.seed, split=args.split, workers=args.workers, normalize=normalize, require=args.require,
         hash_audio=args.hash_audio, format_options=options,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        executor=args.executor, ray_address=args.ray_address,
     )
     print(summary)
     return 0

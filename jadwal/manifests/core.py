@@ -518,6 +518,8 @@ def import_source(
     hash_audio: bool = True,
     format_options: dict | None = None,
     progress: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> ImportSummary:
     """Import one source into ``manifests/<dataset>/`` of workspace ``ws``; see the module doc.
 
@@ -525,7 +527,9 @@ def import_source(
     etc. are shortcuts).  ``normalize``: ``True`` (defaults), ``False``/``None`` (strip only) or a
     :class:`NormalizeOptions`.  ``require``: field that must be non-empty (default from the task:
     :data:`TASK_REQUIRES`).  ``split``: put every row in this split.  ``workers``: probing
-    processes (default: all cores).  ``format_options``: importer options (``tsvs`` for
+    processes (default: all cores).  ``executor``: ``local`` (process pool) or ``ray`` (probe batches
+    as Ray tasks on the cluster at ``ray_address`` or a local Ray of ``workers`` CPUs; results are
+    consumed in submission order, so the manifest is byte-identical).  ``format_options``: importer options (``tsvs`` for
     commonvoice, ``delimiter`` for csv).
     """
     t0 = time.perf_counter()
@@ -574,8 +578,15 @@ def import_source(
     source = get_importer(fmt)(ctx)
     imp = _Importer(ws, src_path, fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
                     Normalizer(norm_opts), require, out)
-    with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES) as prober:
-        imp.run(source.rows, prober, progress)
+    if executor == "local" and not ray_address:
+        with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES) as prober:
+            imp.run(source.rows, prober, progress)
+    else:
+        from ..executors import get_executor
+
+        with get_executor(executor, ray_address, workers) as ex, \
+                Prober(max(workers, ex.parallelism), hash_audio=hash_audio, executor=ex) as prober:
+            imp.run(source.rows, prober, progress)
     table = imp.table()
     rejects = imp.rejects_table()
     if table.num_rows + rejects.num_rows != imp.seen:

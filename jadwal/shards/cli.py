@@ -4,7 +4,7 @@ One command with an optional action word (so ``-w`` works before or after it)::
 
     jadwal shard   -w WS [--by dataset] [--set NAME] [--target-size 256MB] [--max-samples N]
                          [--sample-rate 16000] [--audio-format flac|original] [--mono]
-                         [--workers N] [--seed S] [--datasets a,b]
+                         [--workers N] [--seed S] [--datasets a,b] [--executor local|ray] [--ray-address A]
     jadwal shard verify  -w WS [--set NAME] [--workers N]
     jadwal shard regroup -w WS --by cluster:k500,task,label [--from SET] [--set NAME]
                          [--target-size 256MB] [--max-samples N] [--seed S] [--memory 1GiB]
@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-WRITE_ONLY = ("sample_rate", "audio_format", "mono", "datasets")
+WRITE_ONLY = ("sample_rate", "audio_format", "mono", "datasets", "executor", "ray_address")
 REGROUP_ONLY = ("source", "memory")
 
 
@@ -50,6 +50,12 @@ def register(sub, common) -> None:
                    help="flac (16-bit, default) or original (whole-file rows keep their bytes)")
     p.add_argument("--mono", action="store_true", default=None, help="downmix to one channel")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where shards are written: local process pool (default) or Ray tasks (same bytes; "
+                        "pip install 'jadwal[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (e.g. auto, ray://head:10001); default $RAY_ADDRESS, else a local Ray "
+                        "instance of --workers CPUs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="shuffle seed (default 0)")
     p.add_argument("--datasets", default=None, metavar="A,B", help="only these datasets, comma-separated")
     p.add_argument("--memory", default=None, metavar="SIZE", help="regroup: buffer bound before spilling to disk (default 1GiB)")
@@ -125,7 +131,7 @@ def _run(args) -> int:
             sample_rate=16000 if args.sample_rate is None else args.sample_rate,
             audio_format=args.audio_format or "flac", mono=bool(args.mono), workers=args.workers,
             seed=args.seed, datasets=args.datasets.split(",") if args.datasets else None, progress=progress,
-            on_plan=_plan_line,
+            on_plan=_plan_line, executor=args.executor or "local", ray_address=args.ray_address,
         )
     if args.json:
         print(json.dumps(s, indent=2, ensure_ascii=False))

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..executors import fault_point
 from ..manifests.schema import MANIFEST_COLUMNS, REJECTS_SCHEMA
 from ..workspace import Workspace, atomic_path, atomic_write
 from .schema import (
@@ -323,6 +324,7 @@ def commit_shard(ws: Workspace, plan: ShardPlan, phash: str, write_fn) -> dict:
         writer.close()
         f.flush()
         os.fsync(f.fileno())
+        fault_point("tmp-written")  # tests: a worker dying here leaves a temp tar and no shard
     sc = {
         "version": SIDECAR_VERSION,
         "plan": phash,

@@ -5,8 +5,10 @@
    (seed, stream), pack it into shards by estimated size (duration × rate × channels × 2 bytes × 0.6
    + JSON + tar headers) and/or ``max_samples``.  The plan is a pure function of (manifests, keys,
    seed, target size, max samples).
-2. Write: a process pool writes one shard per task (temp name → fsync → rename → sidecar); a shard
-   whose sidecar matches its plan is skipped, so a killed run resumes with identical bytes.
+2. Write: a process pool (``executor="local"``) or Ray tasks (``executor="ray"``, retried by Ray when
+   a worker dies; see :mod:`jadwal.executors`) write one shard per task with the same function
+   (temp name → fsync → rename → sidecar); a shard whose sidecar matches its plan is skipped, so a
+   killed run resumes with identical bytes.
 3. Index: ``samples.parquet``, ``shards.parquet``, ``rejects.parquet`` from the sidecars, then
    ``meta.json`` last.
 """
@@ -41,6 +43,7 @@ from .common import (
     read_sidecar,
     reject_row,
     remove_stale,
+    remove_temp_files,
     resolve_keys,
     write_index,
 )
@@ -163,10 +166,15 @@ def write_shards(
     datasets: list[str] | None = None,
     progress: bool = True,
     on_plan=None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Write the workspace's manifests into WebDataset shards grouped by ``by``; returns a summary.
 
     ``on_plan(summary)`` (optional) is called with the plan before anything is written.
+    ``executor``: ``local`` (process pool of ``workers``) or ``ray`` (one Ray task per shard, on the
+    cluster at ``ray_address`` or a local Ray instance of ``workers`` CPUs); the bytes are the same.
+    With Ray on several nodes the workspace must be on a file system every node mounts.
     """
     from tqdm import tqdm
 
@@ -254,9 +262,16 @@ def write_shards(
             bar.set_postfix(shards=f"{len(sidecars)}/{len(plans)}", refresh=False)
 
         try:
-            pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done, preload=("soundfile", "soxr"))
+            if executor == "local" and not ray_address:
+                pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done, preload=("soundfile", "soxr"))
+            else:
+                from ..executors import get_executor
+
+                with get_executor(executor, ray_address, workers) as ex:
+                    ex.map_unordered(_write_task, tasks(), done, label=lambda t: t["plan"].path)
         finally:
             bar.close()
+        remove_temp_files(d)  # temp tars of workers that died mid-write (their shards were redone)
         remove_stale(ws, d, plans)
         rejects = plan_rejects + [r for p in plans for r in sidecars[p.shard_id]["rejects"]]
         attrs = {c: table.column(c) for c in S.ATTRIBUTE_COLUMNS}
@@ -264,6 +279,8 @@ def write_shards(
         counts_idx = write_index(ws, d, plans, sidecars, pa.table(attrs), rejects)
         summary.update(counts_idx)
         summary.update(shards_written=counts["written"], shards_skipped=counts["skipped"])
+        if executor != "local" or ray_address:  # recorded only when used (a local run's summary is unchanged)
+            summary["executor"] = executor
         summary["seconds"] = round(time.time() - t0, 3)
         inputs = list(paths)
         for k in keys:
