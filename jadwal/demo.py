@@ -46,6 +46,10 @@ def steps(ws: str, examples: Path) -> list[list[str]]:
     for spec in SPECS:
         out += [["plan", *w, str(examples / "specs" / f"{spec}.yaml"), "--name", spec, "-q"],
                 ["index", "check", *w, spec]]
+    train = examples / "train"
+    out += [["plan", *w, str(train / "asr_only.yaml"), "--name", "asr_only", "-q"],
+            ["plan", *w, str(train / "dev.yaml"), "--name", "dev", "-q"],
+            ["train", *w, str(train / "demo.yaml"), "--nproc", "2"]]
     out += [["index", "inspect", *w, "hybrid"], ["index", "report", *w, "hybrid"],
             ["index", "report", *w, "speech_curriculum", "--column", "modality"],
             ["stream", *w, "hybrid", "--rank", "1", "--steps", "3"],
@@ -75,6 +79,8 @@ demo finished in {time.time() - t0:.0f}s. Outputs in {root}:
   groups/affinity/groups.json, heatmap.png                gradient-affinity groups (the gst index uses them)
   index/<name>/                                           scheduling indexes ({', '.join(SPECS)})
   index/hybrid/mixture.png, fidelity.csv                  realized mixture over steps, realized vs requested
+  runs/demo/                                              two-phase training (2 CPU ranks): per-task loss CSV/PNG,
+                                                          gradient conflict, PartitionSel statistics, dev scores
 """)
     return 0
 
