@@ -212,6 +212,31 @@ class RayExecutor:
         refs = [self.submit(fn, x, label=label(x), retries=retries) for x in items]
         return [r.result() for r in refs]
 
+    def map_on_actors(self, cls, init_args: tuple, method: str, items: Iterable, on_result: Callable, *,
+                      n_actors: int | None = None, gpus: bool | None = None, describe: str | None = None):
+        """Stream ``items`` to ``n_actors`` actors of ``cls(*init_args)`` (one per GPU when the cluster has
+        GPUs: ``num_gpus=1``; else ``num_cpus=1`` each, one per CPU), calling ``actor.<method>(item)``;
+        ``on_result`` in the caller as calls finish.  Actors are restarted by Ray when their process
+        dies and the call is retried.  Returns ``actor.<describe>()`` of the first actor when asked."""
+        import ray
+        from ray.util import ActorPool
+
+        n_gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = n_gpus > 0 if gpus is None else gpus
+        n = max(1, int(n_actors or (n_gpus if use_gpu else self.parallelism)))
+        opts = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
+        actor_cls = ray.remote(cls).options(max_restarts=2, max_task_retries=DEFAULT_RETRIES, **opts)
+        actors = [actor_cls.remote(*init_args) for _ in range(n)]
+        try:
+            info = ray.get(getattr(actors[0], describe).remote()) if describe else None
+            pool = ActorPool(actors)
+            for r in pool.map_unordered(lambda a, x: getattr(a, method).remote(x), items):
+                on_result(r)
+            return info
+        finally:
+            for a in actors:
+                ray.kill(a)
+
     def close(self) -> None:
         if self.started:
             import ray

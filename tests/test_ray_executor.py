@@ -190,3 +190,32 @@ def test_manifest_cli_executor_ray(ray_cluster, tmp_path):
             "--workers", "2"]
     a, b, _ = local_then(ws, ws / "manifests" / "cv", lambda: main(args), lambda: main(args + ["--executor", "ray"]))
     assert a == b
+
+
+# -- embed --------------------------------------------------------------------------------------------
+def test_embed_identical_local_vs_ray_actors(ray_cluster, tmp_path):
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
+    from test_embed import make_workspace
+
+    from jadwal.cli import main
+    from jadwal.pipelines.embed import EmbedConfig, embed_shard_set, open_embeddings
+
+    ws = tmp_path / "ws"
+    assert make_workspace(ws, n_per=5, max_samples=3)["shards"] >= 5
+    cfg = EmbedConfig(batch_seconds=8.0, device="cpu")
+    embed_shard_set(ws, cfg, name="local", progress=False)
+    s = embed_shard_set(ws, cfg, name="ray", progress=False, executor="ray", actors=2)
+    assert s["status"] == "done" and s["shards_done_now"] >= 5
+    ids_l, v_l, meta_l = open_embeddings(ws, "local")
+    ids_r, v_r, meta_r = open_embeddings(ws, "ray")
+    assert ids_l == ids_r and v_l.shape == v_r.shape and v_l.shape[0] == 15
+    np.testing.assert_allclose(v_r.astype(np.float32), v_l.astype(np.float32), atol=2e-3, rtol=2e-3)
+    assert meta_l["model"] == meta_r["model"]
+    # the CLI, and --part on Ray then a local merge
+    assert main(["embed", "-w", str(ws), "--name", "cli", "--batch-seconds", "8", "--device", "cpu", "--executor",
+                 "ray", "--actors", "1", "--part", "0/2", "--no-progress"]) == 0
+    assert main(["embed", "-w", str(ws), "--name", "cli", "--batch-seconds", "8", "--device", "cpu",
+                 "--no-progress"]) == 0
+    _, v_c, _ = open_embeddings(ws, "cli")
+    np.testing.assert_allclose(v_c.astype(np.float32), v_l.astype(np.float32), atol=2e-3, rtol=2e-3)

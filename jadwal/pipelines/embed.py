@@ -375,8 +375,16 @@ def embed_shard_set(
     force: bool = False,
     progress: bool = True,
     sleep_per_shard: float = 0.0,
+    executor: str = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
 ) -> dict:
-    """Embed every audio sample of a shard set; returns a summary dict (see module doc)."""
+    """Embed every audio sample of a shard set; returns a summary dict (see module doc).
+
+    ``executor="ray"``: shards are streamed to Ray actors (one per GPU of the cluster at ``ray_address``
+    with ``num_gpus=1``; on a CPU-only cluster ``actors`` actors of one CPU each, default one per CPU),
+    each running the same per-shard loop and writing the same per-shard parts; the merge is local.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -470,12 +478,12 @@ def embed_shard_set(
 
     t0 = time.time()
     n_done_samples = 0
-    if jobs:
+    if jobs and (executor != "local" or ray_address):
+        n_done_samples = _run_jobs_ray(jobs, parts, cfg, sleep_per_shard, executor, ray_address, actors, progress,
+                                       todo_hours, tqdm)
+    elif jobs:
         emb = Embedder(cfg)
-        if not (parts / MODEL).exists():
-            from ..workspace import atomic_write
-
-            atomic_write(parts / MODEL, json.dumps(emb.description))
+        _write_model(parts, emb.description)
         log.info("model: %s on %s (%s)", json.dumps(emb.description), emb.device, str(emb.dtype).replace("torch.", ""))
         n_done_samples = _run_jobs(emb, jobs, parts, cfg, progress, sleep_per_shard, todo_hours, tqdm)
     elapsed = time.time() - t0
@@ -533,6 +541,59 @@ def embed_shard_set(
     summary.update(status="done", shape=[n, dim], meta=meta)
     log.info("wrote embeddings/%s: %d × %d float16 (%.1f s)", name, n, dim, elapsed)
     return summary
+
+
+def _write_model(parts: Path, description: dict) -> None:
+    if not (parts / MODEL).exists():
+        from ..workspace import atomic_write
+
+        atomic_write(parts / MODEL, json.dumps(description))
+
+
+class _EmbedActor:
+    """A Ray actor: one :class:`Embedder` (one GPU, or one CPU) running :func:`_run_jobs` per shard."""
+
+    def __init__(self, cfg: EmbedConfig, parts: str, sleep_per_shard: float):
+        import torch
+
+        if str(cfg.device).startswith("cpu") or not torch.cuda.is_available():
+            torch.set_num_threads(1)  # one CPU per actor
+        self.cfg, self.parts, self.sleep = cfg, Path(parts), sleep_per_shard
+        self.emb = Embedder(cfg)
+
+    def describe(self) -> dict:
+        return {"description": self.emb.description, "device": str(self.emb.device)}
+
+    def run(self, job: _ShardJob) -> tuple[int, int, float]:
+        from tqdm import tqdm
+
+        n = _run_jobs(self.emb, [job], self.parts, self.cfg, False, self.sleep, 0.0, tqdm)
+        return job.shard_id, n, float(job.durations.sum()) / 3600
+
+
+def _run_jobs_ray(jobs, parts: Path, cfg: EmbedConfig, sleep_per_shard: float, executor: str,
+                  ray_address: str | None, actors: int | None, progress: bool, todo_hours: float, tqdm) -> int:
+    from ..executors import get_executor
+
+    bar = tqdm(total=round(todo_hours, 4), unit="h", disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]")
+    n_samples = [0]
+
+    def done(r):
+        n_samples[0] += r[1]
+        bar.update(r[2])
+
+    try:
+        with get_executor(executor, ray_address) as ex:
+            if not hasattr(ex, "map_on_actors"):
+                raise EmbedError(f"--executor {executor} has no actors")
+            info = ex.map_on_actors(_EmbedActor, (cfg, str(parts), sleep_per_shard), "run", jobs, done,
+                                    n_actors=actors, describe="describe")
+    finally:
+        bar.close()
+    _write_model(parts, info["description"])
+    log.info("model: %s on Ray actors (%s)", json.dumps(info["description"]), info["device"])
+    return n_samples[0]
 
 
 def _run_jobs(emb: Embedder, jobs, parts: Path, cfg: EmbedConfig, progress: bool, sleep_per_shard: float,

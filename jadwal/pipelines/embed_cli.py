@@ -31,6 +31,7 @@ def _embed(args) -> int:
     summary = embed_shard_set(
         Workspace(args.workspace), cfg, shard_set=args.set, name=args.name, part=args.part, force=args.force,
         progress=not args.no_progress, sleep_per_shard=args.sleep_per_shard,
+        executor=args.executor, ray_address=args.ray_address, actors=args.actors,
     )
     summary.pop("meta", None)
     print(json.dumps(summary, indent=2, default=str))
@@ -93,6 +94,13 @@ def register(sub, common) -> None:
     p.add_argument("--name", help="output folder embeddings/NAME (default: the encoder name)")
     p.add_argument("--part", metavar="I/N", help="process only shards with shard_id %% N == I (one process per "
                    "GPU); a final run without --part merges")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: shards streamed to Ray actors, one per GPU "
+                   "(num_gpus=1), or one per CPU on a CPU-only cluster (pip install 'jadwal[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (e.g. auto, ray://head:10001); default $RAY_ADDRESS, else a local Ray")
+    p.add_argument("--actors", type=int, metavar="N", help="--executor ray: number of actors (default: one per GPU, "
+                   "else one per CPU)")
     p.add_argument("--force", action="store_true", help="discard existing outputs/partial results and recompute")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sleep-per-shard", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow runs down
