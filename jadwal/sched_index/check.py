@@ -4,10 +4,17 @@ It reads only what any consumer can read — :func:`open_index` (``plan``/``rows
 set's ``samples.parquet``/``shards.parquet`` — never the planner's internals, and re-derives the
 properties of ARCHITECTURE.md by simulating each reader:
 
-1. *exact*      every micro-batch names existing samples in existing shards;
+0. *intact*     the index files are those meta.json records (sha256), phases tile the steps;
+1. *exact*      every micro-batch names existing, eligible samples (split, duration) in existing shards,
+                each of its requested cell (``requested.npy``/``cells.parquet``) unless meta declares
+                the deviation; ``vpos`` addresses the delivered sample (within a pass of a stream,
+                each shard is one run of consecutive positions, front to back), and a fresh count-mode
+                index consumes every stream's sequence without a gap (a re-plan: exactly what the
+                index it continues had left);
 2. *sequential* a reader opens a shard once per pass and reads it front to back (a sample delivered
                 after a later one of the same shard waits in the reader's buffer);
-3. *bounded*    the simulated buffer of read-but-undelivered samples never exceeds ``buffer``;
+3. *bounded*    the simulated buffer of read-but-undelivered samples never exceeds ``buffer`` nor the
+                planner's own (conservative) simulation ``max_buffer``;
 6. *distributed* every rank has every step, micro-batches are equal (or within the duration budget),
                 and within a pass no sample is delivered twice and readers own disjoint shard ranges;
 7. *faithful*   per phase, realized shares of each target column are within sampling error of the
@@ -20,9 +27,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
+from ..workspace import sha256_file
+from . import format as F
 from .reader import open_index
 
 
@@ -57,6 +67,23 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     known_shards = set(shards.column("shard_id").to_pylist())
     meta = idx.meta
     W, nw = idx.world_size, idx.readers_per_rank
+
+    # 0: the files are those planned, and the phases tile the steps
+    for f, h in meta.get("outputs_sha256", {}).items():
+        if not (idx.dir / f).exists() or sha256_file(idx.dir / f) != h:
+            rep.fail(f"{f}: sha256 differs from meta.json (edited or damaged since planning)")
+    phases = meta["phases"]
+    # a re-plan lists the phase it cut at its start step as starting there
+    S = idx.start_step
+    if (not phases or phases[0]["start_step"] not in (0, S) or phases[-1]["end_step"] != idx.num_steps
+            or any(b["start_step"] != a["end_step"] and not (b["start_step"] == S and a["end_step"] <= S)
+                   for a, b in zip(phases, phases[1:]))
+            or any(p["end_step"] <= p["start_step"] for p in phases)):
+        rep.fail(f"phases {[(p['start_step'], p['end_step']) for p in phases]} do not tile the run's "
+                 f"{idx.num_steps} steps")
+    for p in phases:
+        if not meta.get("max_duration") and p["end_step"] > idx.start_step and p["micro_batch"] * W != p["slots_per_step"]:
+            rep.fail(f"phase {p['index']}: micro-batch {p['micro_batch']} × world size {W} ≠ {p['slots_per_step']} slots per step")
 
     # 1 + 6: structure, exactness, equal micro-batches
     per_reader: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -127,6 +154,12 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     rep.numbers["slots"] = int(delivered.sum())
     if max_buf > meta["buffer"]:
         rep.fail(f"simulated buffer reaches {max_buf} samples, over the bound {meta['buffer']}")
+    if max_buf > meta.get("max_buffer", max_buf):
+        rep.fail(f"simulated buffer reaches {max_buf} samples, over the planner's simulated maximum "
+                 f"{meta['max_buffer']} (its simulation must be an upper bound)")
+
+    # 1: eligible samples, requested cells, virtual positions
+    _check_exact(idx, rep, samples, stream, shard_id, pos, duration)
 
     # 7: faithfulness per phase
     cols = {c: samples.column(c).to_numpy(zero_copy_only=False) for c in samples.column_names
@@ -184,3 +217,185 @@ def _reader_buffer(shard: np.ndarray, pass_of: np.ndarray, pos: np.ndarray) -> i
         np.add.at(events, t0[wait], 1)
         np.add.at(events, times[wait], -1)
     return int(np.cumsum(events).max())
+
+
+def _as_str(col) -> np.ndarray:
+    """A column as strings the way ``cells.parquet`` spells values (nulls → None)."""
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col.cast(pa.string()).to_numpy(zero_copy_only=False)
+
+
+def _arrays(idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``plan.npy``, ``vpos.npy``, ``offsets.npy`` of an index (the documented format)."""
+    return tuple(np.asarray(np.load(idx.dir / f, mmap_mode="r"), dtype=np.int64)
+                 for f in (F.PLAN_FILE, F.VPOS_FILE, F.OFFSETS_FILE))
+
+
+def _slots(idx):
+    """Every slot of the index in plan order: rows, virtual positions, phase index."""
+    rows, vpos, off = _arrays(idx)
+    steps = idx.start_step + np.arange(len(off) - 1) // idx.world_size
+    ends = np.array([p["end_step"] for p in idx.meta["phases"]], dtype=np.int64)
+    ph_of_step = np.array([p["index"] for p in idx.meta["phases"]], dtype=np.int64)[
+        np.minimum(np.searchsorted(ends, steps, side="right"), len(ends) - 1)]
+    return rows, vpos, np.repeat(ph_of_step, np.diff(off))
+
+
+def _eligible(meta: dict, samples, duration: np.ndarray) -> np.ndarray:
+    """The planner's eligibility rule, re-derived from the spec: the split (explicit, or ``train`` when
+    the column has it) and, in duration mode, samples no longer than the budget."""
+    el = np.ones(samples.num_rows, dtype=bool)
+    split = meta.get("split")
+    if split and "split" in samples.column_names:
+        sv = _as_str(samples.column("split"))
+        if "split" in meta["spec"] or (sv == split).any():
+            el &= sv == split
+    if meta.get("max_duration"):
+        el &= duration <= meta["max_duration"]
+    return el
+
+
+def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: np.ndarray, pos: np.ndarray,
+                 duration: np.ndarray) -> None:
+    meta = idx.meta
+    rows, vpos, phase = _slots(idx)
+    if len(vpos) != len(rows):
+        rep.fail(f"{F.VPOS_FILE} has {len(vpos)} entries for {len(rows)} slots")
+        return
+    if len(rows) and (rows.min() < 0 or rows.max() >= samples.num_rows):
+        return  # reported above
+    # eligibility, and the per-stream counts the passes are measured in
+    el = _eligible(meta, samples, duration)
+    bad = ~el[rows]
+    if bad.any():
+        rep.fail(f"{int(bad.sum())} slots deliver samples that are not eligible (split {meta.get('split')!r}"
+                 f"{', duration' if meta.get('max_duration') else ''}), e.g. row {int(rows[bad][0])}")
+    names, scode = np.unique(stream.astype(str), return_inverse=True)
+    n_el = np.bincount(scode[el], minlength=len(names))
+    declared = meta["streams"]
+    wrong = [n for n, c in zip(names.tolist(), n_el.tolist()) if declared.get(n, 0) != c]
+    if wrong:
+        rep.fail(f"eligible samples per stream differ from meta.json for {wrong[:3]}")
+        return
+
+    # requested cells
+    req_path = idx.dir / F.REQUESTED_FILE
+    req = np.load(req_path) if req_path.exists() else np.zeros(0, np.int32)
+    if len(req) != len(rows):
+        rep.fail(f"{F.REQUESTED_FILE} has {len(req)} entries for {len(rows)} slots")
+    else:
+        cells = pq.read_table(idx.dir / F.CELLS_FILE)
+        comp_cols = [c for c in cells.column_names if c not in ("phase", "cell", "stream", "n", "target")]
+        cphase = cells.column("phase").to_numpy()
+        ccell = cells.column("cell").to_numpy()
+        cvals = {c: _as_str(cells.column(c)) for c in ["stream"] + comp_cols}
+        svals: dict = {"stream": stream.astype(str).astype(object)}
+        for ph in meta["phases"]:
+            sel = np.flatnonzero(phase == ph["index"])
+            if not len(sel):
+                continue
+            mine = np.flatnonzero(cphase == ph["index"])
+            lut = np.full(int(ccell[mine].max()) + 1 if len(mine) else 0, -1, dtype=np.int64)
+            lut[ccell[mine]] = mine
+            r = req[sel]
+            if len(lut) == 0 or r.min() < 0 or r.max() >= len(lut) or (lut[r] < 0).any():
+                rep.fail(f"phase {ph['index']}: requested cells missing from {F.CELLS_FILE}")
+                continue
+            ci = lut[r]
+            # a phase composes over the columns its cells spell (all-null: every eligible sample is null)
+            used = ["stream"] + [c for c in comp_cols if any(v is not None for v in cvals[c][mine])]
+            off = np.zeros(len(sel), dtype=bool)
+            for c in used:
+                if c not in svals:
+                    svals[c] = _sample_strings(idx, samples, c)
+                if svals[c] is None:
+                    continue
+                a, b = svals[c][rows[sel]], cvals[c][ci]
+                off |= ~((a == b) | (_isnull(a) & _isnull(b)))
+            allowed = sum(ph.get("deviations", {}).values())
+            if int(off.sum()) > allowed:
+                rep.fail(f"phase {ph['index']} ({ph['policy']}): {int(off.sum())} slots deliver a sample outside "
+                         f"their requested cell, {allowed} deviations declared")
+
+    # virtual positions: v = pass * n + i, a pass lists the stream's shards one after the other, each
+    # front to back over its eligible samples
+    if len(rows) == 0:
+        return
+    s = scode[rows]
+    n = n_el[s]
+    if (n == 0).any() or (vpos < 0).any():
+        rep.fail("virtual positions of streams without eligible samples, or negative")
+        return
+    el_rows = np.flatnonzero(el)
+    key_rs = scode[el_rows].astype(np.int64) * (int(shard_id.max()) + 1) + shard_id[el_rows]
+    o = np.lexsort((pos[el_rows], key_rs))
+    rank = np.full(len(el), -1, dtype=np.int64)  # rank of a sample among its (stream, shard)'s eligible ones
+    ks = key_rs[o]
+    first = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+    rank[el_rows[o]] = np.arange(len(o)) - np.repeat(first, np.diff(np.r_[first, len(o)]))
+    shard_len = dict(zip(ks[first].tolist(), np.diff(np.r_[first, len(o)]).tolist()))
+    p, i = vpos // n, vpos % n
+    start = i - rank[rows]
+    ks_slot = s.astype(np.int64) * (int(shard_id.max()) + 1) + shard_id[rows]
+    g = np.unique(np.stack([s, p, ks_slot, start]), axis=1)  # (stream, pass, shard, implied start)
+    dup = np.flatnonzero((g[0, 1:] == g[0, :-1]) & (g[1, 1:] == g[1, :-1]) & (g[2, 1:] == g[2, :-1]))
+    if len(dup):
+        rep.fail(f"{len(dup)} (stream, pass, shard) runs whose virtual positions do not follow the shard's "
+                 f"order (e.g. stream {str(names[g[0, dup[0]]])!r}, pass {int(g[1, dup[0]])})")
+        return
+    g = g[:, np.lexsort((g[3], g[1], g[0]))]  # shard runs of each (stream, pass) in position order
+    glen = np.array([shard_len[k] for k in g[2].tolist()], dtype=np.int64)
+    gn = n_el[g[0]]
+    same = (g[0, 1:] == g[0, :-1]) & (g[1, 1:] == g[1, :-1])
+    if (g[3] < 0).any() or (g[3] + glen > gn).any() or (same & (g[3, 1:] < g[3, :-1] + glen[:-1])).any():
+        rep.fail("virtual positions place shards of a pass on top of each other or outside the pass")
+        return
+    # no gap and nothing twice: a fresh count-mode index takes every stream's sequence from 0 on; a
+    # re-plan takes exactly what the index it continues had left
+    if meta.get("continues"):
+        c = meta["continues"]
+        try:
+            old = open_index(idx.ws, c["index"], verify_shards=False)
+        except FileNotFoundError:
+            rep.numbers["continuation"] = f"index {c['index']!r} not found, not compared"
+            return
+        if old.fingerprint != c["fingerprint"]:
+            rep.numbers["continuation"] = f"index {c['index']!r} was re-planned since, not compared"
+            return
+        o_rows, o_vpos, o_off = _arrays(old)
+        lo = int(o_off[(c["at_step"] - old.start_step) * old.world_size])
+        o_rows, o_vpos = o_rows[lo:], o_vpos[lo:]
+        a = np.lexsort((vpos, scode[rows]))
+        b = np.lexsort((o_vpos, scode[o_rows]))
+        if len(a) != len(b) or not (np.array_equal(scode[rows][a], scode[o_rows][b])
+                                    and np.array_equal(vpos[a], o_vpos[b])):
+            rep.fail(f"the re-plan does not deliver exactly what index {c['index']!r} had left from step "
+                     f"{c['at_step']} on")
+    elif idx.start_step == 0 and not meta.get("max_duration"):
+        o = np.lexsort((vpos, s))
+        ss, vv = s[o], vpos[o]
+        first = np.r_[True, ss[1:] != ss[:-1]]
+        expect = np.arange(len(o)) - np.repeat(np.flatnonzero(first), np.diff(np.r_[np.flatnonzero(first), len(o)]))
+        if not np.array_equal(vv, expect):
+            bad_s = str(names[ss[np.argmax(vv != expect)]])
+            rep.fail(f"stream {bad_s!r}: virtual positions are not 0, 1, 2, … (a sample lost or taken twice)")
+
+
+def _isnull(a: np.ndarray) -> np.ndarray:
+    return np.array([x is None for x in a], dtype=bool)
+
+
+def _sample_strings(idx, samples, col: str):
+    """A composition column of every sample as strings: from samples.parquet or a cluster assignment."""
+    if col in samples.column_names:
+        return _as_str(samples.column(col))
+    if col.startswith("cluster:"):
+        p = idx.ws.path("clusters", col.split(":", 1)[1], "assignments.parquet")
+        if p.exists():
+            import pandas as pd
+
+            a = pq.read_table(p, columns=["id", "cluster"])
+            lut = pd.Series(_as_str(a.column("cluster")), index=a.column("id").to_numpy(zero_copy_only=False))
+            return lut.reindex(samples.column("id").to_numpy(zero_copy_only=False)).to_numpy(dtype=object)
+    return None
