@@ -219,3 +219,22 @@ def test_embed_identical_local_vs_ray_actors(ray_cluster, tmp_path):
                  "--no-progress"]) == 0
     _, v_c, _ = open_embeddings(ws, "cli")
     np.testing.assert_allclose(v_c.astype(np.float32), v_l.astype(np.float32), atol=2e-3, rtol=2e-3)
+
+
+# -- build ssum -------------------------------------------------------------------------------------
+def test_ssum_summarizer_batches_on_ray_identical(ray_cluster, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
+    from test_ssum import KW, make_corpus
+
+    from jadwal.pipelines.ssum import build_ssum
+
+    ws = tmp_path / "ws"
+    make_corpus(ws)
+    d = ws / "manifests" / "src_ssum"
+    files = ("manifest.parquet", "rejects.parquet")
+    build_ssum(ws, "src", **KW)
+    want = {f: (d / f).read_bytes() for f in files}
+    for f in files:
+        (d / f).unlink()
+    build_ssum(ws, "src", executor="ray", actors=2, **{**KW, "batch_size": 3})
+    assert {f: (d / f).read_bytes() for f in files} == want

@@ -418,6 +418,30 @@ def _summary_checks(summary: str, transcript: str, cfg: SsumConfig) -> tuple[str
     return None, "", metrics
 
 
+class _SummarizerActor:
+    """A Ray actor holding one summarizer; ``run((i, docs))`` → ``(i, summaries)`` (the same call as local)."""
+
+    def __init__(self, obj, spec: str, cfg: SsumConfig):
+        from .summarizers import get_summarizer
+
+        self.summ = obj if obj is not None else get_summarizer(spec, device=cfg.device, batch_size=cfg.batch_size,
+                                                               dtype=cfg.dtype)
+        self.ratio = cfg.target_ratio
+
+    def describe(self) -> tuple[str, str]:
+        return self.summ.name, self.summ.version
+
+    def run(self, item: tuple[int, list[str]]) -> tuple[int, list[str]]:
+        i, docs = item
+        return i, list(self.summ.summarize(docs, self.ratio))
+
+
+@dataclass
+class _Named:
+    name: str
+    version: str
+
+
 def build_ssum(
     workspace: str | Path | Workspace,
     source: str,
@@ -425,13 +449,18 @@ def build_ssum(
     name: str | None = None,
     config: SsumConfig | None = None,
     summarizer=None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
     **overrides,
 ) -> dict:
     """Build ``manifests/<name>/`` (default ``<source>_ssum``) from dataset ``source``; returns stats.
 
     ``config`` (or keyword ``overrides`` of its fields) sets the parameters; ``summarizer`` is a spec
     string (``"extractive"``, ``"hf:PATH"``) or a ready summarizer object (``.name``, ``.version``,
-    ``.summarize``) used instead of ``config.summarizer``.
+    ``.summarize``) used instead of ``config.summarizer``.  ``executor="ray"``: the summarizer batches
+    (same batches, same order of results) run on ``actors`` Ray actors, each holding one summarizer
+    (one per GPU with ``num_gpus=1`` when the cluster has GPUs, else one per CPU).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -527,13 +556,32 @@ def build_ssum(
         "ssum %s: %d units → %d windows; %d to summarize (%d words), %d rejected so far",
         name, len(units), n_windows, len(todo), sum(word_count(w["doc"]) for w in todo), len(rejects),
     )
-    summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype)
+    use_ray = executor != "local" or bool(ray_address)
+    if use_ray and not isinstance(summarizer, str | None):
+        summ = summarizer  # a ready object: pickled to each actor
+    elif use_ray:
+        summ = None  # built in each actor
+    else:
+        summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype)
     t_sum = time.perf_counter()
     summaries: list[str] = []
     bs = max(1, cfg.batch_size)
-    for b in tqdm(range(0, len(todo), bs), desc=f"summarize ({summ.name})", unit="batch", disable=None):
-        batch = todo[b : b + bs]
-        out = summ.summarize([w["doc"] for w in batch], cfg.target_ratio)
+    batches = [[w["doc"] for w in todo[b : b + bs]] for b in range(0, len(todo), bs)]
+    if use_ray:
+        from ..executors import get_executor
+
+        results: dict[int, list] = {}
+        with get_executor(executor, ray_address) as ex:
+            info = ex.map_on_actors(
+                _SummarizerActor, (summ, summarizer if isinstance(summarizer, str) else cfg.summarizer, cfg),
+                "run", list(enumerate(batches)), lambda r: results.__setitem__(r[0], r[1]), n_actors=actors,
+                describe="describe")
+        summ = _Named(*info)
+        outs = [results[i] for i in range(len(batches))]
+    else:
+        outs = (summ.summarize(batch, cfg.target_ratio)
+                for batch in tqdm(batches, desc=f"summarize ({summ.name})", unit="batch", disable=None))
+    for batch, out in zip(batches, outs):
         if len(out) != len(batch):
             raise RuntimeError(f"summarizer {summ.name} returned {len(out)} summaries for {len(batch)} inputs")
         summaries.extend((s or "").strip() for s in out)
