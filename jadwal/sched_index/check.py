@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +78,7 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     S = idx.start_step
     if (not phases or phases[0]["start_step"] not in (0, S) or phases[-1]["end_step"] != idx.num_steps
             or any(b["start_step"] != a["end_step"] and not (b["start_step"] == S and a["end_step"] <= S)
-                   for a, b in zip(phases, phases[1:]))
+                   for a, b in pairwise(phases))
             or any(p["end_step"] <= p["start_step"] for p in phases)):
         rep.fail(f"phases {[(p['start_step'], p['end_step']) for p in phases]} do not tile the run's "
                  f"{idx.num_steps} steps")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,14 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
     ``samples_per_step`` is the global batch (or its expectation in duration mode); an epoch is
     ``n_samples / samples_per_step`` steps.
     """
-    epoch_steps = n_samples / samples_per_step
+    def epoch_steps(e) -> int:
+        # exact for the decimal the spec wrote: 0.9 × 100 / 3 is 30 steps, not ceil(30.000000000000004)
+        return max(1, math.ceil(Fraction(str(e)) * n_samples / Fraction(samples_per_step)))
+
     fixed = []  # steps of phases given in steps or epochs
     for ph in spec.phases:
         if isinstance(ph.length, dict):
-            fixed.append(max(1, math.ceil(ph.length["epochs"] * epoch_steps)))
+            fixed.append(epoch_steps(ph.length["epochs"]))
         elif isinstance(ph.length, int):
             fixed.append(ph.length)
         else:
@@ -198,7 +202,7 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
     if spec.steps is not None:
         total = spec.steps
     elif spec.epochs is not None:
-        total = max(1, math.ceil(spec.epochs * epoch_steps))
+        total = epoch_steps(spec.epochs)
     elif all(f is not None for f in fixed):
         total = sum(fixed)
     else:

@@ -20,14 +20,21 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jadwal.sched_index import PlanError, SpecError, build_index, check_index, load_spec, open_index
+from jadwal.sched_index import (
+    PlanError,
+    SpecError,
+    build_index,
+    check_index,
+    load_spec,
+    open_index,
+)
 from jadwal.sched_index.elastic import replan
 from jadwal.sched_index.planner import StreamSequences, load_samples
 from jadwal.sched_index.spec import resolve_phase_steps
 from jadwal.sched_index.synthetic import write_synthetic_shard_set
 from jadwal.workspace import sha256_file
 
-SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck)}
 # streams keyed by every built-in policy's columns: every cell is a whole stream (pure)
 PURE_BY = ("dataset", "modality", "cluster", "task", "label")
 TASKS = ["asr", "did", "ser", "ssum"]
@@ -185,7 +192,7 @@ def eligible_modalities(ws):
        dev=st.sampled_from([0.0, 0.3]))
 def test_random_multiphase_specs(tmp_path_factory, corpus, data, world, readers, micro, seed, shard_size, dev):
     ws = make_ws(tmp_path_factory.mktemp("ws"), corpus, shard_size=shard_size, seed=seed, dev_fraction=dev,
-                 text={sorted(corpus)[0]: 0.5})
+                 text={min(corpus): 0.5})
     mods = eligible_modalities(ws)
     phases = []
     for _ in range(data.draw(st.integers(1, 3))):
@@ -267,6 +274,23 @@ def test_fractional_lengths_fill_the_run(parts, total):
     lengths = [ph.end - ph.start for ph in spec.phases]
     assert sum(lengths) == total and min(lengths) >= 1
     assert spec.phases[0].start == 0 and all(a.end == b.start for a, b in zip(spec.phases, spec.phases[1:]))
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(tenths=st.integers(1, 30), n=st.integers(1, 400), batch=st.integers(1, 16), as_phase=st.booleans())
+@example(tenths=9, n=100, batch=3, as_phase=False)  # 0.9 × 100 / 3 = 30, not 30.000000000000004
+@example(tenths=11, n=50, batch=11, as_phase=True)
+def test_epoch_steps_are_exact(tenths, n, batch, as_phase):
+    """``epochs: E`` gives ceil(E × samples / batch) steps, computed exactly for the decimal E written."""
+    e = tenths / 10 if tenths % 10 else tenths // 10
+    raw = {"seed": 0, "batch_size": batch, "world_size": 1, "phases": [{"policy": "mix"}]}
+    if as_phase:
+        raw["phases"] = [{"policy": "mix", "length": {"epochs": e}}]
+    else:
+        raw["epochs"] = e
+    spec = load_spec(raw)
+    want = max(1, -(-tenths * n // (10 * batch)))
+    assert resolve_phase_steps(spec, n, batch) == want
 
 
 # -- 3. duration mode ---------------------------------------------------------------------------------
@@ -600,7 +624,7 @@ def test_checker_rejects_duplicate_disguised_as_next_pass(built):
 
 @pytest.mark.parametrize("vpos_too", [True, False])
 def test_checker_rejects_reversed_reader_order(built, vpos_too):
-    ws, d, a, spec = built
+    ws, d, a, _ = built
     plan, vpos = a["plan.npy"].copy(), a["vpos.npy"].copy()
     idx = open_index(ws, "m")
     sid = idx.samples.column("shard_id").to_numpy()
