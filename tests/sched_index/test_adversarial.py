@@ -334,11 +334,16 @@ from jadwal.sched_index import build_index
 from jadwal.sched_index.synthetic import write_synthetic_shard_set
 root = Path(sys.argv[1])
 ds = {f"d{i}": (["asr", "did", "ser"][i % 3], None, 40 + 7 * i) for i in range(6)}
-ws = write_synthetic_shard_set(root, datasets=ds, stream_by=("dataset",), shard_size=15, seed=1)
+ws = write_synthetic_shard_set(root, datasets=ds, stream_by=("dataset",), shard_size=15, seed=1, n_clusters=3,
+                               cluster_name="k3")
 w = {"d0": 0.1, "d1": 0.2, "d2": 0.3, "d3": 0.1, "d4": 0.2, "d5": 0.1}
-spec = {"seed": 1, "batch_size": 10, "steps": 30, "world_size": 2, "readers_per_rank": 2, "buffer": 0,
+spec = {"seed": 1, "batch_size": 10, "steps": 50, "world_size": 2, "readers_per_rank": 2, "buffer": 10000,
+        "fallback": "substitute", "on_exhaustion": {"default": "repeat", "d5": "stop"},
         "phases": [{"policy": "gst", "length": 15, "groups": [["d0", "d1"], ["d2", "d3", "d4", "d5"]], "weights": w},
-                   {"policy": "tpc", "stages": [["asr"], ["did", "ser"]], "weights": {"asr": 0.3, "did": 0.3, "ser": 0.4}}]}
+                   {"policy": "tpc", "length": 15, "stages": [["asr"], ["did", "ser"]],
+                    "weights": {"asr": 0.3, "did": 0.3, "ser": 0.4}},
+                   {"policy": "mix", "length": 0.2, "weights": {"temperature": 3}},
+                   {"policy": "hybrid", "tpc": {"stages": [["ser"], ["asr"]]}, "ads": {"clusters": "k3"}}]}
 build_index(ws, spec, "h", progress=False)
 h = hashlib.sha256()
 for p in sorted((root / "index" / "h").iterdir()):
