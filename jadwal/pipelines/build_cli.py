@@ -37,7 +37,8 @@ def _ssum(args) -> int:
         f"build ssum: {args.source} → manifests/{name}  windows {cfg.min_seconds:g}–{cfg.max_seconds:g} s "
         f"(target {cfg.target_seconds:g} s), summarizer {cfg.summarizer}, target ratio {cfg.target_ratio:g}"
     )
-    stats = build_ssum(args.workspace, args.source, name=name, config=cfg)
+    stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
+                       ray_address=args.ray_address, actors=args.actors)
     _print_stats(stats)
     return 0
 
@@ -79,6 +80,10 @@ def register(sub, common) -> None:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] for hf summarizers (default auto)")
     s.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="hf summarizers: weights/compute dtype (auto = bf16 on GPU, fp32 on CPU)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where summarizer batches run: this process (default) or Ray actors (same output)")
+    s.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray instance)")
+    s.add_argument("--actors", type=int, help="Ray actors for the summarizer (default: one per GPU, else per CPU)")
     f = s.add_argument_group("filters")
     f.add_argument("--min-words", type=int, default=20, help="skip windows with fewer transcript words (default 20)")
     f.add_argument("--near-dup", type=float, default=0.8, help="MinHash Jaccard for near-duplicate windows (default 0.8)")
