@@ -21,7 +21,8 @@ from .planner import (
     phase_demand,
     resolve_phase,
 )
-from .spec import Phase, resolve_phase_steps
+from .policies import get_policy
+from .spec import Phase, SpecError, resolve_phase_steps
 
 
 def pack(durations: np.ndarray, need: int, budget: float, window: int) -> list[list[int]] | None:
@@ -68,6 +69,11 @@ def pack(durations: np.ndarray, need: int, budget: float, window: int) -> list[l
 
 def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bool = True) -> dict:
     W, nw = spec.world_size, spec.readers_per_rank
+    for ph in spec.phases:
+        factor = get_policy(ph.policy, f"phases[{ph.index}]").slots_factor(ph.params)
+        if factor != 1:
+            raise SpecError(f"phases[{ph.index}] ({ph.policy}): candidate pools of {factor} × the batch need "
+                            "`batch_size`; duration mode (`max_duration`) has no fixed batch to multiply")
     mu = float(st.duration[st.eligible].mean()) or 1.0
     budget = spec.max_duration
     n0 = max(1, int(0.9 * budget / mu))

@@ -326,6 +326,17 @@ def test_duration_mode_budget_and_buffer(tmp_path_factory, stream_by, world, rea
                         "d2", progress=False)
 
 
+def test_duration_mode_refuses_candidate_pools(tmp_path):
+    """Candidate pools are ``batch × factor`` samples: duration mode has no batch to multiply, so a
+    ``pool`` phase there is a spec error naming the phase (it crashed in a reshape)."""
+    ws = make_ws(tmp_path, {"a": ("asr", None, 200), "b": ("did", None, 100)}, stream_by=("dataset",), seed=1)
+    spec = {"seed": 1, "max_duration": 40, "steps": 6, "world_size": 1, "buffer": 100,
+            "phases": [{"policy": "mix", "length": 3}, {"policy": "pool", "factor": 2}]}
+    with pytest.raises(SpecError, match=r"phases\[1\] \(pool\).*batch_size"):
+        build_index(ws, spec, "x", progress=False)
+    assert build_index(ws, {**spec, "phases": [{"policy": "pool", "factor": 1}]}, "y", progress=False)
+
+
 # -- 4. determinism: independent of Python's hash randomization -------------------------------------
 _BUILD = r"""
 import hashlib, sys
