@@ -8,8 +8,10 @@ An index lives in ``index/<name>/`` of a workspace:
                   ``plan.npy``; micro-batch (step, rank) is ``plan[offsets[i]:offsets[i+1]]`` with
                   ``i = (step - start_step) * world_size + rank``.
 ``vpos.npy``      int64 ``[n_slots]``: each slot's virtual position in its stream's sample sequence (pass
-                  = vpos // eligible samples of the stream, ``meta["streams"]``); a reader's positions in
-                  a stream only grow, which is what sequential reading and re-planning rely on.
+                  = vpos // eligible samples of the stream, ``meta["streams"]``); a reader reads each
+                  stream in increasing vpos, which is what sequential reading and re-planning rely on
+                  (it delivers in that order too unless a stream mixes cells or duration mode buckets;
+                  what it read ahead waits in its buffer).
 ``requested.npy`` int32 ``[n_slots]``: the cell each slot requested (see ``cells.parquet``); a slot whose
                   sample lies outside its requested cell is a counted deviation.
 ``cells.parquet`` one row per (phase, cell): ``phase``, ``cell``, ``stream``, ``n`` (samples in the
