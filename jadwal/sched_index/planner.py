@@ -325,6 +325,9 @@ def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
                             rng=_seed(spec.seed, "phase", ph.index, ph.policy), step0=ph.start,
                             total_steps=total, workspace=ws, phase=ph.index)
         comp = np.asarray(pdef.fn(ctx, **ph.params))
+        if comp.dtype.kind not in "iu":
+            raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned {comp.dtype} values; it must "
+                            "return integer cell ids")
         if comp.shape != (ctx.n_steps, slots) or comp.min() < 0 or comp.max() >= len(cells):
             raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned shape {comp.shape} "
                             f"(expected {(ctx.n_steps, slots)}) or cell ids out of range")

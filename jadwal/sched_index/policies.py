@@ -235,8 +235,15 @@ def mix(ctx: PolicyContext, by: str = "dataset", weights="size", **extra) -> np.
     return to_steps(_mix_seq(ctx, by, weights, ctx.n_steps * ctx.slots, f"phases[{ctx.phase}]"), ctx)
 
 
-@register("pool", columns=lambda p: [p.get("by", "dataset")],
-          slots_factor=lambda p: int(p.get("factor", 8)), domain=lambda p: p.get("by", "dataset"))
+def _pool_factor(p: dict) -> int:
+    f = p.get("factor", 8)
+    if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+        raise SpecError(f"pool: `factor` must be an integer ≥ 1 (pool = batch × factor), got {f!r}")
+    return f
+
+
+@register("pool", columns=lambda p: [p.get("by", "dataset")], slots_factor=_pool_factor,
+          domain=lambda p: p.get("by", "dataset"))
 def pool(ctx: PolicyContext, by: str = "dataset", weights="size", factor: int = 8, **extra) -> np.ndarray:
     """Candidate pools of ``batch × factor`` samples per step for online selection (e.g. PartitionSel);
     each candidate's domain is its value of ``by``."""

@@ -207,32 +207,24 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
         total = sum(fixed)
     else:
         raise SpecError("spec: give `steps` or `epochs` when a phase length is a fraction or omitted")
-    lengths = []
-    for ph, f in zip(spec.phases, fixed):
-        lengths.append(f if f is not None else (round(ph.length * total) if ph.length is not None else None))
-    known = sum(x for x in lengths if x is not None)
-    frac = [i for i, ph in enumerate(spec.phases) if isinstance(ph.length, float)]
-    if known > total and frac:
-        # rounding each fraction on its own can overshoot (two halves of 7 steps: 4 + 4); round the
-        # fractions' cumulative boundaries instead (half up), so they add up to their rounded sum
-        cum, prev = 0.0, 0
-        for i in frac:
-            cum += spec.phases[i].length
+    lengths = list(fixed)
+    # fractions of the run: round their cumulative boundaries (half up), so that fractions adding up
+    # to 1 fill the run exactly (two halves of 7 steps: 4 + 3, not 4 + 4)
+    cum, prev = 0.0, 0
+    for i, ph in enumerate(spec.phases):
+        if isinstance(ph.length, float):
+            cum += ph.length
             b = math.floor(cum * total + 0.5 + 1e-9)
             lengths[i], prev = b - prev, b
-        known = sum(x for x in lengths if x is not None)
+    known = sum(x for x in lengths if x is not None)
     if known > total:
         raise SpecError(f"spec: phases add up to {known} steps, longer than the run ({total} steps)")
     rest = [i for i, x in enumerate(lengths) if x is None]
     if rest:
         lengths[rest[0]] = total - known
     elif known < total:
-        # fractions that do not add up to 1 due to rounding: give the remainder to the last phase
-        if total - known <= len(lengths):
-            lengths[-1] += total - known
-        else:
-            raise SpecError(f"spec: phases add up to {known} steps but the run has {total}; "
-                            "make the fractions sum to 1 or omit the last phase's length")
+        raise SpecError(f"spec: phases add up to {known} steps but the run has {total}; make the lengths add "
+                        "up (fractions summing to 1) or omit the last phase's length")
     start = 0
     for ph, n in zip(spec.phases, lengths):
         if n < 1:

@@ -62,3 +62,39 @@ def test_user_policy_module(ds_ws, tmp_path):
     idx = open_index(ds_ws, "u")
     assert set(idx.plan(3, 1).ids) and all(i.startswith("did/") for i in idx.plan(3, 1).ids)
     assert check_index(ds_ws, "u").ok
+
+
+@pytest.mark.parametrize(
+    "patch, pattern",
+    [
+        ({"phases": [{"policy": "mix", "length": 8}, {"policy": "mix", "length": 7}]},
+         r"phases add up to 15 steps but the run has 20"),
+        ({"phases": [{"policy": "pool", "factor": 2.5}]}, r"`factor` must be an integer ≥ 1"),
+    ],
+)
+def test_lengths_that_do_not_add_up_and_bad_pool_factor(ds_ws, patch, pattern):
+    with pytest.raises((SpecError, PlanError), match=pattern):
+        build_index(ds_ws, {**BASE, **patch}, "bad", progress=False)
+
+
+def test_fractions_fill_the_run_exactly(ds_ws):
+    from jadwal.sched_index import open_index
+
+    spec = {**BASE, "steps": 10, "phases": [{"policy": "mix", "length": 0.25}] * 4}
+    build_index(ds_ws, spec, "q", progress=False)
+    spans = [(p["start_step"], p["end_step"]) for p in open_index(ds_ws, "q").meta["phases"]]
+    assert spans == [(0, 3), (3, 5), (5, 8), (8, 10)]  # cumulative rounding, not [2, 2, 2, 4]
+
+
+def test_policy_returning_floats_is_refused(ds_ws, tmp_path):
+    mod = tmp_path / "floaty.py"
+    mod.write_text(
+        "import numpy as np\n"
+        "from jadwal.sched_index.policies import register\n"
+        "@register('floaty', columns=lambda p: ['dataset'])\n"
+        "def floaty(ctx):\n"
+        "    return np.zeros((ctx.n_steps, ctx.slots)) + 0.7\n"
+    )
+    with pytest.raises(PlanError, match="float64 values; it must return integer cell ids"):
+        build_index(ds_ws, {**BASE, "policy_modules": [str(mod)], "phases": [{"policy": "floaty"}]}, "f",
+                    progress=False)
