@@ -21,14 +21,32 @@ def _train(args) -> int:
     ws = args.workspace
     if args.nproc and args.nproc > 1:
         spawn(cfg, ws, args.nproc)
+        _write_meta(ws, cfg)
         print(f"train: {args.nproc} ranks finished; logs in {ws}/runs/{cfg['run']}/", file=sys.stderr)
         return 0
     res = train(cfg, ws)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
+        _write_meta(ws, cfg)
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, default=str))
     return 0
+
+
+def _write_meta(workspace, cfg: dict) -> None:
+    """``runs/<run>/meta.json`` (workspace convention): the indexes trained on, the logs written.  A run
+    stopped early (``--stop-after``) gets none, so ``jadwal status`` shows it as unfinished."""
+    if cfg.get("stop_after"):
+        return
+    from ..workspace import Workspace
+
+    ws = Workspace(workspace)
+    run = ws.path("runs", cfg["run"])
+    names = {st["index"] for st in cfg["stages"]} | ({cfg["eval"]["index"]} if cfg.get("eval") else set())
+    inputs = [ws.path("index", n, "plan.npy") for n in sorted(names) if ws.path("index", n, "plan.npy").exists()]
+    outputs = [p for p in (run / f for f in ("train.csv", "task_loss.csv", "eval.csv", "loss_curves.png")) if p.exists()]
+    ws.write_meta(run, "train", config={k: v for k, v in cfg.items() if k != "stages"} | {"stages": cfg["stages"]},
+                  inputs=inputs, outputs=outputs)
 
 
 def register(sub, common) -> None:

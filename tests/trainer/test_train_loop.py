@@ -164,3 +164,25 @@ def test_qwen2_audio_local_path(tmp_path, workspace):
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
     assert len(m.eval().generate(b, max_new_tokens=3)) == len(b["ids"])
+
+
+def test_cli_run_writes_meta_only_when_finished(fresh_workspace, tmp_path):
+    import json
+
+    import yaml
+
+    from jadwal.cli import main
+
+    ws = fresh_workspace
+    build_index(ws, {"seed": 1, "batch_size": 2, "steps": 2, "world_size": 1, "buffer": 400,
+                     "phases": [{"policy": "tpc", "stages": [["asr"]]}]}, "asr_w1", progress=False)
+    cfg = {"run": "cli", "seed": 3, "model": TINY, "num_workers": 0,
+           "stages": [{"name": "align", "index": "asr_w1", "train": ["aligner", "lora"], "lr": 1e-3}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "-w", str(ws), str(path), "--run", "stopped", "--stop-after", "1"]) == 0
+    assert not (ws / "runs" / "stopped" / "meta.json").exists()  # unfinished: `jadwal status` says so
+    assert main(["train", "-w", str(ws), str(path)]) == 0
+    meta = json.loads((ws / "runs" / "cli" / "meta.json").read_text())
+    assert meta["stage"] == "train" and "index/asr_w1/plan.npy" in meta["inputs"]
+    assert "runs/cli/train.csv" in meta["outputs"]
