@@ -74,7 +74,10 @@ class Workspace:
         return self.root.joinpath(*parts)
 
     def rel(self, path: str | os.PathLike) -> str:
-        """``path`` relative to the workspace root when inside it, else absolute (posix form)."""
+        """``path`` relative to the workspace root when inside it, else absolute (posix form); a URL
+        (``s3://…``, ``memory://…``) is returned as is."""
+        if isinstance(path, str) and "://" in path:
+            return path
         p = Path(path).resolve()
         try:
             return p.relative_to(self.root).as_posix()
@@ -82,7 +85,10 @@ class Workspace:
             return p.as_posix()
 
     def resolve(self, stored: str) -> Path:
-        """Inverse of :meth:`rel`: a stored path back to an absolute one."""
+        """Inverse of :meth:`rel`: a stored path back to an absolute one.  A URL (``s3://…``,
+        ``memory://…``: shards written with ``--output``) is returned unchanged, as a string."""
+        if isinstance(stored, str) and "://" in stored:
+            return stored
         p = Path(stored)
         return p if p.is_absolute() else self.root / p
 

@@ -5,9 +5,10 @@ One command with an optional action word (so ``-w`` works before or after it)::
     jadwal shard   -w WS [--by dataset] [--set NAME] [--target-size 256MB] [--max-samples N]
                          [--sample-rate 16000] [--audio-format flac|original] [--mono]
                          [--workers N] [--seed S] [--datasets a,b] [--executor local|ray] [--ray-address A]
+                         [--output URL]
     jadwal shard verify  -w WS [--set NAME] [--workers N]
     jadwal shard regroup -w WS --by cluster:k500,task,label [--from SET] [--set NAME]
-                         [--target-size 256MB] [--max-samples N] [--seed S] [--memory 1GiB]
+                         [--target-size 256MB] [--max-samples N] [--seed S] [--memory 1GiB] [--output URL]
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def register(sub, common) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster to join (e.g. auto, ray://head:10001); default $RAY_ADDRESS, else a local Ray "
                         "instance of --workers CPUs")
+    p.add_argument("--output", default=None, metavar="URL",
+                   help="write the tars and sidecars under URL/<set>/ (fsspec: s3://…, gs://…, file://…, or a "
+                        "folder) instead of the workspace; the shard index stays in shards/<set>/ and records the URLs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="shuffle seed (default 0)")
     p.add_argument("--datasets", default=None, metavar="A,B", help="only these datasets, comma-separated")
     p.add_argument("--memory", default=None, metavar="SIZE", help="regroup: buffer bound before spilling to disk (default 1GiB)")
@@ -76,7 +80,7 @@ def _plan_line(s: dict) -> None:
     print(
         f"plan: {s['planned_samples']} samples in {s['streams']} streams → {s['planned_shards']} shards"
         + (f" (~{est / 1e6:.1f} MB estimated)" if est else "")
-        + f" into {s['path']}/",
+        + f" into {s.get('output', s['path'])}/",
         file=sys.stderr,
         flush=True,
     )
@@ -92,7 +96,7 @@ def _run(args) -> int:
     if args.action == "verify":
         from .verify import verify_shards
 
-        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples"))
+        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples", "output"))
         rep = verify_shards(ws, args.set_name, workers=args.workers, progress=progress)
         if args.json:
             print(json.dumps(rep, indent=2, ensure_ascii=False))
@@ -119,7 +123,7 @@ def _run(args) -> int:
         s = regroup(
             ws, args.by, source=args.source, set_name=args.set_name, target_size=args.target_size,
             max_samples=args.max_samples, seed=args.seed, memory=args.memory or "1GiB", progress=progress,
-            on_plan=_plan_line,
+            on_plan=_plan_line, output=args.output,
         )
     else:
         from .write import write_shards
@@ -132,10 +136,13 @@ def _run(args) -> int:
             audio_format=args.audio_format or "flac", mono=bool(args.mono), workers=args.workers,
             seed=args.seed, datasets=args.datasets.split(",") if args.datasets else None, progress=progress,
             on_plan=_plan_line, executor=args.executor or "local", ray_address=args.ray_address,
+            output=args.output,
         )
     if args.json:
         print(json.dumps(s, indent=2, ensure_ascii=False))
     else:
+        if "output" in s:
+            print(f"shards at {s['output']}/, index in {s['path']}/")
         print(
             f"{s['path']}: {s['samples']} samples ({s['duration_h']:.2f} h) in {s['shards']} shards, "
             f"{s['bytes'] / 1e6:.1f} MB; {s['shards_written']} written, {s['shards_skipped']} already complete; "

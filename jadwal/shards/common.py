@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from ..executors import fault_point
 from ..manifests.schema import MANIFEST_COLUMNS, REJECTS_SCHEMA
-from ..workspace import Workspace, atomic_path, atomic_write
+from ..workspace import Workspace, atomic_path
+from . import storage
 from .schema import (
     ATTRIBUTE_COLUMNS,
     MEMBER,
@@ -161,7 +162,7 @@ class ShardPlan:
     shard_id: int
     stream: str
     seq: int  # shard number within its stream
-    path: str  # workspace-relative tar path
+    path: str  # tar path: relative to the workspace, or a URL (``--output``)
     rows: np.ndarray  # input row numbers, in write order
 
     @property
@@ -239,9 +240,13 @@ def plan_hash(*parts: str) -> str:
 
 # -- set folder ----------------------------------------------------------------------------------
 @contextlib.contextmanager
-def locked_set(ws: Workspace, set_name: str):
+def locked_set(ws: Workspace, set_name: str, output: str | None = None):
     """Create ``shards/<set>/``, take its lock (one writer at a time), mark it incomplete (remove
-    ``meta.json``) and clear temp files of killed runs."""
+    ``meta.json``) and clear temp files of killed runs (also under ``output/<set>/`` when the shards
+    go to a URL).
+
+    The lock is an ``fcntl`` lock on the local set folder: object stores have no equivalent, so with
+    ``output`` a URL there must be one writer per set (every writer of a set uses the same workspace)."""
     if not set_name or "/" in set_name or set_name.startswith(".") or set_name in ("..",):
         raise ShardError(f"bad shard set name {set_name!r}")
     d = ws.path("shards", set_name)
@@ -258,13 +263,48 @@ def locked_set(ws: Workspace, set_name: str):
         if meta.exists():
             meta.unlink()
         remove_temp_files(d)
+        if output is not None:
+            remove_temp_files(shard_dir(ws, set_name, output))
         yield d
     finally:
         os.close(fd)
 
 
-def remove_temp_files(d: Path) -> int:
+def set_prefix(set_name: str, output: str | None = None) -> str:
+    """Stored prefix of a set's shard paths: ``shards/<set>`` (workspace-relative) or ``<output>/<set>``."""
+    return f"shards/{set_name}" if output is None else f"{str(output).rstrip('/')}/{set_name}"
+
+
+def shard_dir(ws: Workspace, set_name: str, output: str | None = None):
+    """Where a set's stream folders live: the local set folder, or the URL ``<output>/<set>``."""
+    return ws.resolve(set_prefix(set_name, output))
+
+
+def check_output(output) -> str | None:
+    """Normalize ``--output``: ``None`` (the workspace), an fsspec URL, or a local folder (absolute)."""
+    if output is None or output == "":
+        return None
+    output = str(output)
+    if storage.is_url(output):
+        from fsspec.core import url_to_fs
+
+        try:
+            url_to_fs(output)
+        except (ImportError, ValueError) as e:
+            raise ShardError(f"--output {output!r}: {e}") from None
+        return output.rstrip("/")
+    return Path(output).resolve().as_posix()
+
+
+def remove_temp_files(d) -> int:
     n = 0
+    if storage.is_url(d):
+        for f in storage.list_files(d):
+            if _TMP_RE.match(f.rpartition("/")[2]):
+                storage.remove(f)
+                n += 1
+        return n
+    d = Path(d)
     for p in d.rglob(".*.tmp-*"):
         if p.is_file() and _TMP_RE.match(p.name):
             p.unlink(missing_ok=True)
@@ -272,18 +312,32 @@ def remove_temp_files(d: Path) -> int:
     return n
 
 
-def remove_stale(ws: Workspace, d: Path, plans: list[ShardPlan]) -> list[str]:
-    """Delete shard tars/sidecars under ``d`` that the current plan does not name (from earlier runs
-    with other arguments); returns their relative paths."""
+def remove_stale(ws: Workspace, d, plans: list[ShardPlan], prefix: str | None = None) -> list[str]:
+    """Delete shard tars/sidecars under ``d`` (a local folder or a URL whose stored prefix is ``prefix``)
+    that the current plan does not name (from earlier runs with other arguments); returns their paths."""
     keep = {p.path for p in plans} | {p.sidecar for p in plans}
     removed = []
-    for sub in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")):
-        for f in sorted(sub.iterdir()):
-            if f.is_file() and _SHARD_RE.match(f.name) and ws.rel(f) not in keep:
-                f.unlink()
-                removed.append(ws.rel(f))
-        if not any(sub.iterdir()):
-            sub.rmdir()
+    if storage.is_url(d):
+        base = str(d).rstrip("/")
+        for f in storage.list_files(d):
+            rel = f[len(base) + 1:]
+            parts = rel.split("/")
+            if len(parts) != 2 or parts[0].startswith(".") or not _SHARD_RE.match(parts[1]):
+                continue
+            stored = f"{prefix}/{rel}"
+            if stored not in keep:
+                storage.remove(f)
+                removed.append(stored)
+    else:
+        d = Path(d)
+        if d.is_dir():
+            for sub in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")):
+                for f in sorted(sub.iterdir()):
+                    if f.is_file() and _SHARD_RE.match(f.name) and ws.rel(f) not in keep:
+                        f.unlink()
+                        removed.append(ws.rel(f))
+                if not any(sub.iterdir()):
+                    sub.rmdir()
     if removed:
         log.info("removed %d stale shard file(s) from earlier runs", len(removed))
     return removed
@@ -292,39 +346,38 @@ def remove_stale(ws: Workspace, d: Path, plans: list[ShardPlan]) -> list[str]:
 # -- sidecars ------------------------------------------------------------------------------------
 def read_sidecar(ws: Workspace, plan: ShardPlan, phash: str) -> dict | None:
     """The sidecar of ``plan`` when it matches ``phash`` and the tar has its recorded size."""
-    p = ws.resolve(plan.sidecar)
-    tar = ws.resolve(plan.path)
+    text = storage.read_text(ws.resolve(plan.sidecar))
+    if text is None:
+        return None
     try:
-        sc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        sc = json.loads(text)
+    except ValueError:
         return None
     if sc.get("version") != SIDECAR_VERSION or sc.get("plan") != phash or sc.get("path") != plan.path:
         return None
-    try:
-        if tar.stat().st_size != sc["bytes"]:
-            return None
-    except OSError:
+    if storage.size(ws.resolve(plan.path)) != sc["bytes"]:
         return None
     return sc
 
 
-def load_sidecar(path: Path) -> dict | None:
+def load_sidecar(path) -> dict | None:
+    text = storage.read_text(path)
+    if text is None:
+        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(text)
+    except ValueError:
         return None
 
 
 def commit_shard(ws: Workspace, plan: ShardPlan, phash: str, write_fn) -> dict:
     """Write ``plan``'s tar under a temp name with ``write_fn(fileobj) -> (samples, rejects, writer)``,
-    fsync, rename into place, then write its sidecar (atomically).  Returns the sidecar."""
-    tar = ws.resolve(plan.path)
-    with atomic_path(tar) as tmp, open(tmp, "wb") as f:
+    fsync, rename into place (``fs.mv`` for a URL), then write its sidecar (atomically).  Returns the
+    sidecar."""
+    # tests: a worker dying at "tmp-written" leaves a temp tar and no shard
+    with storage.atomic_open(ws.resolve(plan.path), fault_hook=lambda: fault_point("tmp-written")) as f:
         samples, rejects, writer = write_fn(f)
         writer.close()
-        f.flush()
-        os.fsync(f.fileno())
-        fault_point("tmp-written")  # tests: a worker dying here leaves a temp tar and no shard
     sc = {
         "version": SIDECAR_VERSION,
         "plan": phash,
@@ -336,7 +389,7 @@ def commit_shard(ws: Workspace, plan: ShardPlan, phash: str, write_fn) -> dict:
         "samples": samples,
         "rejects": rejects,
     }
-    atomic_write(ws.resolve(plan.sidecar), json.dumps(sc, ensure_ascii=False, separators=(",", ":")))
+    storage.write_text(ws.resolve(plan.sidecar), json.dumps(sc, ensure_ascii=False, separators=(",", ":")))
     return sc
 
 

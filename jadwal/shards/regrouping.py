@@ -29,6 +29,7 @@ from .common import (
     REJECTS_FILE,
     ShardError,
     add_sample_record,
+    check_output,
     commit_shard,
     join_on_id,
     locked_set,
@@ -39,9 +40,13 @@ from .common import (
     plan_shards,
     read_sidecar,
     remove_stale,
+    remove_temp_files,
     resolve_keys,
+    set_prefix,
+    shard_dir,
     write_index,
 )
+from . import storage
 from .tario import ShardWriter, TrackingReader, UnsafeMember, iter_members, split_name
 from .verify import list_sets
 
@@ -51,8 +56,8 @@ FORMAT = "jadwal-regroup/1"
 
 
 def open_source(path) -> object:
-    """Open a source shard for reading (one call per source shard and pass)."""
-    return open(path, "rb")
+    """Open a source shard (a local path or an fsspec URL) for reading (one call per source shard and pass)."""
+    return storage.open_read(path)
 
 
 def _pick_source(ws: Workspace, source: str | None) -> str:
@@ -126,8 +131,12 @@ def regroup(
     memory: str | int = "1GiB",
     progress: bool = True,
     on_plan=None,
+    output: str | None = None,
 ) -> dict:
-    """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary."""
+    """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary.
+
+    The source's shards may live at URLs (written with ``output``); ``output`` puts the new set's
+    tars and sidecars under ``<output>/<set>/`` (see :func:`jadwal.shards.write_shards`)."""
     from tqdm import tqdm
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
@@ -138,6 +147,7 @@ def regroup(
         raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
     src_name = _pick_source(ws, source)
     name = set_name or S.set_name(keys)
+    output = check_output(output)
     if name == src_name:
         raise ShardError(f"regroup would overwrite its source set {src_name!r}: pass another --set")
     src_dir = ws.path("shards", src_name)
@@ -176,7 +186,7 @@ def regroup(
     streams = kv.streams()
     sizes = src.column("size").to_numpy().astype(np.float64)
     plans = plan_shards(
-        f"shards/{name}", ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
+        set_prefix(name, output), ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
     )
     src_shard_id = src.column("shard_id").to_numpy()
     src_pos = src.column("pos").to_numpy()
@@ -184,6 +194,7 @@ def regroup(
     summary = {
         "set": name,
         "path": f"shards/{name}",
+        **({"output": set_prefix(name, output)} if output is not None else {}),
         "source": src_name,
         "keys": keys,
         "streams": len({p.stream for p in plans}),
@@ -194,7 +205,7 @@ def regroup(
     if on_plan:
         on_plan(dict(summary))
 
-    with locked_set(ws, name) as d:
+    with locked_set(ws, name, output) as d:
         spool = d / ".spool"
         if spool.exists():
             shutil.rmtree(spool)
@@ -260,7 +271,11 @@ def regroup(
         missing = [plans[pi].path for pi in range(len(plans)) if plans[pi].shard_id not in sidecars]
         if missing:
             raise ShardError(f"regroup: {len(missing)} output shards incomplete after the pass (e.g. {missing[0]})")
-        remove_stale(ws, d, plans)
+        remove_stale(ws, d, [] if output is not None else plans)
+        if output is not None:
+            sdir = shard_dir(ws, name, output)
+            remove_temp_files(sdir)
+            remove_stale(ws, sdir, plans, set_prefix(name, output))
         attr_cols = [c for c in src.column_names if c not in ("id", "stream", "shard_id", "pos", "offset", "size",
                                                               "members", "duration_s")]
         attrs = {c: src.column(c) for c in attr_cols}
@@ -279,7 +294,7 @@ def regroup(
             d,
             "shards",
             config={"regroup_from": src_name, "by": keys, "set": name, "target_size": target_bytes,
-                    "max_samples": max_samples, "seed": seed},
+                    "max_samples": max_samples, "seed": seed, **({"output": output} if output is not None else {})},
             inputs=inputs,
             outputs=[d / S.SAMPLES_FILE, d / S.SHARDS_FILE, d / REJECTS_FILE],
             extra={"summary": summary},

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..workspace import Workspace
+from . import storage
 from .common import SIDECAR_SUFFIX, ShardError, load_sidecar, pool_map
 from .schema import SAMPLES_FILE, SHARDS_FILE, member_key
 from .tario import TrackingReader, UnsafeMember, iter_members
@@ -36,14 +37,14 @@ def _verify_task(task: dict) -> dict:
     def flag(i, why):
         bad.setdefault(i, why)
 
-    if not path.exists():
+    actual = storage.size(path)  # path: a local Path or an fsspec URL (shards written with --output)
+    if actual is None:
         problems.append("missing file")
         out["samples"] = [{"id": s, "problem": "missing file"} for s in ids]
         return out
-    actual = path.stat().st_size
     if actual != task["bytes"]:
         problems.append(f"size {actual} != recorded {task['bytes']}" + (" (truncated)" if actual < task["bytes"] else ""))
-    sc = load_sidecar(path.with_name(path.name + SIDECAR_SUFFIX))
+    sc = load_sidecar(f"{path}{SIDECAR_SUFFIX}" if storage.is_url(path) else path.with_name(path.name + SIDECAR_SUFFIX))
     digests = None
     if sc and sc.get("sha256") == task["sha256"] and sc.get("samples", {}).get("id") == ids:
         digests = sc["samples"].get("sha1")
@@ -53,7 +54,7 @@ def _verify_task(task: dict) -> dict:
         for name, off, size in ms:
             expected.append((i, f"{key}.{name}", off, size))
     ranges = [(o, o + s) for o, s in zip(offsets, sizes)]
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         r = TrackingReader(f, ranges)
         j = 0
         try:

@@ -32,6 +32,7 @@ from .common import (
     ShardError,
     ShardPlan,
     add_sample_record,
+    check_output,
     commit_shard,
     locked_set,
     new_samples_record,
@@ -45,6 +46,8 @@ from .common import (
     remove_stale,
     remove_temp_files,
     resolve_keys,
+    set_prefix,
+    shard_dir,
     write_index,
 )
 from .tario import ShardWriter
@@ -168,6 +171,7 @@ def write_shards(
     on_plan=None,
     executor: str = "local",
     ray_address: str | None = None,
+    output: str | None = None,
 ) -> dict:
     """Write the workspace's manifests into WebDataset shards grouped by ``by``; returns a summary.
 
@@ -175,6 +179,10 @@ def write_shards(
     ``executor``: ``local`` (process pool of ``workers``) or ``ray`` (one Ray task per shard, on the
     cluster at ``ray_address`` or a local Ray instance of ``workers`` CPUs); the bytes are the same.
     With Ray on several nodes the workspace must be on a file system every node mounts.
+    ``output``: write the tars and sidecars under ``<output>/<set>/`` instead, an fsspec URL
+    (``s3://bucket/shards``, ``file:///mnt/shards``; ``memory://`` only with one worker and the local
+    executor) or a local folder; the shard index stays in ``shards/<set>/`` of the workspace and its
+    ``path`` column holds the full URLs.
     """
     from tqdm import tqdm
 
@@ -189,6 +197,7 @@ def write_shards(
         raise ShardError(f"--sample-rate must be positive (0 keeps the source rate), got {sample_rate}")
     workers = max(1, int(workers or os.cpu_count() or 1))
     name = set_name or S.set_name(keys)
+    output = check_output(output)
     t0 = time.time()
 
     # -- plan --------------------------------------------------------------------------------------
@@ -211,7 +220,7 @@ def write_shards(
     streams = kv.streams()
     sizes = _estimate_sizes(ws, table, sample_rate, mono)
     plans = plan_shards(
-        f"shards/{name}", ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
+        set_prefix(name, output), ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
     )
     config = {
         "by": keys,
@@ -224,11 +233,14 @@ def write_shards(
         "seed": seed,
         "datasets": datasets or None,
     }
+    if output is not None:  # recorded only when used (a workspace run's config is unchanged)
+        config["output"] = output
     content_cfg = {"sample_rate": sample_rate or None, "audio_format": audio_format, "mono": bool(mono)}
     config_json = json.dumps(content_cfg, sort_keys=True)
     summary = {
         "set": name,
         "path": f"shards/{name}",
+        **({"output": set_prefix(name, output)} if output is not None else {}),
         "keys": keys,
         "streams": len({p.stream for p in plans}),
         "planned_samples": int(table.num_rows),
@@ -242,7 +254,7 @@ def write_shards(
     # -- write ---------------------------------------------------------------------------------------
     sidecars: dict[int, dict] = {}
     counts = {"written": 0, "skipped": 0}
-    with locked_set(ws, name) as d:
+    with locked_set(ws, name, output) as d:
         bar = tqdm(total=table.num_rows, unit="sample", desc=f"shard {name}", disable=not progress, smoothing=0.1)
 
         def tasks():  # complete shards (sidecar matches the plan) are skipped here, in the parent
@@ -272,7 +284,11 @@ def write_shards(
         finally:
             bar.close()
         remove_temp_files(d)  # temp tars of workers that died mid-write (their shards were redone)
-        remove_stale(ws, d, plans)
+        remove_stale(ws, d, [] if output is not None else plans)
+        if output is not None:
+            sdir = shard_dir(ws, name, output)
+            remove_temp_files(sdir)
+            remove_stale(ws, sdir, plans, set_prefix(name, output))
         rejects = plan_rejects + [r for p in plans for r in sidecars[p.shard_id]["rejects"]]
         attrs = {c: table.column(c) for c in S.ATTRIBUTE_COLUMNS}
         attrs.update(kv.extra_columns())

@@ -54,8 +54,11 @@ def shard_url(rel_path: str, workspace_root: Path, shard_root: str | None) -> st
 
     ``shard_root`` None → ``<workspace>/<rel_path>``; a string containing ``{path}`` is a template
     (``"pipe:aws s3 cp s3://bucket/ws/{path} -"``); any other string is a prefix joined with ``/``
-    (``"s3://bucket/ws"``, ``"/mnt/ws"``, ``"file:///mnt/ws"``).
+    (``"s3://bucket/ws"``, ``"/mnt/ws"``, ``"file:///mnt/ws"``).  A ``rel_path`` that is already a
+    URL (shards written with ``jadwal shard --output URL``) is used as is.
     """
+    if "://" in rel_path:
+        return rel_path
     if shard_root is None:
         return str(workspace_root / rel_path)
     if "{path}" in shard_root:
