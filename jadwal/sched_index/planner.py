@@ -482,6 +482,9 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     T = pp.end - pp.start
     m = pp.slots // W  # slots per micro-batch
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
+    impure = np.bincount(cstream, minlength=S) > 1
+    if supply is None and not impure[np.unique(cstream[np.unique(pp.comp)])].any():
+        return _resolve_pure(spec, pp, seq, start, cstream)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
     # reader of each slot: rank * readers_per_rank + t % readers_per_rank
     reader3 = (np.arange(W, dtype=np.int64)[None, :, None] * nw
@@ -495,16 +498,7 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     cs_, cr_ = np.nonzero(D)  # the chunks, in key order
     chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
               "start": start[cs_, cr_], "length": D[cs_, cr_]}
-    # a stream is pure in this phase when one cell covers it: its requests take its range in order
-    impure = np.bincount(cstream, minlength=S) > 1
     impure_used = bool(impure[s_of].any())
-    if not impure_used and supply is None:
-        rows = np.empty(len(key), dtype=np.int64)
-        rows[order] = seq.range_rows(cs_, chunks["start"], chunks["length"])
-        v = np.empty(len(key), dtype=np.int64)
-        lens = chunks["length"]
-        v[order] = np.repeat(chunks["start"] - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
-        return Resolved(rows, v, chunks, {}, 0, {})
     reader = key % R
     k = np.empty(len(key), dtype=np.int64)  # occurrence index within (stream, reader)
     k[order] = np.arange(len(key)) - np.repeat(np.cumsum(Dflat) - Dflat, Dflat)
@@ -517,6 +511,43 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     rows = seq.rows_many(s_of, v)
     max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
     return Resolved(rows, v, chunks, deviations, max_buf, at)
+
+
+BLOCK_SLOTS = 1 << 20  # slots resolved at once by the pure path: bounds its temporaries
+
+
+def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray,
+                  cstream: np.ndarray) -> Resolved:
+    """Every stream of the phase is one cell: each (stream, reader) takes its range in order.  Resolved
+    in blocks of whole steps with running per-(stream, reader) offsets, so temporaries stay
+    O(block + streams × readers) whatever the phase length; rows are generated range by range."""
+    W, nw = spec.world_size, spec.readers_per_rank
+    R, S = W * nw, len(seq.names)
+    T = pp.end - pp.start
+    m = pp.slots // W
+    n = T * pp.slots
+    rows = np.empty(n, dtype=np.int64)
+    v = np.empty(n, dtype=np.int64)
+    used = np.zeros(S * R, dtype=np.int64)
+    start_flat = start.reshape(-1)
+    per_block = max(1, BLOCK_SLOTS // pp.slots)
+    for b0 in range(0, T, per_block):
+        b1 = min(T, b0 + per_block)
+        reader = (np.arange(W, dtype=np.int64)[None, :, None] * nw
+                  + (np.arange(pp.start + b0, pp.start + b1, dtype=np.int64) % nw)[:, None, None])
+        key = (cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)] * R + reader).reshape(-1)
+        order = stable_order(key)  # grouped by (stream, reader), time order inside
+        Db = np.bincount(key, minlength=S * R)
+        ck = np.flatnonzero(Db)  # chunks touched by this block, in key order
+        lens, st = Db[ck], start_flat[ck] + used[ck]
+        o0 = b0 * pp.slots
+        rows[o0 + order] = seq.range_rows(ck // R, st, lens)
+        v[o0 + order] = np.repeat(st - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
+        used[ck] += lens
+    cs_, cr_ = np.divmod(np.flatnonzero(used), R)
+    chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
+              "start": start[cs_, cr_], "length": used.reshape(S, R)[cs_, cr_]}
+    return Resolved(rows, v, chunks, {}, 0, {})
 
 
 def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply=None):
@@ -677,9 +708,12 @@ def chunks_table(st: SampleTable, results: list[Resolved]) -> pa.Table:
 def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
                 extra: dict | None = None, all_phases: list | None = None) -> dict:
     W = spec.world_size
-    rows = np.concatenate([r.rows for r in results])
-    vpos = np.concatenate([r.vpos for r in results])
-    requested = np.concatenate([pp.comp.reshape(-1) for pp in plans]).astype(np.int32)
+    def cat(parts):  # no copy for a single phase
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    rows = cat([r.rows for r in results])
+    vpos = cat([r.vpos for r in results])
+    requested = cat([pp.comp.reshape(-1) for pp in plans]).astype(np.int32, copy=False)
     sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     cells = [cells_table(pp) for pp in plans]
@@ -708,10 +742,10 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    np.save(tmp / F.PLAN_FILE, rows.astype(np.int64))
-    np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64))
-    np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32))
-    np.save(tmp / F.VPOS_FILE, vpos.astype(np.int64))
+    np.save(tmp / F.PLAN_FILE, rows.astype(np.int64, copy=False))
+    np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64, copy=False))
+    np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32, copy=False))
+    np.save(tmp / F.VPOS_FILE, vpos.astype(np.int64, copy=False))
     pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
     pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
     outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
