@@ -168,3 +168,30 @@ def test_file_url_cli_and_stock_webdataset(ws, tmp_path):
     assert len(got) == samples.num_rows
     assert cli_main(["shard", "verify", "-w", str(ws), "--set", "rem", "--no-progress"]) == 0
     assert cli_main(["shard", "verify", "-w", str(ws), "--output", url]) != 0  # --output: writing/regroup only
+
+
+def test_ray_executor_writes_file_url_identically(ws, tmp_path):
+    """Ray workers write to a URL every node can reach (here ``file://``); ``memory://`` lives in the
+    driver's process only, so it is not for Ray or process pools."""
+    from jadwal.executors import ray_available
+
+    if not ray_available():
+        pytest.skip("ray is not installed")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False,
+                 configure_logging=False)
+    try:
+        url = f"file://{tmp_path}/bucket"
+        write_shards(ws, ["dataset"], set_name="loc", **KW)
+        s = write_shards(ws, ["dataset"], set_name="rem", output=url, executor="ray", **{**KW, "workers": 2})
+        assert s["executor"] == "ray" and s["shards_written"] == s["shards"]
+        (ls, lsh), (rs, rsh) = index(ws, "loc"), index(ws, "rem")
+        assert rs.equals(ls) and rsh.drop(["path"]).equals(lsh.drop(["path"]))
+        for lp, rp in zip(lsh.column("path").to_pylist(), rsh.column("path").to_pylist()):
+            assert read_url(rp) == (ws / lp).read_bytes()
+    finally:
+        if started:
+            ray.shutdown()
