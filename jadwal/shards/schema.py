@@ -10,6 +10,12 @@ A *shard set* lives in ``shards/<set>/`` (default set name ``by-<keys>``, e.g. `
 * ``shards.parquet`` (:data:`SHARDS_SCHEMA`) one row per shard, sorted by shard_id.
 * ``meta.json`` written last.
 
+With ``jadwal shard --output URL`` (or ``regroup --output``) the tars and their sidecars live under
+``URL/<set>/<stream>/shard-NNNNNN.tar`` (any fsspec URL: ``s3://``, ``gs://``, ``file://``,
+``memory://``) while the index files above stay in the workspace's ``shards/<set>/``; a shard's
+``path`` is then the full URL.  The writer's lock is an ``fcntl`` lock on the local set folder: one
+writer per set.
+
 Units: bytes for offsets/sizes (offset = position of the sample's first tar header in the tar file;
 size = bytes of all the sample's members, headers and padding included, so a sample occupies
 ``[offset, offset + size)``), seconds for durations.
@@ -51,7 +57,7 @@ SAMPLES_SCHEMA = pa.schema(
 SHARDS_SCHEMA = pa.schema(
     [
         pa.field("shard_id", pa.int32(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),  # relative to the workspace
+        pa.field("path", pa.string(), nullable=False),  # relative to the workspace, or a URL
         pa.field("stream", pa.string(), nullable=False),
         pa.field("num_samples", pa.int64(), nullable=False),
         pa.field("bytes", pa.int64(), nullable=False),
