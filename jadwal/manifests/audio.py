@@ -8,12 +8,15 @@ results back in submission order.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import NamedTuple
+
+from .. import storage
 
 
 class Probe(NamedTuple):
@@ -31,7 +34,7 @@ class Probe(NamedTuple):
 
 def sha1_file(path: str, bufsize: int = 1 << 20) -> str:
     h = hashlib.sha1()
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         while chunk := f.read(bufsize):
             h.update(chunk)
     return h.hexdigest()
@@ -53,13 +56,16 @@ def probe_file(path: str, hash_audio: bool = True) -> Probe:
     import soundfile as sf
 
     try:
-        if not os.path.isfile(path):
+        url = storage.is_url(path)  # audio on object storage (s3://, gs://, …) is read through fsspec
+        if not (storage.exists(path) if url else os.path.isfile(path)):
             return Probe("missing_audio", f"no such file: {path}", 0, 0, 0, None)
         try:
-            with sf.SoundFile(path) as f:
+            with (storage.open_read(path) if url else contextlib.nullcontext(path)) as src, sf.SoundFile(src) as f:
                 frames, sr, ch = int(f.frames), int(f.samplerate), int(f.channels)
         except Exception as e:  # libsndfile could not open it: try audioread, else report soundfile's error
             try:
+                if url:
+                    raise
                 frames, sr, ch = _fallback(path)
             except Exception:
                 return Probe("unreadable_audio", f"{type(e).__name__}: {e}", 0, 0, 0, None)

@@ -291,7 +291,9 @@ class _Importer:
 
     def store_path(self, path: str) -> str:
         """Like :meth:`Workspace.rel` (relative inside the workspace, else absolute), resolving symlinks
-        of the folder once per folder instead of once per file."""
+        of the folder once per folder instead of once per file; a URL is kept as is."""
+        if "://" in path:
+            return path
         d, name = os.path.split(path)
         real = self.dircache.get(d)
         if real is None:

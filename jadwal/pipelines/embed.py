@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import storage
 from ..workspace import Workspace, atomic_path, sha256_file
 
 log = logging.getLogger("jadwal.embed")
@@ -272,7 +273,7 @@ def _read_shards(jobs: list[_ShardJob], out: queue.Queue, decode_workers: int, s
             want = {f"{k}.{e}": i for i, (k, e) in enumerate(zip(job.keys, job.exts))}
             pending: list[tuple[int, cf.Future]] = []
             seen: set[str] = set()
-            with open(job.path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            with storage.open_read(job.path) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
                 for member in tar:
                     if stop.is_set():
                         return

@@ -6,6 +6,7 @@ read as ``int16`` and copied sample-exact.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from .. import storage
 
 FLAC_RATIO = 0.6  # planning estimate: FLAC bytes / 16-bit PCM bytes for speech
 
@@ -105,13 +108,14 @@ def load_row_audio(
 
     if not path:
         raise AudioError("missing_audio", "row has modality=audio but no audio_path")
-    if not os.path.exists(path):
+    url = storage.is_url(path)  # audio on object storage is read through fsspec
+    if not (storage.exists(path) if url else os.path.exists(path)):
         raise AudioError("missing_audio", f"{path}: no such file")
     offset_s = float(offset_s or 0.0)
     if duration_s is not None and (math.isnan(duration_s) or duration_s <= 0):
         duration_s = None
     try:
-        with sf.SoundFile(path) as f:
+        with (storage.open_read(path) if url else contextlib.nullcontext(path)) as src, sf.SoundFile(src) as f:
             sr_in, ch_in, n_total = f.samplerate, f.channels, f.frames
             fmt, subtype = f.format, f.subtype
             start = round(offset_s * sr_in)
@@ -136,7 +140,7 @@ def load_row_audio(
     if len(x) == 0:
         raise AudioError("zero_length", f"{path}: no samples in segment (offset {offset_s:.3f}s)")
     if audio_format == "original" and whole:
-        with open(path, "rb") as fh:
+        with storage.open_read(path) as fh:
             data = fh.read()
         return Encoded(data, original_suffix(path, fmt, subtype), len(x) / sr_in, sr_in, ch_in)
     if not keep_int:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ..executors import fault_point
 from ..manifests.schema import MANIFEST_COLUMNS, REJECTS_SCHEMA
 from ..workspace import Workspace, atomic_path
-from . import storage
+from .. import storage
 from .schema import (
     ATTRIBUTE_COLUMNS,
     MEMBER,

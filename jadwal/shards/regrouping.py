@@ -46,7 +46,7 @@ from .common import (
     shard_dir,
     write_index,
 )
-from . import storage
+from .. import storage
 from .tario import ShardWriter, TrackingReader, UnsafeMember, iter_members, split_name
 from .verify import list_sets
 

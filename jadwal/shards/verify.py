@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..workspace import Workspace
-from . import storage
+from .. import storage
 from .common import SIDECAR_SUFFIX, ShardError, load_sidecar, pool_map
 from .schema import SAMPLES_FILE, SHARDS_FILE, member_key
 from .tario import TrackingReader, UnsafeMember, iter_members

@@ -156,6 +156,8 @@ def resolve_audio(path: str, bases: Iterable[Path]) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _resolve(path: str, bases: tuple[str, ...]) -> str:
+    if "://" in path:  # an fsspec URL (s3://bucket/a.flac): read through fsspec, as is
+        return path
     if os.path.isabs(path):
         return os.path.normpath(path)
     for b in bases:

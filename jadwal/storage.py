@@ -1,4 +1,4 @@
-"""Where shard tars and sidecars live: a local path or an fsspec URL (``s3://…``, ``gs://…``,
+"""Where files live: a local path or an fsspec URL (``s3://…``, ``gs://…``,
 ``file://…``, ``memory://…``).
 
 Every file operation of the shards stage on a tar or a sidecar goes through this module, so the
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..workspace import atomic_path, atomic_write
+from .workspace import atomic_path, atomic_write
 
 
 def is_url(loc) -> bool:
