@@ -31,6 +31,13 @@ def _report(args) -> int:
 
     out = write_report(args.workspace, args.name, column=args.column)
     print(f"fidelity table: {out['csv']}\nmixture plot:   {out['png']}\nmax |realized − requested| share: {out['max_abs_diff']:.4f}")
+    if out["changes"]:
+        print("declared changes (slots not carrying the requested cell):")
+        for c in out["changes"]:
+            where = f" stream {c['stream']!r}" if c["stream"] else ""
+            print(f"  phase {c['phase']} ({c['policy']}): {c['slots']} {c['kind']}{where}")
+    else:
+        print("declared changes: none (every slot carries its requested cell)")
     return 0
 
 

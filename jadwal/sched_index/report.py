@@ -78,7 +78,9 @@ def write_report(workspace, name: str, column: str = "task", bins: int = 50) -> 
     df = fidelity(workspace, name)
     csv = idx.dir / "fidelity.csv"
     atomic_write(csv, df.to_csv(index=False))
-    atomic_write(idx.dir / "fidelity.json", json.dumps(df.to_dict(orient="records"), indent=1, ensure_ascii=False))
+    changes = declared_changes(idx)
+    atomic_write(idx.dir / "fidelity.json", json.dumps({"fidelity": df.to_dict(orient="records"), "changes": changes},
+                                                       indent=1, ensure_ascii=False))
     vals = _attr(idx, column)
     steps = np.arange(idx.start_step, idx.num_steps)
     edges = np.linspace(idx.start_step, idx.num_steps, min(bins, len(steps)) + 1).astype(int)
@@ -104,4 +106,19 @@ def write_report(workspace, name: str, column: str = "task", bins: int = 50) -> 
     png = idx.dir / "mixture.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return {"csv": str(csv), "png": str(png), "max_abs_diff": float(df["diff"].abs().max()) if len(df) else 0.0}
+    return {"csv": str(csv), "png": str(png), "max_abs_diff": float(df["diff"].abs().max()) if len(df) else 0.0,
+            "changes": changes}
+
+
+def declared_changes(idx) -> list[dict]:
+    """Per phase, the slots that do not carry what the policy requested, as the planner declared them:
+    ``substituted`` (``fallback: substitute``, per stream) and ``reassigned`` (moved off exhausted
+    ``stop`` streams)."""
+    out = []
+    for ph in idx.meta["phases"]:
+        for stream, n in sorted(ph.get("deviations", {}).items()):
+            out.append({"phase": ph["index"], "policy": ph["policy"], "kind": "substituted", "stream": stream, "slots": n})
+        if ph.get("reassigned"):
+            out.append({"phase": ph["index"], "policy": ph["policy"], "kind": "reassigned", "stream": None,
+                        "slots": ph["reassigned"]})
+    return out

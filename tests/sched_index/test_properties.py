@@ -280,3 +280,29 @@ def test_blocked_resolution_is_identical(syn_ws, ds_ws, name, monkeypatch):
     a, b = _files(ws, "whole"), _files(ws, "blocks")
     for f in ("plan.npy", "vpos.npy", "offsets.npy", "requested.npy", "chunks.parquet"):
         assert a[f] == b[f], f
+
+
+def test_report_counts_declared_changes(ds_ws, capsys):
+    """`jadwal index report` writes the fidelity table, the mixture PNG and the declared changes:
+    substitutions per stream (fallback) and slots reassigned off `stop` streams."""
+    import json
+
+    from jadwal.cli import main
+
+    sub = {"seed": 1, "batch_size": 16, "steps": 40, "world_size": 2, "readers_per_rank": 1, "buffer": 10_000,
+           "fallback": "substitute", "phases": [{"policy": "ads", "clusters": "k6"}]}
+    meta = build_index(ds_ws, sub, "sub", progress=False)
+    assert main(["index", "report", "-w", str(ds_ws.root), "sub"]) == 0
+    doc = json.loads((ds_ws.root / "index" / "sub" / "fidelity.json").read_text())
+    subst = [c for c in doc["changes"] if c["kind"] == "substituted"]
+    assert sum(c["slots"] for c in subst) == meta["deviations"] > 0
+    assert "substituted stream" in capsys.readouterr().out
+    assert (ds_ws.root / "index" / "sub" / "mixture.png").stat().st_size > 5000
+    stop = {"seed": 1, "batch_size": 40, "steps": 100, "world_size": 1, "buffer": 0,
+            "on_exhaustion": {"default": "repeat", "ssum": "stop"},
+            "phases": [{"policy": "mix", "by": "dataset", "weights": "uniform"}]}
+    meta = build_index(ds_ws, stop, "stop", progress=False)
+    assert main(["index", "report", "-w", str(ds_ws.root), "stop"]) == 0
+    doc = json.loads((ds_ws.root / "index" / "stop" / "fidelity.json").read_text())
+    assert [c["slots"] for c in doc["changes"] if c["kind"] == "reassigned"] == [meta["phases"][0]["reassigned"]]
+    assert meta["phases"][0]["reassigned"] > 0
