@@ -41,6 +41,10 @@ from .spec import Spec, SpecError, load_spec, resolve_phase_steps
 log = logging.getLogger(__name__)
 
 
+BLOCK_SLOTS = 1 << 20  # slots resolved at once: bounds resolution's temporaries (no effect on the result)
+COMPOSE_BLOCK_SLOTS = 1 << 20  # slots a policy composes at once (part of the planning rule: fixed)
+
+
 class PlanError(ValueError):
     """The spec cannot be realized within its bounds; the message gives numbers and the fix."""
 
@@ -321,18 +325,28 @@ def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
         cells, cell_of_row = make_cells(st, cols)
         factor = pdef.slots_factor(ph.params)
         slots = spec.batch_size * factor
-        ctx = PolicyContext(cells=cells, n_steps=ph.end - ph.start, slots=slots,
-                            rng=_seed(spec.seed, "phase", ph.index, ph.policy), step0=ph.start,
-                            total_steps=total, workspace=ws, phase=ph.index)
-        comp = np.asarray(pdef.fn(ctx, **ph.params))
-        if comp.dtype.kind not in "iu":
-            raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned {comp.dtype} values; it must "
-                            "return integer cell ids")
-        if comp.shape != (ctx.n_steps, slots) or comp.min() < 0 or comp.max() >= len(cells):
-            raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned shape {comp.shape} "
-                            f"(expected {(ctx.n_steps, slots)}) or cell ids out of range")
+        T = ph.end - ph.start
+        comp = np.empty((T, slots), dtype=np.int32)
+        targets: dict = {}
+        per_block = max(1, COMPOSE_BLOCK_SLOTS // slots)  # whole steps per block: independent of the world size
+        for b, off in enumerate(range(0, T, per_block)):
+            n = min(per_block, T - off)
+            rng = _seed(spec.seed, "phase", ph.index, ph.policy) if b == 0 else \
+                _seed(spec.seed, "phase", ph.index, ph.policy, b)
+            ctx = PolicyContext(cells=cells, n_steps=n, slots=slots, rng=rng, step0=ph.start + off,
+                                total_steps=total, workspace=ws, phase=ph.index, targets=targets,
+                                phase_steps=T, phase_offset=off)
+            part = np.asarray(pdef.fn(ctx, **ph.params))
+            if part.dtype.kind not in "iu":
+                raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned {part.dtype} values; it must "
+                                "return integer cell ids")
+            if part.shape != (n, slots) or part.min() < 0 or part.max() >= len(cells):
+                raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned shape {part.shape} "
+                                f"(expected {(n, slots)}) or cell ids out of range")
+            comp[off : off + n] = part
+            del part, ctx
         plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cells, cell_of_row,
-                               comp.astype(np.int32), ctx.targets or {}, pdef.domain(ph.params)))
+                               comp, targets, pdef.domain(ph.params)))
     return plans
 
 
@@ -438,10 +452,15 @@ def phase_demand(spec: Spec, pp: PhasePlan, n_streams: int) -> np.ndarray:
     """``D[s, r]``: slots of reader r requesting stream s in this phase."""
     W, nw = spec.world_size, spec.readers_per_rank
     T, m = pp.end - pp.start, pp.slots // W
-    reader = (np.arange(W)[None, :] * nw + (np.arange(pp.start, pp.end) % nw)[:, None])  # [T, W]
-    s_of = pp.cells["stream_code"].to_numpy().astype(np.int64)[pp.comp.reshape(T, W, m)]
-    key = s_of * (W * nw) + reader[:, :, None]
-    return np.bincount(key.reshape(-1), minlength=n_streams * W * nw).reshape(n_streams, W * nw)
+    cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
+    D = np.zeros(n_streams * W * nw, dtype=np.int64)
+    per_block = max(1, BLOCK_SLOTS // pp.slots)
+    for b0 in range(0, T, per_block):
+        b1 = min(T, b0 + per_block)
+        reader = (np.arange(W)[None, :] * nw + (np.arange(pp.start + b0, pp.start + b1) % nw)[:, None])
+        key = cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)] * (W * nw) + reader[:, :, None]
+        D += np.bincount(key.reshape(-1), minlength=n_streams * W * nw)
+    return D.reshape(n_streams, W * nw)
 
 
 def chunk_layout(demands: list[np.ndarray], first: np.ndarray | None = None) -> list[np.ndarray]:
@@ -511,9 +530,6 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     rows = seq.rows_many(s_of, v)
     max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
     return Resolved(rows, v, chunks, deviations, max_buf, at)
-
-
-BLOCK_SLOTS = 1 << 20  # slots resolved at once by the pure path: bounds its temporaries
 
 
 def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray,

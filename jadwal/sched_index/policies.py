@@ -6,6 +6,12 @@ a *cell* is a (stream, values of the policy's composition columns) group of samp
 composition column).  ``columns(params)`` declares those columns.  Policies never see samples, readers or
 shards: the planner turns cells into exact samples.  Randomness only from ``ctx.rng``.
 
+A long phase is composed in blocks of whole steps (bounded memory): the policy is called once per
+block with ``ctx.n_steps`` steps starting at step ``ctx.phase_offset`` of a phase of
+``ctx.phase_steps`` steps.  A stationary policy (same mixture at every step, like ``mix``) can ignore
+this; one whose mixture changes along the phase (``tpc``, ``gst``, …) places its stage boundaries
+on ``phase_steps`` and composes the part of each stage that falls in the block (:func:`in_block`).
+
 Add a policy::
 
     from jadwal.sched_index.policies import register, spread, pick_cells
@@ -42,6 +48,12 @@ class PolicyContext:
     workspace: object  # jadwal.workspace.Workspace
     phase: int = 0
     targets: dict | None = None  # requested mixture, filled through add_target (for fidelity reports)
+    phase_steps: int = 0  # steps of the whole phase (0: n_steps)
+    phase_offset: int = 0  # first step of this block within the phase
+
+    def __post_init__(self):
+        if not self.phase_steps:
+            self.phase_steps = self.n_steps
 
     def add_target(self, column: str, values: list, weights, n_slots: int) -> None:
         """Record that ``n_slots`` slots of this phase request ``column`` values with ``weights``."""
@@ -292,6 +304,18 @@ def _stage_steps(n_steps: int, n_stages: int, lengths, where: str) -> np.ndarray
     return out
 
 
+def in_block(ctx: PolicyContext, per_stage) -> list[tuple[int, int]]:
+    """``(stage, steps)`` of each stage (lengths ``per_stage`` laid over the phase) inside this block."""
+    lo, hi = ctx.phase_offset, ctx.phase_offset + ctx.n_steps
+    out, s = [], 0
+    for k, n in enumerate(per_stage):
+        e = s + int(n)
+        if min(hi, e) > max(lo, s):
+            out.append((k, min(hi, e) - max(lo, s)))
+        s = e
+    return out
+
+
 @register("tpc", columns=lambda p: [p.get("by", "task")])
 def tpc(ctx: PolicyContext, stages, stage_lengths=None, replay: float = 0.0, by: str = "task",
         weights="size", **extra) -> np.ndarray:
@@ -304,9 +328,10 @@ def tpc(ctx: PolicyContext, stages, stage_lengths=None, replay: float = 0.0, by:
     if not isinstance(replay, (int, float)) or not 0 <= replay < 1:
         raise SpecError(f"{where}: `replay` must be in [0, 1), got {replay!r}")
     _check_known(ctx, by, stages, "stage", where)
-    per_stage = _stage_steps(ctx.n_steps, len(stages), stage_lengths, where)
+    per_stage = _stage_steps(ctx.phase_steps, len(stages), stage_lengths, where)
     parts = []
-    for k, (tasks, n) in enumerate(zip(stages, per_stage)):
+    for k, n in in_block(ctx, per_stage):
+        tasks = stages[k]
         total = int(n) * ctx.slots
         n_replay = int(round(replay * total)) if k > 0 else 0
         cur = _mix_seq(ctx, by, _restricted(weights, tasks, where), total - n_replay, where, restrict=set(tasks))
@@ -384,15 +409,21 @@ def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads
     _check_params(extra, set(), where)
     if tpc is None or ads is None:
         raise SpecError(f"{where}: needs `tpc: {{stages: …}}` and `ads: {{clusters: …}}`")
-    n1 = switch if isinstance(switch, int) and not isinstance(switch, bool) else int(round(float(switch) * ctx.n_steps))
-    if not 0 < n1 < ctx.n_steps:
-        raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {ctx.n_steps} steps)")
+    T = ctx.phase_steps
+    n1 = switch if isinstance(switch, int) and not isinstance(switch, bool) else int(round(float(switch) * T))
+    if not 0 < n1 < T:
+        raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {T} steps)")
     from dataclasses import replace
 
+    # the block's steps before the switch are tpc's (a phase of n1 steps), the others ads' (T − n1)
+    na = max(0, min(ctx.n_steps, n1 - ctx.phase_offset))
     # each part records its requested mixture in its own context; the phase's is their sum
-    ca, cb = replace(ctx, n_steps=n1, targets={}), replace(ctx, n_steps=ctx.n_steps - n1, step0=ctx.step0 + n1, targets={})
-    a = POLICIES["tpc"].fn(ca, **tpc)
-    b = POLICIES["ads"].fn(cb, **ads)
+    ca = replace(ctx, n_steps=na, phase_steps=n1, phase_offset=ctx.phase_offset, targets={})
+    cb = replace(ctx, n_steps=ctx.n_steps - na, phase_steps=T - n1, phase_offset=max(0, ctx.phase_offset - n1),
+                 step0=ctx.step0 + n1, targets={})
+    empty = np.zeros((0, ctx.slots), dtype=np.int32)
+    a = POLICIES["tpc"].fn(ca, **tpc) if ca.n_steps else empty
+    b = POLICIES["ads"].fn(cb, **ads) if cb.n_steps else empty
     # ads requests task/label shares; the tpc part requests labels within a task ∝ size, i.e. its cells
     cells = ctx.cells
     lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
@@ -428,9 +459,9 @@ def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", wei
     _check_params(extra, set(), where)
     grp = read_groups(ctx.workspace, groups, where)
     _check_known(ctx, by, grp, "group", where)
-    per_stage = _stage_steps(ctx.n_steps, len(grp), stage_lengths, where)
+    per_stage = _stage_steps(ctx.phase_steps, len(grp), stage_lengths, where)
     parts = []
-    for k, n in enumerate(per_stage):
+    for k, n in in_block(ctx, per_stage):
         active = {d for g in grp[: k + 1] for d in g}
         seq = _mix_seq(ctx, by, _restricted(weights, active, where), int(n) * ctx.slots, where, restrict=active)
         parts.append(ctx.rng.permuted(seq.reshape(int(n), ctx.slots), axis=1))
@@ -453,7 +484,8 @@ def speech_curriculum(ctx: PolicyContext, text_only: float = 0.67, speech_fracti
         raise SpecError(f"{where}: needs both text-only and audio samples (found modalities {mods}); "
                         "run `jadwal build text-twins` and shard it")
     text_cells, audio_cells = ids[mods.index("text")], ids[mods.index("audio")]
-    n1 = int(round(text_only * ctx.n_steps))
+    # text-only for the first round(text_only × phase) steps of the phase: the block's share of them
+    n1 = max(0, min(ctx.n_steps, int(round(text_only * ctx.phase_steps)) - ctx.phase_offset))
     n2 = ctx.n_steps - n1
     first = np.zeros(0, dtype=np.int32)
     if n1:
