@@ -74,16 +74,22 @@ def test_random_specs_pass_checker(tmp_path_factory, corpus, policy, world, read
     assert _files(ws, "p") == first  # deterministic, byte for byte
 
 
-@pytest.mark.parametrize("name", sorted(POLICY_PHASES))
-def test_every_policy_passes_checker(syn_ws, ds_ws, name, tmp_path):
-    # policies composing over datasets need streams that follow datasets (asr_a and asr_b share the
-    # (cluster, task, label) streams); the others run on cluster/task/label streams
+def _policy_case(name, syn_ws, ds_ws, tmp_path):
+    """The workspace and spec each built-in policy is tested on: policies composing over datasets need
+    streams that follow datasets (asr_a and asr_b share the (cluster, task, label) streams), the others
+    run on cluster/task/label streams, the speech curriculum on text/audio streams."""
     ws = ds_ws if name in ("mix", "gst", "pool") else syn_ws
     if name == "speech_curriculum":
         ws = write_synthetic_shard_set(tmp_path / "sc", datasets={"slu": ("slu", None, 600)},
                                        stream_by=("modality",), text_fraction={"slu": 0.8}, shard_size=30)
     spec = {"seed": 7, "batch_size": 12, "steps": 60, "world_size": 2, "readers_per_rank": 2, "buffer": 0,
             "phases": POLICY_PHASES[name]}
+    return ws, spec
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_PHASES))
+def test_every_policy_passes_checker(syn_ws, ds_ws, name, tmp_path):
+    ws, spec = _policy_case(name, syn_ws, ds_ws, tmp_path)
     meta = build_index(ws, spec, name, progress=False)
     rep = check_index(ws, name)
     assert rep.ok, str(rep)
@@ -315,12 +321,7 @@ def test_phases_composed_in_blocks(syn_ws, ds_ws, name, tmp_path, monkeypatch):
     rebuilds byte for byte, and curricula keep their stage boundaries on the phase, not the block."""
     from jadwal.sched_index import planner
 
-    ws = ds_ws if name in ("mix", "gst", "pool") else syn_ws
-    if name == "speech_curriculum":
-        ws = write_synthetic_shard_set(tmp_path / "sc", datasets={"slu": ("slu", None, 600)},
-                                       stream_by=("modality",), text_fraction={"slu": 0.8}, shard_size=30)
-    spec = {"seed": 7, "batch_size": 12, "steps": 60, "world_size": 2, "readers_per_rank": 2, "buffer": 0,
-            "phases": POLICY_PHASES[name]}
+    ws, spec = _policy_case(name, syn_ws, ds_ws, tmp_path)
     build_index(ws, spec, "whole", progress=False)
     monkeypatch.setattr(planner, "COMPOSE_BLOCK_SLOTS", 12 * 7)  # 7 steps per block, ragged last block
     build_index(ws, spec, "blocks", progress=False)
