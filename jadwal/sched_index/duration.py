@@ -74,15 +74,16 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
         if factor != 1:
             raise SpecError(f"phases[{ph.index}] ({ph.policy}): candidate pools of {factor} × the batch need "
                             "`batch_size`; duration mode (`max_duration`) has no fixed batch to multiply")
-    mu = float(st.duration[st.eligible].mean()) or 1.0
+    mu = st.mean_duration or 1.0
     budget = spec.max_duration
     n0 = max(1, int(0.9 * budget / mu))
-    resolve_phase_steps(spec, int(st.eligible.sum()), W * budget / mu)  # the real phase steps
+    resolve_phase_steps(spec, st.n_eligible, W * budget / mu)  # the real phase steps
     real = [(ph.start, ph.end) for ph in spec.phases]
     # the window of read samples bucketing chooses from; it is what the buffer holds
     window = spec.bucket_window or max(n0 + 1, min(8 * n0, spec.buffer))
     margin = 1.15
     seq = StreamSequences(st, spec.seed)
+    durations = st.durations()  # per row: packing needs every planned sample's duration
     for _attempt in range(6):
         nominal_phases = [Phase(ph.index, ph.policy, int(math.ceil((e - s) * margin)) + nw, dict(ph.params))
                           for ph, (s, e) in zip(spec.phases, real)]
@@ -93,7 +94,7 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
         apply_exhaustion(nominal, plans, seq, stats)
         starts = chunk_layout([phase_demand(nominal, pp, len(seq.names)) for pp in plans])
         results = [resolve_phase(nominal, pp, seq, s0, stats) for pp, s0 in zip(plans, starts)]
-        packed = _pack_all(spec, plans, results, real, st.duration, n0, budget, window, st.stream)
+        packed = _pack_all(spec, plans, results, real, durations, n0, budget, window, st.stream_of_rows)
         if packed is not None:
             break
         margin *= 1.3
@@ -141,7 +142,7 @@ def stream_front_buffer(stream: np.ndarray, vpos: np.ndarray) -> int:
     return int(np.cumsum(events).max()) if len(vpos) else 0
 
 
-def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream=None):
+def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream_of=None):
     """Per phase and reader: pack the nominal sequence; returns micro-batches in (step, rank) order."""
     W, nw = spec.world_size, spec.readers_per_rank
     T = real[-1][1]
@@ -176,11 +177,11 @@ def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream=N
                         last = max(last, j)
                         delivered += 1
                         max_buf = max(max_buf, last + 1 - delivered)
-                if stream is not None and mbs:
+                if stream_of is not None and mbs:
                     # the nominal order is the read order only for streams holding one cell; a reader
                     # reads each stream in virtual order, so matched (impure) streams can need more
                     order = np.concatenate([np.asarray(mb, dtype=np.int64) for mb in mbs])
-                    max_buf = max(max_buf, stream_front_buffer(stream[seq_rows[order]], seq_v[order]))
+                    max_buf = max(max_buf, stream_front_buffer(stream_of(seq_rows[order]), seq_v[order]))
                 un += len(seq_rows) - sum(len(mb) for mb in mbs)
         unused.append(un)
     return mb_rows, mb_vpos, mb_req, max_buf, unused

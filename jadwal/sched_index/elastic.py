@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from .planner import (
-    PlanError, StreamSequences, Supply, apply_exhaustion, chunk_layout, compose, load_samples,
+    PlanError, StreamSequences, Supply, apply_exhaustion, chunk_layout, compose, phase_columns,
     phase_demand, pick_shard_set, resolve_phase, write_index,
 )
-from .policies import get_policy, load_policy_modules
+from .policies import load_policy_modules
 from .reader import open_index
+from .samples import scan_samples
 from .spec import load_spec
 
 ELASTIC_KEYS = {"world_size", "readers_per_rank", "buffer"}
@@ -38,11 +39,8 @@ def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progres
     if not (prev.start_step <= at_step < prev.num_steps):
         raise PlanError(f"re-plan: --at-step {at_step} is outside index {old!r}'s steps [{prev.start_step}, {prev.num_steps})")
     load_policy_modules(spec.policy_modules)
-    needed = set()
-    for ph in spec.phases:
-        needed |= set(get_policy(ph.policy).columns(ph.params))
     shard_set = pick_shard_set(ws, spec.shards)
-    st = load_samples(ws, shard_set, spec, needed)
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
     seq = StreamSequences(st, spec.seed)
     stats: dict = {}
     plans = compose(spec, st, ws)
@@ -61,7 +59,7 @@ def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progres
     lo = (at_step - prev.start_step) * prev.world_size
     rows = np.asarray(prev._plan[prev._offsets[lo]:])
     vpos = np.asarray(prev._vpos[prev._offsets[lo]:])
-    s_of = st.stream[rows]
+    s_of = st.stream_of_rows(rows)
     order = np.lexsort((vpos, s_of))
     bounds = np.searchsorted(s_of[order], np.arange(len(seq.names) + 1))
     supply = Supply([vpos[order[bounds[s]:bounds[s + 1]]] for s in range(len(seq.names))])

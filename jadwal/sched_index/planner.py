@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
 from ..workspace import Workspace, atomic_write, sha256_file
 from . import format as F
 from .policies import PolicyContext, get_policy, load_policy_modules
+from .samples import CellSet, SampleScan, scan_samples
 from .spec import Spec, SpecError, load_spec, resolve_phase_steps
 
 log = logging.getLogger(__name__)
@@ -72,117 +73,6 @@ def pick_shard_set(ws: Workspace, name: str | None) -> str:
     return sets[0]
 
 
-def _dict_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """Codes and values of a dictionary-encoded column, values sorted (codes remapped accordingly)."""
-    if not pa.types.is_dictionary(col.type):
-        codes, uniq = pd.factorize(col.to_numpy(zero_copy_only=False), sort=True)
-        return codes.astype(np.int32), list(uniq)
-    d = col.chunk(0).dictionary.to_pylist() if col.num_chunks else []
-    idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks]) if col.num_chunks else np.zeros(0, np.int32)
-    order = sorted(range(len(d)), key=lambda i: d[i])
-    remap = np.empty(len(d), dtype=np.int32)
-    remap[order] = np.arange(len(d), dtype=np.int32)
-    return remap[idx.astype(np.int64)], [d[i] for i in order]
-
-
-def _dict_values(col: pa.ChunkedArray) -> np.ndarray:
-    """A column as an object array (nulls → None), decoding dictionaries through their codes (fast)."""
-    if not pa.types.is_dictionary(col.type):
-        return col.to_numpy(zero_copy_only=False)
-    d = np.asarray(col.chunk(0).dictionary.to_pylist() + [None], dtype=object) if col.num_chunks else np.array([None], dtype=object)
-    parts = []
-    for c in col.chunks:
-        idx = c.indices.fill_null(len(d) - 1).to_numpy(zero_copy_only=False)
-        parts.append(idx)
-    return d[np.concatenate(parts)] if parts else np.zeros(0, dtype=object)
-
-
-@dataclass
-class SampleTable:
-    """The columns of a shard set the planner needs, one entry per sample row."""
-
-    n_rows: int
-    stream_names: list[str]
-    stream: np.ndarray  # int32 code into stream_names
-    shard_id: np.ndarray
-    duration: np.ndarray
-    eligible: np.ndarray  # bool
-    columns: dict[str, np.ndarray] = field(default_factory=dict)  # object arrays of attribute values
-    input_files: list[Path] = field(default_factory=list)
-
-
-def load_samples(ws: Workspace, shard_set: str, spec: Spec, needed: set[str]) -> SampleTable:
-    sdir = ws.path("shards", shard_set)
-    names = pq.read_schema(sdir / SAMPLES_FILE).names
-    direct = [c for c in needed if c in names]
-    read = sorted({"stream", "shard_id", "duration_s", "split", *direct} & set(names))
-    dict_cols = [c for c in read if c not in ("shard_id", "duration_s") and not c.startswith("cluster:")]
-    t = pq.read_table(sdir / SAMPLES_FILE, columns=read, read_dictionary=dict_cols).unify_dictionaries()
-    n = t.num_rows
-    codes, uniq = _dict_codes(t.column("stream"))
-    cols = {c: _dict_values(t.column(c)) for c in direct}
-    files = [sdir / SAMPLES_FILE, sdir / SHARDS_FILE]
-    missing = [c for c in needed if c not in names]
-    if missing:
-        ids = pq.read_table(sdir / SAMPLES_FILE, columns=["id"]).column("id")
-        for c in missing:
-            if not c.startswith("cluster:"):
-                raise SpecError(f"spec: column {c!r} is neither in the shard index nor a cluster "
-                                f"assignment (`cluster:NAME`); shard index columns: {names}")
-            p = ws.path("clusters", c.split(":", 1)[1], "assignments.parquet")
-            if not p.exists():
-                raise SpecError(f"spec: cluster column {c!r} needs {ws.rel(p)} (run `jadwal cluster --name "
-                                f"{c.split(':', 1)[1]}`)")
-            a = pq.read_table(p, columns=["id", "cluster"])
-            lut = pd.Series(a.column("cluster").to_numpy(), index=a.column("id").to_numpy(zero_copy_only=False))
-            vals = lut.reindex(ids.to_numpy(zero_copy_only=False)).to_numpy()
-            if np.isnan(vals.astype(np.float64)).any():
-                raise SpecError(f"spec: {ws.rel(p)} has no cluster for {int(np.isnan(vals.astype(float)).sum())} "
-                                "samples of the shard set (re-run `jadwal cluster` on these shards)")
-            cols[c] = vals.astype(np.int64)
-            files.append(p)
-    eligible = np.ones(n, dtype=bool)
-    if spec.split and "split" in names:
-        split = _dict_values(t.column("split"))
-        explicit = "split" in spec.raw
-        if explicit or (split == spec.split).any():
-            eligible &= split == spec.split
-    duration = t.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64)
-    duration = np.nan_to_num(duration, nan=0.0)
-    if spec.max_duration is not None:
-        eligible &= duration <= spec.max_duration
-    if not eligible.any():
-        raise SpecError(f"spec: no sample of shard set {shard_set!r} is eligible (split={spec.split!r})")
-    return SampleTable(n, list(map(str, uniq)), codes, t.column("shard_id").to_numpy(),
-                       duration, eligible, cols, files)
-
-
-# -- cells ----------------------------------------------------------------------------------------
-def make_cells(st: SampleTable, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Group eligible samples by (stream, *columns). Returns the cells table and each row's cell (−1 if
-    not eligible)."""
-    rows = np.flatnonzero(st.eligible)
-    key = st.stream[rows].astype(np.int64)
-    value_tables = []
-    for c in columns:
-        codes, uniq = pd.factorize(st.columns[c][rows], sort=True, use_na_sentinel=True)
-        value_tables.append(np.asarray(uniq, dtype=object))
-        key = key * (len(uniq) + 1) + (codes + 1)
-    ukey, inv = dense_unique(key)
-    cell_of_row = np.full(st.n_rows, -1, dtype=np.int32)
-    cell_of_row[rows] = inv
-    first = np.zeros(len(ukey), dtype=np.int64)
-    first[inv[::-1]] = rows[::-1]  # a representative row per cell
-    df = pd.DataFrame({"cell": np.arange(len(ukey), dtype=np.int32),
-                       "stream": np.asarray(st.stream_names, dtype=object)[st.stream[first]]})
-    for c in columns:
-        df[c] = st.columns[c][first]
-    df["n"] = np.bincount(inv, minlength=len(ukey))
-    df["duration_s"] = np.bincount(inv, weights=st.duration[rows], minlength=len(ukey))
-    df["stream_code"] = st.stream[first]
-    return df, cell_of_row
-
-
 # -- stream sequences -------------------------------------------------------------------------------
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer: a fast, well-mixed, deterministic hash of uint64 values (vectorized)."""
@@ -200,24 +90,22 @@ class StreamSequences:
     """Virtual sample sequences: position ``v`` of stream s is sample ``v % n_s`` of pass ``v // n_s``,
     where a pass lists the stream's eligible rows shard by shard (each shard front to back), shards in
     an order drawn per (seed, stream, pass) from a hash — no per-stream generator objects, so any
-    (stream, position) batch is resolved in a few vectorized passes."""
+    (stream, position) batch is resolved in a few vectorized passes.  Built from the shard set's runs:
+    O(shards) memory, whatever the number of samples."""
 
-    def __init__(self, st: SampleTable, seed: int):
+    def __init__(self, scan: SampleScan, seed: int):
         self.seed = seed
-        self.names = st.stream_names
-        rows = np.flatnonzero(st.eligible)
-        order = np.argsort(st.stream[rows], kind="stable")  # stream-major; (shard_id, pos) inside
-        self.base = rows[order]
-        s = st.stream[self.base]
+        self.names = scan.stream_names
+        self.row_of_rank = scan.eligible_row
         S = len(self.names)
-        self.stream_off = np.searchsorted(s, np.arange(S + 1)).astype(np.int64)
-        self.n = np.diff(self.stream_off)
-        sid = st.shard_id[self.base]
-        new = np.r_[True, (s[1:] != s[:-1]) | (sid[1:] != sid[:-1])] if len(s) else np.zeros(0, bool)
-        self.shard_start = np.flatnonzero(new).astype(np.int64)  # into base, stream-major
-        self.shard_len = np.diff(np.r_[self.shard_start, len(s)]).astype(np.int64)
-        self.shard_stream = s[self.shard_start].astype(np.int64)
-        self.shard_gid = sid[self.shard_start].astype(np.int64)
+        # units: the runs holding eligible samples, stream-major (file order inside a stream)
+        unit = np.flatnonzero(scan.run_elig > 0)
+        unit = unit[np.lexsort((scan.run_row0[unit], scan.run_stream[unit]))]
+        self.shard_start = scan.eligible_rank0()[unit]  # eligible rank of the unit's first sample
+        self.shard_len = scan.run_elig[unit]
+        self.shard_stream = scan.run_stream[unit]
+        self.shard_gid = scan.run_shard[unit]
+        self.n = np.bincount(self.shard_stream, weights=self.shard_len, minlength=S).astype(np.int64)
         self.first_shard = np.searchsorted(self.shard_stream, np.arange(S + 1))
         self.salt = int.from_bytes(hashlib.sha1(f"jadwal-pass-{seed}".encode()).digest()[:8], "little")
 
@@ -264,7 +152,7 @@ class StreamSequences:
         seg_len = seg_b - seg_a
         seg_start = self.shard_start[shard[j]] + (seg_a - (cum[j] - self.shard_len[shard[j]]))
         idx = np.repeat(seg_start - (np.cumsum(seg_len) - seg_len), seg_len) + np.arange(seg_len.sum())
-        return self.base[idx]
+        return self.row_of_rank(idx)
 
     def rows_many(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Sample rows at virtual positions ``v`` of streams ``s`` (arrays of equal length)."""
@@ -292,7 +180,7 @@ class StreamSequences:
         target = pair_base[inv] + i
         j = np.searchsorted(cum, target, side="right")
         within = target - (cum[j] - lens[j])
-        return self.base[self.shard_start[shard[j]] + within]
+        return self.row_of_rank(self.shard_start[shard[j]] + within)
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -304,25 +192,31 @@ class PhasePlan:
     end: int
     slots: int  # global slots per step
     cells: pd.DataFrame
-    cell_of_row: np.ndarray
+    cellset: CellSet
     comp: np.ndarray  # [steps, slots] cell ids (requested)
     targets: dict
     domain: str | None = None
     reassigned: int = 0  # slots moved off exhausted `stop` streams
 
 
-def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
+def phase_columns(spec: Spec) -> list[tuple[str, ...]]:
+    """The composition columns of each phase's policy (the cell sets to count)."""
+    return [tuple(dict.fromkeys(get_policy(ph.policy, f"phases[{ph.index}]").columns(ph.params)))
+            for ph in spec.phases]
+
+
+def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
     samples_per_step = spec.batch_size
-    n_eligible = int(st.eligible.sum())
+    n_eligible = scan.n_eligible
     if samples_per_step is None:  # duration mode: expected samples per step
-        mean = float(st.duration[st.eligible].mean()) or 1.0
+        mean = scan.mean_duration or 1.0
         samples_per_step = spec.world_size * max(1.0, spec.max_duration / mean)
     total = resolve_phase_steps(spec, n_eligible, samples_per_step)
     plans = []
     for ph in spec.phases:
         pdef = get_policy(ph.policy, f"phases[{ph.index}]")
-        cols = list(dict.fromkeys(pdef.columns(ph.params)))
-        cells, cell_of_row = make_cells(st, cols)
+        cellset = scan.cells(dict.fromkeys(pdef.columns(ph.params)))
+        cells = cellset.cells
         factor = pdef.slots_factor(ph.params)
         slots = spec.batch_size * factor
         T = ph.end - ph.start
@@ -345,29 +239,46 @@ def compose(spec: Spec, st: SampleTable, ws: Workspace) -> list[PhasePlan]:
                                 f"(expected {(n, slots)}) or cell ids out of range")
             comp[off : off + n] = part
             del part, ctx
-        plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cells, cell_of_row,
+        plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cells, cellset,
                                comp, targets, pdef.domain(ph.params)))
     return plans
+
+
+def _blocks(comp: np.ndarray):
+    """``(offset, flat block)`` views of a ``[steps, slots]`` array in blocks of about BLOCK_SLOTS."""
+    flat = comp.reshape(-1)
+    step = max(1, BLOCK_SLOTS // max(1, comp.shape[1])) * comp.shape[1]
+    for o in range(0, len(flat), step):
+        yield o, flat[o : o + step]
+
+
+def count_cells(comp: np.ndarray, n: int, lut: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount(comp, minlength=n)`` of a composition's cell ids (mapped through ``lut`` when
+    given), block by block: no temporary of the composition's size."""
+    out = np.zeros(n, dtype=np.int64)
+    for _, b in _blocks(comp):
+        out += np.bincount(b if lut is None else lut[b], minlength=n)
+    return out
 
 
 def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict) -> None:
     """Enforce ``on_exhaustion`` in global step order: ``fail`` raises, ``stop`` moves the slots of an
     exhausted stream to the phase's other streams (∝ their share of the phase), ``repeat`` starts a
-    new pass (nothing to do here)."""
-    used = np.zeros(len(seq.names), dtype=np.int64)
+    new pass (nothing to do here).  Works block by block on the composition (edited in place)."""
+    S = len(seq.names)
+    used = np.zeros(S, dtype=np.int64)
     for pp in plans:
-        cstream = pp.cells["stream_code"].to_numpy()
-        for _ in range(len(seq.names) + 1):
-            flat = pp.comp.reshape(-1)
-            s_of = cstream[flat]
-            demand = np.bincount(s_of, minlength=len(seq.names))
+        cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
+        for _ in range(S + 1):
+            demand = count_cells(pp.comp, S, cstream)
             over = [s for s in np.flatnonzero(used + demand > seq.n) if spec.exhaustion_of(seq.names[s]) != "repeat"]
             if not over:
                 break
             s = over[0]
             name, beh = seq.names[s], spec.exhaustion_of(seq.names[s])
-            pos = np.flatnonzero(s_of == s)
             cut = max(0, int(seq.n[s] - used[s]))
+            of_s = np.flatnonzero(cstream == s)
+            pos = np.concatenate([o + np.flatnonzero(np.isin(b, of_s)) for o, b in _blocks(pp.comp)])
             if beh == "fail":
                 step = pp.start + int(pos[cut]) // pp.slots
                 raise PlanError(f"stream {name!r} ({seq.n[s]} samples) is exhausted at step {step} in "
@@ -376,21 +287,20 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
                                 "`stop`, fewer steps, or lower its weight.")
             excess = pos[cut:]
             alive = np.array([spec.exhaustion_of(seq.names[k]) == "repeat" or used[k] + demand[k] < seq.n[k]
-                              for k in range(len(seq.names))])
+                              for k in range(S)])
             alive[s] = False
             cand = np.flatnonzero(alive[cstream])
-            share = np.bincount(flat, minlength=len(cstream))[cand].astype(np.float64)
+            share = count_cells(pp.comp, len(cstream))[cand].astype(np.float64)
             if share.sum() == 0:
                 raise PlanError(f"all streams of phases[{pp.phase}] are exhausted (on_exhaustion: stop) at "
                                 f"step {pp.start + int(excess[0]) // pp.slots}; use `repeat` or fewer steps")
             from .policies import spread
 
-            flat = flat.copy()
+            flat = pp.comp.reshape(-1)  # a view: the composition is edited in place
             flat[excess] = cand[spread(share, len(excess), _seed(spec.seed, "stop", pp.phase, name))]
-            pp.comp = flat.reshape(pp.comp.shape)
             pp.reassigned += len(excess)
             stats.setdefault("stopped_streams", {})[name] = pp.start + int(excess[0]) // pp.slots
-        used += np.bincount(cstream[pp.comp.reshape(-1)], minlength=len(seq.names))
+        used += count_cells(pp.comp, S, cstream)
 
 
 def stable_order(keys: np.ndarray) -> np.ndarray:
@@ -580,7 +490,7 @@ def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, s
     cr = np.repeat(pairs[:, 1], lens)
     cv = start[cs, cr] + ci
     crow = seq.rows_many(cs, supply.virtual(cs, cv) if supply is not None else cv)
-    ccell = pp.cell_of_row[crow].astype(np.int64)
+    ccell = pp.cellset.cell_of_rows(crow, cs)
     # requests: (stream, reader, cell) occurrence index in time order; samples: in position order
     rkey = key[sel] * C + flat[sel]
     _, rk = _segmented_cumcount(rkey)
@@ -661,11 +571,8 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     spec = load_spec(spec_source)
     load_policy_modules(spec.policy_modules)
-    needed = set()
-    for ph in spec.phases:
-        needed |= set(get_policy(ph.policy, f"phases[{ph.index}]").columns(ph.params))
     shard_set = pick_shard_set(ws, spec.shards)
-    st = load_samples(ws, shard_set, spec, needed)
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
     if spec.batch_size is None:
         from .duration import build_duration_plan
 
@@ -700,7 +607,7 @@ def cells_table(pp: PhasePlan) -> pa.Table:
     """One phase's cells: phase, cell, stream, n, target (requested share) and its composition columns
     (as strings)."""
     c = pp.cells
-    req = np.bincount(pp.comp.reshape(-1), minlength=len(c)) / max(pp.comp.size, 1)
+    req = count_cells(pp.comp, len(c)) / max(pp.comp.size, 1)
     t = pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
                   "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
                   "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
@@ -712,7 +619,7 @@ def cells_table(pp: PhasePlan) -> pa.Table:
     return t
 
 
-def chunks_table(st: SampleTable, results: list[Resolved]) -> pa.Table:
+def chunks_table(st: SampleScan, results: list[Resolved]) -> pa.Table:
     """The supply layout of every phase (``chunks.parquet``)."""
     names = np.asarray(st.stream_names, dtype=object)
     cat = {k: np.concatenate([r.chunks[k] for r in results]) for k in ("phase", "stream", "reader", "start", "length")}
@@ -724,12 +631,9 @@ def chunks_table(st: SampleTable, results: list[Resolved]) -> pa.Table:
 def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
                 extra: dict | None = None, all_phases: list | None = None) -> dict:
     W = spec.world_size
-    def cat(parts):  # no copy for a single phase
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    rows = cat([r.rows for r in results])
-    vpos = cat([r.vpos for r in results])
-    requested = cat([pp.comp.reshape(-1) for pp in plans]).astype(np.int32, copy=False)
+    rows = [r.rows for r in results]  # per phase: written one after the other, never concatenated
+    vpos = [r.vpos for r in results]
+    requested = [pp.comp.reshape(-1) for pp in plans]
     sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     cells = [cells_table(pp) for pp in plans]
@@ -751,6 +655,19 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_s
                   stats, num_steps=plans[-1].end, start_step=start_step, extra=extra)
 
 
+def save_npy(path: Path, parts, dtype) -> None:
+    """``np.save(path, np.concatenate(parts).astype(dtype))`` without building the concatenation
+    (same bytes: a version-1.0 header, then each part); ``parts``: an array or a list of 1-d arrays."""
+    dtype = np.dtype(dtype)
+    parts = [parts] if isinstance(parts, np.ndarray) else parts
+    n = sum(len(p) for p in parts)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
+        for p in parts:
+            f.write(np.ascontiguousarray(p, dtype=dtype).data)
+
+
 def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta, stats,
            *, num_steps: int, start_step: int = 0, extra: dict | None = None) -> dict:
     final = ws.path("index", name)
@@ -758,10 +675,10 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    np.save(tmp / F.PLAN_FILE, rows.astype(np.int64, copy=False))
-    np.save(tmp / F.OFFSETS_FILE, offsets.astype(np.int64, copy=False))
-    np.save(tmp / F.REQUESTED_FILE, requested.astype(np.int32, copy=False))
-    np.save(tmp / F.VPOS_FILE, vpos.astype(np.int64, copy=False))
+    save_npy(tmp / F.PLAN_FILE, rows, np.int64)
+    save_npy(tmp / F.OFFSETS_FILE, offsets, np.int64)
+    save_npy(tmp / F.REQUESTED_FILE, requested, np.int32)
+    save_npy(tmp / F.VPOS_FILE, vpos, np.int64)
     pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
     pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
     outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
@@ -780,8 +697,8 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
         "readers_per_rank": spec.readers_per_rank, "batch_size": spec.batch_size,
         "max_duration": spec.max_duration, "buffer": spec.buffer, "num_steps": int(num_steps),
         "start_step": int(start_step), "shard_set": shard_set, "split": spec.split,
-        "eligible_samples": int(st.eligible.sum()), "phases": ph_meta,
-        "streams": {n: int(x) for n, x in zip(st.stream_names, np.bincount(st.stream[st.eligible], minlength=len(st.stream_names)))},
+        "eligible_samples": st.n_eligible, "phases": ph_meta,
+        "streams": {n: int(x) for n, x in zip(st.stream_names, st.stream_n)},
         "inputs_sha256": inputs, "outputs_sha256": outputs,
         # the workspace's meta.json convention (paths relative to the workspace), for `jadwal status`
         "inputs": inputs, "outputs": {f"index/{name}/{f}": h for f, h in outputs.items()},

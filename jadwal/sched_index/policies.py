@@ -142,14 +142,18 @@ def spread(weights, total: int, rng: np.random.Generator) -> np.ndarray:
 
 def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
     """For each value g in [0, n_groups), the positions where ``seq == g`` (in order)."""
-    order = np.argsort(seq, kind="stable")
+    from .planner import stable_order
+
+    order = stable_order(seq)
     bounds = np.searchsorted(seq[order], np.arange(n_groups + 1))
     return [order[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
 
 
 def group_positions_of(seq: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
     """For each of the sorted ``values``, the positions where ``seq`` equals it (in order)."""
-    order = np.argsort(seq, kind="stable")
+    from .planner import stable_order
+
+    order = stable_order(seq)
     ss = seq[order]
     lo = np.searchsorted(ss, values)
     hi = np.searchsorted(ss, values, side="right")
@@ -396,7 +400,8 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **ex
             order = ctx.rng.permuted(np.tile(np.arange(len(kl)), (cycles, 1)), axis=1).ravel()[: len(lpos)]
             cl_of_slot = kl[order]
             # a (cluster, task, label) may span several streams: pick ∝ size
-            per_cluster = [lcells[clu[lcells] == k] for k in kl]
+            per_cluster = group_positions_of(clu[lcells], kl)
+            per_cluster = [lcells[p] for p in per_cluster]
             out[pos[lpos]] = pick_cells(np.searchsorted(kl, cl_of_slot).astype(np.int32), per_cluster, cells, ctx.rng)
     del n_all
     return to_steps(out, ctx, shuffle=True)

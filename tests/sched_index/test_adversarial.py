@@ -29,7 +29,8 @@ from jadwal.sched_index import (
     open_index,
 )
 from jadwal.sched_index.elastic import replan
-from jadwal.sched_index.planner import StreamSequences, load_samples
+from jadwal.sched_index.planner import StreamSequences
+from jadwal.sched_index.samples import scan_samples
 from jadwal.sched_index.spec import resolve_phase_steps
 from jadwal.sched_index.synthetic import write_synthetic_shard_set
 from jadwal.workspace import sha256_file
@@ -103,13 +104,20 @@ def check_vpos_is_the_virtual_sequence(ws, spec, idx):
     """vpos → row through the planner's own stream sequences (pass = vpos // n), and at most one delivery
     of a sample per pass of its stream."""
     sp = load_spec(spec)
-    st_ = load_samples(ws, "syn", sp, set())
-    seq = StreamSequences(st_, sp.seed)
+    seq = StreamSequences(scan_samples(ws, "syn", sp, []), sp.seed)
     d = deliveries(idx)
     rows = np.array([r for r, _ in d], dtype=np.int64)
     v = np.array([x for _, x in d], dtype=np.int64)
-    s = st_.stream[rows]
-    assert st_.eligible[rows].all(), "an ineligible sample (split / duration) is scheduled"
+    t = pq.read_table(ws.path("shards", "syn", "samples.parquet"), columns=["stream", "split", "duration_s"])
+    names = t.column("stream").to_numpy(zero_copy_only=False)
+    s = np.searchsorted(seq.names, names[rows])
+    assert (np.asarray(seq.names, dtype=object)[s] == names[rows]).all()
+    split = t.column("split").to_numpy(zero_copy_only=False)
+    if (split == sp.split).any():
+        assert (split[rows] == sp.split).all(), "a sample of another split is scheduled"
+    if sp.max_duration is not None:
+        dur = np.nan_to_num(t.column("duration_s").to_numpy(zero_copy_only=False).astype(float))
+        assert (dur[rows] <= sp.max_duration).all(), "a sample over max_duration is scheduled"
     assert np.array_equal(seq.rows_many(s, v), rows), "vpos does not address the delivered sample"
     per_pass = Counter(zip(rows.tolist(), (v // seq.n[s]).tolist()))
     assert max(per_pass.values(), default=1) == 1, "a sample twice in one pass"
