@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
+from ..shards.schema import SAMPLES_FILE
 from ..workspace import Workspace, atomic_write, sha256_file
 from . import format as F
 from .policies import PolicyContext, get_policy, load_policy_modules

@@ -282,7 +282,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
         a = pq.read_table(p, columns=["id", "cluster"])
         joins[c] = (pd.Series(a.column("cluster").to_numpy(), index=a.column("id").to_numpy(zero_copy_only=False)), p)
         files.append(p)
-    dict_cols = [c for c in read if c not in ("shard_id", "duration_s") and not c.startswith("cluster:")]
+    dict_cols = [c for c in read if c not in ("id", "shard_id", "duration_s") and not c.startswith("cluster:")]
     pf = pq.ParquetFile(path, read_dictionary=dict_cols, pre_buffer=False)
 
     streams = _Codes()
@@ -291,7 +291,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
     stream_n = np.zeros(0, dtype=np.int64)
     stream_us = np.zeros(0, dtype=np.int64)
     runs: list[tuple[np.ndarray, ...]] = []
-    elig_bits: list[np.ndarray] = []
+    elig_bits: list[tuple] = []  # per batch: first row, rows, packed eligibility (None: all eligible)
     n_inel, any_split, unmatched = 0, False, {c: 0 for c in missing}
     row0 = 0
     for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=read, use_threads=False):
@@ -317,7 +317,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
                      np.add.reduceat(elig.astype(np.int64), starts)))
         all_elig = bool(elig.all())
         n_inel += n - int(elig.sum())
-        elig_bits.append(None if all_elig else np.packbits(elig))
+        elig_bits.append((row0, n, None if all_elig else np.packbits(elig)))
         # cells
         S = len(streams.values)
         if S > len(stream_n):
@@ -370,17 +370,17 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
                       run_shard=rsh.astype(np.int64), run_elig=re_.astype(np.int64), stream_n=sn, stream_us=su,
                       input_files=files, max_duration=spec.max_duration)
     if n_inel:
-        bits = [np.ones(SCAN_BATCH_ROWS, dtype=bool) if b is None else np.unpackbits(b).astype(bool)
-                for b in elig_bits]
-        # every batch but the last holds SCAN_BATCH_ROWS rows
-        mask_of = lambda i, b: b[: min(SCAN_BATCH_ROWS, row0 - i * SCAN_BATCH_ROWS)]  # noqa: E731
-        if n_inel <= row0 - n_inel:
-            x = np.concatenate([np.flatnonzero(~mask_of(i, b)) + i * SCAN_BATCH_ROWS for i, b in enumerate(bits)])
-            scan._inel_gap = x - np.arange(len(x))
+        # keep the minority as a sorted row list
+        want = n_inel > row0 - n_inel  # True: list the eligible rows, False: the ineligible ones
+        parts = []
+        for r0_b, n_b, b in elig_bits:
+            m = np.ones(n_b, dtype=bool) if b is None else np.unpackbits(b, count=n_b).astype(bool)
+            parts.append(np.flatnonzero(m == want) + r0_b)
+        x = np.concatenate(parts)
+        if want:
+            scan._elig_rows = x
         else:
-            scan._elig_rows = np.concatenate([np.flatnonzero(mask_of(i, b)) + i * SCAN_BATCH_ROWS
-                                              for i, b in enumerate(bits)])
-        del bits
+            scan._inel_gap = x - np.arange(len(x))
     for cc in counters:
         scan.cellsets[cc.columns] = _finish_cells(scan, cc, s_remap, values)
     return scan
