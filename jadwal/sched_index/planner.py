@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from .. import __version__
 from ..shards.schema import SAMPLES_FILE
@@ -412,7 +413,7 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     m = pp.slots // W  # slots per micro-batch
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
     impure = np.bincount(cstream, minlength=S) > 1
-    if supply is None and not impure[np.unique(cstream[np.unique(pp.comp)])].any():
+    if supply is None and not impure[cstream[count_cells(pp.comp, len(cstream)) > 0]].any():
         return _resolve_pure(spec, pp, seq, start, cstream)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
     # reader of each slot: rank * readers_per_rank + t % readers_per_rank
@@ -584,12 +585,7 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     demands = [phase_demand(spec, pp, len(seq.names)) for pp in plans]
     starts = chunk_layout(demands)
     results = []
-    try:
-        from tqdm import tqdm
-        it = tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress)
-    except ImportError:  # pragma: no cover
-        it = plans
-    for pp, start in zip(it, starts):
+    for pp, start in zip(tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress), starts):
         res = resolve_phase(spec, pp, seq, start, stats)
         if res.max_buffer > spec.buffer:
             at = res.buffer_at

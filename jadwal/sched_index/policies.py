@@ -185,10 +185,12 @@ def categories(cells: pd.DataFrame, column: str) -> tuple[list, list[np.ndarray]
     """Values of ``column`` among the cells and, for each, the cell ids carrying it."""
     if column not in cells.columns:
         raise SpecError(f"column {column!r} is not available; known: {sorted(c for c in cells.columns if c not in ('cell', 'stream', 'n', 'duration_s'))}")
-    vals = cells[column].astype(object).where(cells[column].notna(), None)
+    vals = cells[column].astype(object).where(cells[column].notna(), None).tolist()
     values = sorted(set(vals), key=lambda v: (v is None, str(v)))
-    ids = [cells["cell"].to_numpy()[(vals == v).to_numpy() if v is not None else vals.isna().to_numpy()] for v in values]
-    return values, ids
+    index = {v: i for i, v in enumerate(values)}
+    codes = np.fromiter((index[v] for v in vals), dtype=np.int64, count=len(vals))
+    cell_ids = cells["cell"].to_numpy()
+    return values, [cell_ids[p] for p in group_positions(codes, len(values))]
 
 
 def to_steps(seq: np.ndarray, ctx: PolicyContext, shuffle: bool = True) -> np.ndarray:

@@ -82,11 +82,16 @@ class _Codes:
         """Codes of a dictionary's values, looked up in C (values not seen yet are coded first)."""
         pos = self._index_in(d)
         if pos.null_count:
-            for x in d.filter(pc.is_null(pos)).to_pylist():
+            new = [x for x in d.filter(pc.is_null(pos)).to_pylist() if x not in self.index]
+            for x in new:
                 self.code(x)
-            self._known = None
+            new = [x for x in new if x is not None]
+            if new:  # extend the lookup table
+                known, codes = self._known
+                self._known = (pa.concat_arrays([known, pa.array(new, type=d.type)]),
+                               np.r_[codes, [self.index[x] for x in new]].astype(np.int64))
             pos = self._index_in(d)
-        if pos.null_count:  # null dictionary entries or odd types: one by one
+        if pos.null_count:  # null dictionary entries: one by one
             return np.array([self.code(x) for x in d.to_pylist()], dtype=np.int64)
         return self._known[1][pos.to_numpy(zero_copy_only=False)]
 
