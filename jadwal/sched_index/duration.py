@@ -74,7 +74,8 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
         if factor != 1:
             raise SpecError(f"phases[{ph.index}] ({ph.policy}): candidate pools of {factor} × the batch need "
                             "`batch_size`; duration mode (`max_duration`) has no fixed batch to multiply")
-    mu = st.mean_duration or 1.0
+    durations = st.durations()  # per row: packing needs every planned sample's duration
+    mu = st.mean_duration or 1.0  # exact now that the durations are loaded
     budget = spec.max_duration
     n0 = max(1, int(0.9 * budget / mu))
     resolve_phase_steps(spec, st.n_eligible, W * budget / mu)  # the real phase steps
@@ -83,7 +84,6 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
     window = spec.bucket_window or max(n0 + 1, min(8 * n0, spec.buffer))
     margin = 1.15
     seq = StreamSequences(st, spec.seed)
-    durations = st.durations()  # per row: packing needs every planned sample's duration
     for _attempt in range(6):
         nominal_phases = [Phase(ph.index, ph.policy, int(math.ceil((e - s) * margin)) + nw, dict(ph.params))
                           for ph, (s, e) in zip(spec.phases, real)]

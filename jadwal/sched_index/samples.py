@@ -13,7 +13,7 @@ streams) memory:
   stream's first value, so pure streams cost O(1) each.
 
 What stays per sample, only where needed: the rows of *impure* streams (streams mixing cells: 12 bytes
-per row of those streams, for the planner's matching), eligibility as a sorted list of the minority
+per row of those streams are kept — row and cell — for the planner's matching; more while scanning), eligibility as a sorted list of the minority
 (eligible or ineligible rows, 8 bytes each; nothing when every row is eligible), a cluster column that
 is not in the shard index (joined by sample id from ``clusters/NAME/assignments.parquet``: regroup the
 shards by it to avoid the join) and, in duration mode, the durations.
@@ -60,23 +60,33 @@ class _Codes:
             lut = np.r_[self._lookup(arr.dictionary), self.code(None) if arr.null_count else -1]
             idx = arr.indices.fill_null(len(arr.dictionary)) if arr.null_count else arr.indices
             return lut[idx.to_numpy(zero_copy_only=False)]
-        if pa.types.is_integer(arr.type) and not arr.null_count:
-            v = arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-            if len(v) and int(v.min()) >= 0 and int(v.max()) < _DENSE_MAX:
-                hi = int(v.max()) + 1
-                if hi > len(self.dense):
-                    self.dense = np.r_[self.dense, np.full(hi - len(self.dense), -1, dtype=np.int64)]
-                out = self.dense[v]
-                unknown = out < 0
-                if unknown.any():
-                    for x in np.unique(v[unknown]).tolist():
-                        self.dense[x] = self.code(x)
-                    out = self.dense[v]
-                return out
+        if pa.types.is_integer(arr.type):  # coded as Python ints whatever the batch (nulls apart)
+            if not arr.null_count:
+                return self._ints(arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            null = arr.is_null().to_numpy(zero_copy_only=False)
+            out = np.full(len(arr), self.code(None), dtype=np.int64)
+            out[~null] = self._ints(arr.drop_null().to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            return out
         codes, uniq = pd.factorize(arr.to_numpy(zero_copy_only=False), use_na_sentinel=True)
-        lut = np.array([self.code(x.item() if hasattr(x, "item") else x) for x in uniq] + [self.code(None)],
-                       dtype=np.int64)
-        return lut[np.where(codes < 0, len(uniq), codes)]
+        lut = [self.code(x.item() if hasattr(x, "item") else x) for x in uniq]
+        if (codes < 0).any():
+            lut.append(self.code(None))
+        return np.asarray(lut, dtype=np.int64)[codes]  # code -1 (null) takes the last entry
+
+    def _ints(self, v: np.ndarray) -> np.ndarray:
+        if len(v) and int(v.min()) >= 0 and int(v.max()) < _DENSE_MAX:  # through a lookup array
+            hi = int(v.max()) + 1
+            if hi > len(self.dense):
+                self.dense = np.r_[self.dense, np.full(hi - len(self.dense), -1, dtype=np.int64)]
+            out = self.dense[v]
+            unknown = out < 0
+            if unknown.any():
+                for x in np.unique(v[unknown]).tolist():
+                    self.dense[x] = self.code(x)
+                out = self.dense[v]
+            return out
+        u, inv = np.unique(v, return_inverse=True)
+        return np.array([self.code(x) for x in u.tolist()], dtype=np.int64)[inv.reshape(-1)]
 
     def _lookup(self, d: pa.Array) -> np.ndarray:
         """Codes of a dictionary's values, looked up in C (values not seen yet are coded first)."""
@@ -124,7 +134,7 @@ class _CellCounter:
         self.columns = columns
         self.first = [np.full(0, -1, dtype=np.int64) for _ in columns]  # per stream: first value code
         self.impure = np.zeros(0, dtype=bool)
-        self.groups: dict[tuple, list] = {}  # impure cells: (stream, *codes) → [n, duration_us]
+        self.groups: dict[tuple, list] = {}  # impure cells: (stream, *codes) → [n, duration_s]
         self.rows: list[np.ndarray] = []  # rows of impure streams (from their detection batch on)
         self.keys: list[np.ndarray] = []  # their (stream, *codes) as an [n, 1 + k] array
         self.detect_row: dict[int, int] = {}  # impure stream → first row of the batch that found it
@@ -135,10 +145,10 @@ class _CellCounter:
             self.first = [np.r_[f, np.full(extra, -1, dtype=np.int64)] for f in self.first]
             self.impure = np.r_[self.impure, np.zeros(extra, dtype=bool)]
 
-    def add(self, rows: np.ndarray, s: np.ndarray, codes: list[np.ndarray], dur_us: np.ndarray,
-            stream_n: np.ndarray, stream_us: np.ndarray, batch_row0: int) -> None:
+    def add(self, rows: np.ndarray, s: np.ndarray, codes: list[np.ndarray], dur: np.ndarray,
+            stream_n: np.ndarray, stream_dur: np.ndarray, batch_row0: int) -> None:
         """Eligible rows of one batch: ``s`` stream codes, ``codes`` per column; ``stream_n`` /
-        ``stream_us``: eligible counts and durations per stream *before* this batch."""
+        ``stream_dur``: eligible counts and durations per stream *before* this batch."""
         self._grow(len(stream_n))
         bad = np.zeros(0, dtype=np.int64)
         for f, c in zip(self.first, codes):
@@ -154,18 +164,18 @@ class _CellCounter:
                 self.detect_row[b] = batch_row0
                 if stream_n[b]:  # rows before this batch all carried the first values
                     key = (b, *(int(f[b]) for f in self.first))
-                    self.groups[key] = [int(stream_n[b]), int(stream_us[b])]
+                    self.groups[key] = [int(stream_n[b]), float(stream_dur[b])]
         sel = np.flatnonzero(self.impure[s])
         if len(sel):
             keys = np.stack([s[sel]] + [c[sel] for c in codes], axis=1)
             u, inv = np.unique(keys, axis=0, return_inverse=True)
             inv = inv.reshape(-1)
             n = np.bincount(inv, minlength=len(u))
-            us = np.bincount(inv, weights=dur_us[sel], minlength=len(u))
+            us = np.bincount(inv, weights=dur[sel], minlength=len(u))
             for key, a, b in zip(map(tuple, u.tolist()), n.tolist(), us.tolist()):
                 g = self.groups.setdefault(key, [0, 0])
                 g[0] += a
-                g[1] += int(b)
+                g[1] += float(b)
             self.rows.append(rows[sel])
             self.keys.append(keys)
 
@@ -205,11 +215,12 @@ class SampleScan:
     run_shard: np.ndarray  # int64 shard_id
     run_elig: np.ndarray  # int64 eligible rows of the run
     stream_n: np.ndarray  # eligible samples per stream
-    stream_us: np.ndarray  # their total duration per stream (integer microseconds: exact, order-free)
+    stream_dur: np.ndarray  # their total duration per stream, seconds (float sums, batch by batch)
     cellsets: dict = field(default_factory=dict)  # columns tuple → CellSet
     input_files: list[Path] = field(default_factory=list)
     _elig_rows: np.ndarray | None = None  # sorted eligible rows (when fewer than the ineligible)
     _inel_gap: np.ndarray | None = None  # for sorted ineligible rows x_j: x_j - j (eligible rows before x_j)
+    _durations: np.ndarray | None = None  # every row's duration, once :meth:`durations` loaded them
     max_duration: float | None = None
 
     @property
@@ -218,8 +229,10 @@ class SampleScan:
 
     @property
     def mean_duration(self) -> float:
-        """Mean duration of the eligible samples, seconds."""
-        return int(self.stream_us.sum()) / 1e6 / max(1, self.n_eligible)
+        """Mean duration of the eligible samples, seconds (exact once :meth:`durations` is loaded)."""
+        if self._durations is not None:  # loaded (duration mode): the exact mean, as numpy computes it
+            return float(self._durations[self.eligible_row(np.arange(self.n_eligible))].mean())
+        return float(self.stream_dur.sum()) / max(1, self.n_eligible)
 
     def eligible_row(self, rank: np.ndarray) -> np.ndarray:
         """The row of the ``rank``-th eligible sample (ranks in file order)."""
@@ -244,8 +257,10 @@ class SampleScan:
 
     def durations(self) -> np.ndarray:
         """Every row's duration in seconds (float64, nulls 0): O(samples), for duration mode only."""
-        col = pq.read_table(self.path, columns=["duration_s"]).column("duration_s")
-        return np.nan_to_num(col.to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+        if self._durations is None:
+            col = pq.read_table(self.path, columns=["duration_s"]).column("duration_s")
+            self._durations = np.nan_to_num(col.to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+        return self._durations
 
 
 def scan_samples(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], *,
@@ -294,7 +309,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
     values = {c: _Codes() for c in needed}
     counters = [_CellCounter(tuple(cs)) for cs in column_sets]
     stream_n = np.zeros(0, dtype=np.int64)
-    stream_us = np.zeros(0, dtype=np.int64)
+    stream_dur = np.zeros(0, dtype=np.float64)
     runs: list[tuple[np.ndarray, ...]] = []
     elig_bits: list[tuple] = []  # per batch: first row, rows, packed eligibility (None: all eligible)
     n_inel, any_split, unmatched = 0, False, {c: 0 for c in missing}
@@ -327,10 +342,10 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
         S = len(streams.values)
         if S > len(stream_n):
             stream_n = np.r_[stream_n, np.zeros(S - len(stream_n), dtype=np.int64)]
-            stream_us = np.r_[stream_us, np.zeros(S - len(stream_us), dtype=np.int64)]
+            stream_dur = np.r_[stream_dur, np.zeros(S - len(stream_dur), dtype=np.float64)]
         e = slice(None) if all_elig else np.flatnonzero(elig)
         es, erows = s[e], rows[e]
-        eus = np.rint(d[e] * 1e6).astype(np.int64)
+        ed = d[e]
         col_codes = {}
         for c in needed:
             if c in joins:
@@ -338,15 +353,15 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
                 ids = batch.column("id").to_numpy(zero_copy_only=False)
                 vals = lut.reindex(ids).to_numpy()
                 bad = np.isnan(vals.astype(np.float64))
-                unmatched[c] += int(bad[e].sum()) if not all_elig else int(bad.sum())
+                unmatched[c] += int(bad.sum())  # every row, eligible or not (a stale file)
                 arr = pa.array(np.where(bad, 0, vals).astype(np.int64))
             else:
                 arr = batch.column(c)
             col_codes[c] = values[c].of(arr)[e]
         for cc in counters:
-            cc.add(erows, es, [col_codes[c] for c in cc.columns], eus, stream_n, stream_us, row0)
+            cc.add(erows, es, [col_codes[c] for c in cc.columns], ed, stream_n, stream_dur, row0)
         stream_n += np.bincount(es, minlength=S)
-        stream_us += np.bincount(es, weights=eus, minlength=S).astype(np.int64)
+        stream_dur += np.bincount(es, weights=ed, minlength=S)
         row0 += n
     if split_on and not any_split and "split" not in spec.raw:  # no such split: the rule does not apply
         return _scan(ws, shard_set, spec, column_sets, False)
@@ -367,12 +382,12 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
     r0, rs, rsh = r0[head], rs[head], rsh[head]
     rl, re_ = np.add.reduceat(rl, head), np.add.reduceat(re_, head)
     S = len(stream_names)
-    sn, su = np.zeros(S, dtype=np.int64), np.zeros(S, dtype=np.int64)
+    sn, su = np.zeros(S, dtype=np.int64), np.zeros(S, dtype=np.float64)
     sn[s_remap[: len(stream_n)]] = stream_n
-    su[s_remap[: len(stream_us)]] = stream_us
+    su[s_remap[: len(stream_dur)]] = stream_dur
     scan = SampleScan(path=path, n_rows=row0, stream_names=[str(x) for x in stream_names],
                       run_row0=r0.astype(np.int64), run_len=rl.astype(np.int64), run_stream=rs.astype(np.int64),
-                      run_shard=rsh.astype(np.int64), run_elig=re_.astype(np.int64), stream_n=sn, stream_us=su,
+                      run_shard=rsh.astype(np.int64), run_elig=re_.astype(np.int64), stream_n=sn, stream_dur=su,
                       input_files=files, max_duration=spec.max_duration)
     if n_inel:
         # keep the minority as a sorted row list
@@ -415,13 +430,13 @@ def _finish_cells(scan: SampleScan, cc: _CellCounter, s_remap: np.ndarray, value
     keys = [pure] + [remaps[j][0][cc.first[j][inv_s[pure]]] if len(pure) else np.zeros(0, np.int64)
                      for j in range(k)]
     n = [scan.stream_n[pure]]
-    dur = [scan.stream_us[pure]]
+    dur = [scan.stream_dur[pure]]
     g_keys = list(cc.groups)
     if g_keys:
         ga = np.array(g_keys, dtype=np.int64).reshape(len(g_keys), 1 + k)
         keys = [np.r_[keys[0], s_remap[ga[:, 0]]]] + [np.r_[keys[j + 1], remaps[j][0][ga[:, j + 1]]] for j in range(k)]
         n.append(np.array([cc.groups[x][0] for x in g_keys], dtype=np.int64))
-        dur.append(np.array([cc.groups[x][1] for x in g_keys], dtype=np.int64))
+        dur.append(np.array([cc.groups[x][1] for x in g_keys], dtype=np.float64))
     n, dur = np.concatenate(n), np.concatenate(dur)
     order = np.lexsort(tuple(keys[::-1]))  # by stream, then the columns in order
     keys = [x[order] for x in keys]
@@ -433,7 +448,7 @@ def _finish_cells(scan: SampleScan, cc: _CellCounter, s_remap: np.ndarray, value
         vals = remaps[j][1]
         df[c] = _column(vals, keys[j + 1])
     df["n"] = n
-    df["duration_s"] = dur / 1e6
+    df["duration_s"] = dur
     df["stream_code"] = keys[0]
     stream_cell = np.full(S, -1, dtype=np.int64)
     first_cell = np.searchsorted(keys[0], np.arange(S))
@@ -445,9 +460,13 @@ def _finish_cells(scan: SampleScan, cc: _CellCounter, s_remap: np.ndarray, value
 
 
 def _column(vals: list, codes: np.ndarray) -> np.ndarray:
-    """Cell column values: int64 when every value is an integer, else an object array (``None`` for nulls)."""
-    if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-        return np.asarray(vals, dtype=np.int64)[codes]
+    """Cell column values as the shard index's column would read: int64 when every value is an integer,
+    float64 with NaN for nulls when an integer column has nulls, else an object array (``None``)."""
+    present = [v for v in vals if v is not None]
+    if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        if len(present) == len(vals):
+            return np.asarray(vals, dtype=np.int64)[codes]
+        return np.asarray([np.nan if v is None else float(v) for v in vals], dtype=np.float64)[codes]
     return np.asarray(vals + [None], dtype=object)[:-1][codes] if vals else np.zeros(len(codes), dtype=object)
 
 
@@ -481,7 +500,7 @@ def _impure_lookup(scan, cc, s_remap, inv_s, remaps, keys, impure_final):
     rs = np.repeat(scan.run_stream[run], lens)[order]
     prov = inv_s[rs]
     dkey = flat([rs] + [remaps[j][0][cc.first[j][prov]] for j in range(k)])
-    cell = np.full(len(rows), -1, dtype=np.int64)
+    cell = np.full(len(rows), -1, dtype=np.int32)
 
     def lookup(key):
         i = np.minimum(np.searchsorted(cks, key), C - 1)
