@@ -137,7 +137,6 @@ class _CellCounter:
         self.groups: dict[tuple, list] = {}  # impure cells: (stream, *codes) → [n, duration_s]
         self.rows: list[np.ndarray] = []  # rows of impure streams (from their detection batch on)
         self.keys: list[np.ndarray] = []  # their (stream, *codes) as an [n, 1 + k] array
-        self.detect_row: dict[int, int] = {}  # impure stream → first row of the batch that found it
 
     def _grow(self, n_streams: int) -> None:
         if n_streams > len(self.impure):
@@ -146,9 +145,10 @@ class _CellCounter:
             self.impure = np.r_[self.impure, np.zeros(extra, dtype=bool)]
 
     def add(self, rows: np.ndarray, s: np.ndarray, codes: list[np.ndarray], dur: np.ndarray,
-            stream_n: np.ndarray, stream_dur: np.ndarray, batch_row0: int) -> None:
+            stream_n: np.ndarray, stream_dur: np.ndarray) -> None:
         """Eligible rows of one batch: ``s`` stream codes, ``codes`` per column; ``stream_n`` /
-        ``stream_dur``: eligible counts and durations per stream *before* this batch."""
+        ``stream_dur``: eligible counts and durations per stream *before* this batch.  The rows an impure stream had
+        before the batch that found it are not recorded: they all carry its first values."""
         self._grow(len(stream_n))
         bad = np.zeros(0, dtype=np.int64)
         for f, c in zip(self.first, codes):
@@ -161,7 +161,6 @@ class _CellCounter:
         for b in bad.tolist():
             if not self.impure[b]:
                 self.impure[b] = True
-                self.detect_row[b] = batch_row0
                 if stream_n[b]:  # rows before this batch all carried the first values
                     key = (b, *(int(f[b]) for f in self.first))
                     self.groups[key] = [int(stream_n[b]), float(stream_dur[b])]
@@ -359,7 +358,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
                 arr = batch.column(c)
             col_codes[c] = values[c].of(arr)[e]
         for cc in counters:
-            cc.add(erows, es, [col_codes[c] for c in cc.columns], ed, stream_n, stream_dur, row0)
+            cc.add(erows, es, [col_codes[c] for c in cc.columns], ed, stream_n, stream_dur)
         stream_n += np.bincount(es, minlength=S)
         stream_dur += np.bincount(es, weights=ed, minlength=S)
         row0 += n
