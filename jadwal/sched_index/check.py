@@ -23,12 +23,12 @@ Determinism (4) is checked by building twice and comparing bytes (see tests).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
@@ -58,14 +58,16 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     idx = open_index(workspace, name)
     rep = CheckReport()
     sdir = idx.ws.path("shards", idx.shard_set)
-    samples = pq.read_table(sdir / SAMPLES_FILE, columns=[c for c in pq.read_schema(sdir / SAMPLES_FILE).names if c != "members"])
+    samples = _Samples(sdir / SAMPLES_FILE)
     shards = pq.read_table(sdir / SHARDS_FILE)
     n_rows = samples.num_rows
     shard_id = samples.column("shard_id").to_numpy()
     pos = samples.column("pos").to_numpy()
-    stream = samples.column("stream").to_numpy(zero_copy_only=False)
     duration = np.nan_to_num(samples.column("duration_s").to_numpy(zero_copy_only=False).astype(float))
     known_shards = set(shards.column("shard_id").to_pylist())
+    known = np.array(sorted(x for x in known_shards if x is not None), dtype=np.int64)
+    # streams as codes: ``svals`` are the distinct values (first appearance order), ``scode_raw`` per sample
+    scode_raw, svals = _encode(samples.column("stream"))
     meta = idx.meta
     W, nw = idx.world_size, idx.readers_per_rank
 
@@ -86,99 +88,161 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
         if not meta.get("max_duration") and p["end_step"] > idx.start_step and p["micro_batch"] * W != p["slots_per_step"]:
             rep.fail(f"phase {p['index']}: micro-batch {p['micro_batch']} × world size {W} ≠ {p['slots_per_step']} slots per step")
 
-    # 1 + 6: structure, exactness, equal micro-batches
-    per_reader: dict[int, list[np.ndarray]] = defaultdict(list)
-    delivered = np.zeros(n_rows, dtype=np.int64)
-    phase_rows: dict[int, list[np.ndarray]] = defaultdict(list)
-    for t in range(idx.start_step, idx.num_steps):
-        ph = meta["phases"][idx.phase_of(t)]
+    # 1 + 6: structure, exactness, equal micro-batches.  Micro-batch i is (step S + i // W, rank i % W).
+    plan_all, vpos_all, off = _arrays(idx)
+    n_mb = len(off) - 1
+    n_steps = idx.num_steps - S
+    a, b = _slice_bounds(off[:-1], len(plan_all)), _slice_bounds(off[1:], len(plan_all))
+    lens = np.maximum(b - a, 0)
+    cum = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    identity = bool(np.array_equal(a, cum[:-1])) and int(cum[-1]) == len(plan_all)
+    slot_ix = None if identity else np.repeat(a - cum[:-1], lens) + np.arange(int(cum[-1]), dtype=np.int64)
+    rows_s = plan_all if identity else plan_all[slot_ix]
+    mb_of = np.repeat(np.arange(n_mb, dtype=np.int32 if n_mb < 2**31 else np.int64), lens)
+    oor = np.bincount(mb_of[(rows_s < 0) | (rows_s >= n_rows)], minlength=n_mb) > 0
+    valid = ~oor
+    all_valid = bool(valid.all())
+    rows_v = rows_s if all_valid else rows_s[valid[mb_of]]
+    mb_v = mb_of if all_valid else mb_of[valid[mb_of]]
+    del mb_of
+    # virtual positions of the same slots (vpos.npy sliced like plan.npy)
+    lv = len(vpos_all)
+    if identity and lv == len(plan_all):
+        vpos_s = vpos_all
+    else:
+        va, vb = _slice_bounds(off[:-1], lv), _slice_bounds(off[1:], lv)
+        vl = np.maximum(vb - va, 0)
+        ok_len = vl == lens
+        vix = np.repeat(va - cum[:-1], lens) + np.arange(int(cum[-1]), dtype=np.int64)
+        vix = np.where(np.repeat(ok_len, lens), vix, 0)
+        vpos_s = vpos_all[vix] if lv else np.zeros(len(vix), np.int64)
+    vpos_v = vpos_s if all_valid else vpos_s[valid[np.repeat(np.arange(n_mb), lens)]]
+
+    unknown = np.bincount(mb_v[~np.isin(shard_id[rows_v], known)], minlength=n_mb) > 0
+    steps = S + np.arange(n_steps, dtype=np.int64)
+    ph_pos = np.searchsorted(idx._phase_ends, steps, side="right") if n_steps else np.zeros(0, np.int64)
+    if len(ph_pos) and int(ph_pos.max()) >= len(phases):
+        raise IndexError("list index out of range")  # a step past the last phase
+    max_dur = meta.get("max_duration")
+    mb_ph = np.repeat(ph_pos, W)
+    if max_dur:
+        dsum = np.bincount(mb_v, weights=duration[rows_v], minlength=n_mb)
+        size_flag = dsum > max_dur + 1e-6 - 1e-7  # candidates, decided exactly below
+    else:
+        mbsz = np.array([p["micro_batch"] for p in phases], dtype=np.int64)
+        size_flag = lens != (mbsz[mb_ph] if len(mb_ph) else np.zeros(0, np.int64))
+    flag = oor | (valid & (unknown | size_flag))
+    lv2 = lens.reshape(n_steps, W)
+    vv2 = valid.reshape(n_steps, W)
+    big = np.iinfo(np.int64).max
+    smax = np.where(vv2, lv2, -1).max(axis=1) if W else np.zeros(n_steps, np.int64)
+    smin = np.where(vv2, lv2, big).min(axis=1) if W else np.zeros(n_steps, np.int64)
+    step_flag = flag.reshape(n_steps, W).any(axis=1) | (vv2 & (lv2 == 0)).any(axis=1)
+    if max_dur and meta.get("equal_counts", False):
+        step_flag |= vv2.any(axis=1) & (smax != smin)
+    for k in np.flatnonzero(step_flag).tolist():
+        t = S + k
+        ph = phases[int(ph_pos[k])]
         sizes = []
         for r in range(W):
-            rows = idx.rows(t, r)
-            if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            i = k * W + r
+            rows = rows_s[cum[i]:cum[i + 1]]
+            if oor[i]:
                 rep.fail(f"step {t} rank {r}: sample rows out of range")
                 continue
-            bad = set(shard_id[rows].tolist()) - known_shards
-            if bad:
-                rep.fail(f"step {t} rank {r}: shards {sorted(bad)[:3]} not in shards.parquet")
+            if unknown[i]:
+                bad = set(shard_id[rows].tolist()) - known_shards
+                if bad:
+                    rep.fail(f"step {t} rank {r}: shards {sorted(bad)[:3]} not in shards.parquet")
             sizes.append(len(rows))
-            if meta.get("max_duration"):
-                if duration[rows].sum() > meta["max_duration"] + 1e-6:
-                    rep.fail(f"step {t} rank {r}: {duration[rows].sum():.2f} s over the budget {meta['max_duration']} s")
+            if max_dur:
+                if size_flag[i] and duration[rows].sum() > max_dur + 1e-6:
+                    rep.fail(f"step {t} rank {r}: {duration[rows].sum():.2f} s over the budget {max_dur} s")
             elif len(rows) != ph["micro_batch"]:
                 rep.fail(f"step {t} rank {r}: {len(rows)} samples, phase micro-batch is {ph['micro_batch']}")
-            per_reader[r * nw + t % nw].append((rows, idx.vpos(t, r)))
-            phase_rows[ph["index"]].append(rows)
-            np.add.at(delivered, rows, 1)
-        if meta.get("max_duration") and len(set(sizes)) > 1 and meta.get("equal_counts", False):
+        if max_dur and len(set(sizes)) > 1 and meta.get("equal_counts", False):
             rep.fail(f"step {t}: unequal micro-batch sizes {sizes}")
         if any(s == 0 for s in sizes):
             rep.fail(f"step {t}: an empty micro-batch")
+    delivered = np.bincount(rows_v, minlength=n_rows)
 
     # passes: the k-th delivery of a sample belongs to pass k of its stream
-    stream_passes = defaultdict(int)
-    for s, c in zip(stream, delivered):
-        if c > stream_passes[s]:
-            stream_passes[s] = int(c)
+    stream_passes = np.zeros(len(svals), dtype=np.int64)
+    np.maximum.at(stream_passes, scode_raw, delivered)
     exh = meta["spec"].get("on_exhaustion", "repeat")
     exh = {"default": exh} if isinstance(exh, str) else {"default": "repeat", **exh}
-    for s, c in stream_passes.items():
+    for s, c in zip(svals, stream_passes.tolist()):
         if exh.get(s, exh["default"]) != "repeat" and c > 1:
             rep.fail(f"stream {s!r}: a sample delivered {c} times but on_exhaustion is not repeat")
 
     # 2 + 3 + disjointness: simulate every reader.  The pass of a delivery is its virtual position
     # (vpos.npy, part of the index format) divided by the stream's eligible sample count.
+    # Readers in order, each delivering its micro-batches in step order: slot j of that sequence is time j.
     n_stream = meta["streams"]
-    total_opens, max_buf = 0, 0
-    seen_pass: set = set()
-    ranges = defaultdict(list)  # (shard, pass) -> [(pos, reader)]
-    for reader, parts in sorted(per_reader.items()):
-        seq = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        vp = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        n_of = np.array([n_stream[x] for x in stream[seq]], dtype=np.int64)
-        pass_of = vp // np.maximum(n_of, 1)
-        sh_seq, p_seq = shard_id[seq].astype(np.int64), pos[seq].astype(np.int64)
-        for row, ps, sh, p in zip(seq.tolist(), pass_of.tolist(), sh_seq.tolist(), p_seq.tolist()):
-            if (row, ps) in seen_pass:
-                rep.fail(f"sample row {row} delivered twice in pass {ps} of its stream")
-            seen_pass.add((row, ps))
-            ranges[(sh, ps)].append((p, reader))
-        total_opens += len(set(zip(sh_seq.tolist(), pass_of.tolist())))
-        max_buf = max(max_buf, _reader_buffer(sh_seq, pass_of, p_seq))
-    for (sh, ps), items in ranges.items():
-        readers = [r for _, r in sorted(items)]
-        changes = sum(1 for x, y in zip(readers, readers[1:]) if x != y)
-        if changes > len(set(readers)) - 1:
-            rep.fail(f"shard {sh} pass {ps}: readers {sorted(set(readers))} interleave (not disjoint ranges)")
+    mb_reader = (np.arange(n_mb, dtype=np.int64) % W) * nw + steps.repeat(W) % nw if n_mb else np.zeros(0, np.int64)
+    vmb = np.flatnonzero(valid)
+    vmb = vmb[np.argsort(mb_reader[vmb], kind="stable")]
+    vlen = lens[vmb]
+    vcum = np.r_[0, np.cumsum(lens * valid)].astype(np.int64)  # start of each mb among the valid slots
+    order = np.repeat(vcum[vmb] - np.r_[0, np.cumsum(vlen)][:-1], vlen) + np.arange(int(vlen.sum()), dtype=np.int64)
+    seq = rows_v[order]
+    vp = np.asarray(vpos_v[order], dtype=np.int64)
+    rd = np.repeat(mb_reader[vmb], vlen)
+    del order
+    code_seq = scode_raw[seq]
+    n_code = np.array([n_stream.get(v, -1) if isinstance(v, str) else -1 for v in svals], dtype=np.int64)
+    used = np.bincount(code_seq, minlength=len(svals)) > 0
+    missing = np.flatnonzero(used & (n_code < 0))
+    for c in missing.tolist():
+        if svals[c] not in n_stream:
+            raise KeyError(svals[c])
+    pass_of = vp // np.maximum(n_code[code_seq], 1)
+    del vp, code_seq
+    sh_seq = shard_id[seq].astype(np.int64)
+    p_seq = pos[seq].astype(np.int64)
+    _check_twice(rep, seq, pass_of)
+    total_opens = _check_disjoint(rep, sh_seq, pass_of, p_seq, rd)
+    max_buf = _buffer(rd, sh_seq, pass_of, p_seq)
+    del seq, rd, sh_seq, p_seq, pass_of
     rep.numbers["max_buffer"] = max_buf
     rep.numbers["shard_opens"] = total_opens
     rep.numbers["slots"] = int(delivered.sum())
+    del delivered
     if max_buf > meta["buffer"]:
         rep.fail(f"simulated buffer reaches {max_buf} samples, over the bound {meta['buffer']}")
     if max_buf > meta.get("max_buffer", max_buf):
         rep.fail(f"simulated buffer reaches {max_buf} samples, over the planner's simulated maximum "
                  f"{meta['max_buffer']} (its simulation must be an upper bound)")
 
+    ph_key = np.array([p["index"] for p in phases], dtype=np.int64)[mb_ph][mb_v] if len(mb_v) else np.zeros(0, np.int64)
+    del mb_v
+
     # 1: eligible samples, requested cells, virtual positions
-    _check_exact(idx, rep, samples, stream, shard_id, pos, duration)
+    _check_exact(idx, rep, samples, scode_raw, svals, shard_id, pos, duration, (plan_all, vpos_all, off))
 
     # 7: faithfulness per phase
-    cols = {c: samples.column(c).to_numpy(zero_copy_only=False) for c in samples.column_names
-            if c not in ("id", "shard_id", "pos", "offset", "size", "duration_s")}
+    allowed_cols = [c for c in samples.column_names if c not in ("id", "shard_id", "pos", "offset", "size", "duration_s")]
+    enc: dict = {}
+
+    def codes_of(c):
+        if c not in allowed_cols:
+            raise KeyError(c)
+        if c not in enc:
+            enc[c] = _encode_np(samples.column(c))
+        return enc[c]
+
     worst = 0.0
     for ph in meta["phases"]:
-        rows = np.concatenate(phase_rows[ph["index"]]) if phase_rows[ph["index"]] else np.zeros(0, np.int64)
+        rows = rows_v[ph_key == ph["index"]]
         n = len(rows)
         if not n:
             continue
         for col, target in ph.get("targets", {}).items():
-            vals = _column_values(cols, col, rows)
-            uniq, counts = np.unique(vals, return_counts=True)
-            real = dict(zip(uniq.tolist(), (counts / n).tolist()))
+            real = _realized(codes_of, col, allowed_cols, rows)
             # substitutions (fallback) and slots moved off exhausted `stop` streams are declared changes
             allowed_dev = (sum(ph.get("deviations", {}).values()) + ph.get("reassigned", 0)) / n
             for v, p in target.items():
-                q = real.get(v, 0.0)
+                q = real.get(v, 0) / n
                 sigma = np.sqrt(max(p * (1 - p), 1e-12) / n)
                 err = abs(q - p)
                 worst = max(worst, err / max(sigma, 1e-12) if err > 1.5 / n else 0.0)
@@ -188,36 +252,217 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     rep.numbers["worst_fidelity_sigmas"] = round(float(worst), 2)
     return rep
 
-
-def _column_values(cols: dict, col: str, rows: np.ndarray) -> np.ndarray:
-    if "/" in col and col not in cols:
-        parts = [cols[c][rows] for c in col.split("/")]
-        return np.array(["/".join("" if x is None else str(x) for x in xs) for xs in zip(*parts)], dtype=object)
-    v = cols[col][rows]
-    return np.array(["None" if x is None else str(x) for x in v], dtype=object)
+_LIM = 1 << 62
 
 
-def _reader_buffer(shard: np.ndarray, pass_of: np.ndarray, pos: np.ndarray) -> int:
-    """Max read-but-undelivered samples of one reader that reads each (shard, pass) front to back:
-    the sample delivered at time j lies in the buffer from the first time the read cursor of its
-    (shard, pass) passes its position until j."""
-    n = len(shard)
+class _Samples:
+    """The shard set's samples table (without ``members``), read column by column as needed."""
+
+    def __init__(self, path):
+        self.path = path
+        self.column_names = [c for c in pq.read_schema(path).names if c != "members"]
+        self.num_rows = pq.read_metadata(path).num_rows
+
+    def column(self, c: str) -> pa.ChunkedArray:
+        if c not in self.column_names:
+            raise KeyError(c)
+        return pq.read_table(self.path, columns=[c], memory_map=True).column(0)
+
+
+def _plain(col):
+    """One arrow array (chunks combined, dictionary columns decoded)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return col
+
+
+def _encode(col) -> tuple[np.ndarray, list]:
+    """Codes of a column's distinct values (nulls included), and those values as Python objects."""
+    d = pc.dictionary_encode(_plain(col), null_encoding="encode")
+    return np.asarray(d.indices.to_numpy(zero_copy_only=False), dtype=np.int64), d.dictionary.to_pylist()
+
+
+def _encode_np(col) -> tuple[np.ndarray, list]:
+    """Like :func:`_encode`, with the values as ``to_numpy`` gives them for the whole column (a null among
+    the distinct values makes the conversion the one of a column with nulls)."""
+    d = pc.dictionary_encode(_plain(col), null_encoding="encode")
+    vals = d.dictionary.to_numpy(zero_copy_only=False)
+    return np.asarray(d.indices.to_numpy(zero_copy_only=False), dtype=np.int64), list(vals)
+
+
+def _str_codes(col, code_of: dict) -> np.ndarray:
+    """Per row: ``code_of[value]`` of a column spelled as strings (``_as_str``), -1 for null, -2 for a
+    value ``code_of`` does not know."""
+    col = _plain(col)
+    col = col.cast(pa.string()) if len(col) else pa.array([], pa.string())
+    d = pc.dictionary_encode(col)
+    codes = np.asarray(d.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    lut = np.array([code_of.get(v, -2) for v in d.dictionary.to_pylist()] + [-1], dtype=np.int32)
+    return lut[codes]
+
+
+def _slice_bounds(x: np.ndarray, n: int) -> np.ndarray:
+    """Python slice bounds (step 1) of a sequence of length n."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.clip(np.where(x < 0, x + n, x), 0, n)
+
+
+def _check_twice(rep: CheckReport, seq: np.ndarray, pass_of: np.ndarray) -> None:
+    """No (sample row, pass) delivered twice: every delivery after the first (in reader order) fails."""
+    if len(seq) < 2:
+        return
+    pmin, pmax = int(pass_of.min()), int(pass_of.max())
+    P = pmax - pmin + 1
+    if (int(seq.max()) + 1) * P < _LIM:
+        key = seq * P + (pass_of - pmin)
+        s = np.sort(key)
+        if not (s[1:] == s[:-1]).any():
+            return
+        o = np.argsort(key, kind="stable")
+        same = key[o][1:] == key[o][:-1]
+    else:
+        o = np.lexsort((pass_of, seq))
+        same = (seq[o][1:] == seq[o][:-1]) & (pass_of[o][1:] == pass_of[o][:-1])
+    for j in np.sort(o[1:][same])[:50].tolist():
+        rep.fail(f"sample row {int(seq[j])} delivered twice in pass {int(pass_of[j])} of its stream")
+
+
+def _check_disjoint(rep: CheckReport, sh: np.ndarray, ps: np.ndarray, p: np.ndarray, rd: np.ndarray) -> int:
+    """Within each (shard, pass), ordered by position, readers own disjoint ranges: a reader appears in
+    one run only (reader changes ≤ distinct readers − 1).  Returns the shard opens, i.e. the distinct
+    (reader, shard, pass)."""
+    n = len(sh)
     if n == 0:
         return 0
-    events = np.zeros(n + 1, dtype=np.int64)
-    key = shard * (int(pass_of.max()) + 1) + pass_of
-    order = np.argsort(key, kind="stable")
-    bounds = np.r_[0, np.flatnonzero(np.diff(key[order])) + 1, n]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        times = order[a:b]  # ascending delivery times of this (shard, pass)
-        p = pos[times]
-        cursor = np.maximum.accumulate(p)  # position read up to, after each delivery
-        first = np.searchsorted(cursor, p)  # first delivery at which the cursor reached p
-        t0 = times[first]
-        wait = t0 < times
-        np.add.at(events, t0[wait], 1)
-        np.add.at(events, times[wait], -1)
-    return int(np.cumsum(events).max())
+    R = int(rd.max()) + 1
+    shmin, pmin, posmin = int(sh.min()), int(ps.min()), int(p.min())
+    P = int(ps.max()) - pmin + 1
+    span = (int(p.max()) - posmin + 1) * R
+    ng = (int(sh.max()) - shmin + 1) * P
+    if ng * span < _LIM:
+        full = np.sort(((sh - shmin) * P + (ps - pmin)) * span + (p - posmin) * R + rd)
+        g0 = full // span
+        sh_s, ps_s, r_s = g0 // P + shmin, g0 % P + pmin, full % R
+        del full, g0
+    else:
+        o = np.lexsort((rd, p, ps, sh))
+        sh_s, ps_s, r_s = sh[o], ps[o], rd[o]
+        del o
+    newg = np.r_[True, (sh_s[1:] != sh_s[:-1]) | (ps_s[1:] != ps_s[:-1])]
+    gid = np.cumsum(newg) - 1
+    runst = newg | np.r_[True, r_s[1:] != r_s[:-1]]
+    rg, rr = gid[runst], r_s[runst]
+    pairs = np.unique(rg * R + rr)
+    n_groups = int(gid[-1]) + 1
+    bad = np.flatnonzero(np.bincount(rg, minlength=n_groups) > np.bincount(pairs // R, minlength=n_groups))
+    if len(bad):
+        gst = np.flatnonzero(newg)[bad]
+        bsh, bps = sh_s[gst], ps_s[gst]
+        # report in the order the (shard, pass) first occurs in delivery order
+        if ng < _LIM:
+            key, bkey = (sh - shmin) * P + (ps - pmin), (bsh - shmin) * P + (bps - pmin)
+        else:
+            u, inv = np.unique(np.stack([sh, ps], axis=1), axis=0, return_inverse=True)
+            key = inv.reshape(-1)
+            bkey = np.array([int(np.flatnonzero((u[:, 0] == a) & (u[:, 1] == b))[0]) for a, b in zip(bsh, bps)])
+        hit = np.flatnonzero(np.isin(key, bkey))
+        ku, first = np.unique(key[hit], return_index=True)
+        when = hit[first][np.searchsorted(ku, bkey)]
+        for j in np.argsort(when, kind="stable").tolist():
+            readers = sorted(set(rr[rg == bad[j]].tolist()))
+            rep.fail(f"shard {int(bsh[j])} pass {int(bps[j])}: readers {readers} interleave (not disjoint ranges)")
+    return len(pairs)
+
+
+def _buffer(rd: np.ndarray, sh: np.ndarray, ps: np.ndarray, p: np.ndarray) -> int:
+    """Max read-but-undelivered samples of a reader that reads each (shard, pass) front to back: the
+    sample delivered at time j lies in the buffer from the first time the read cursor of its (shard,
+    pass) passes its position until j.  All readers at once: slots in reader order, each reader's in
+    delivery order (time = index)."""
+    n = len(sh)
+    if n == 0:
+        return 0
+    rstart = np.flatnonzero(np.r_[True, rd[1:] != rd[:-1]])
+    seg = np.repeat(np.arange(len(rstart), dtype=np.int64), np.diff(np.r_[rstart, n]))
+    # the (shard, pass) key of _reader_buffer, per reader
+    key = sh * (np.maximum.reduceat(ps, rstart)[seg] + 1) + ps
+    kmin = int(key.min())
+    span = int(key.max()) - kmin + 1
+    if len(rstart) * span * n < _LIM:
+        c = np.sort((seg * span + (key - kmin)) * n + np.arange(n, dtype=np.int64))
+        times = c % n
+        gk = c // n
+        del c
+        newg = np.r_[True, gk[1:] != gk[:-1]]
+        del gk
+    else:
+        times = np.lexsort((key, seg))
+        ks, ss = key[times], seg[times]
+        newg = np.r_[True, (ks[1:] != ks[:-1]) | (ss[1:] != ss[:-1])]
+        del ks, ss
+    del key, seg
+    gid = np.cumsum(newg) - 1
+    pp = p[times]
+    pmn = int(pp.min())
+    B = int(pp.max()) - pmn + 1
+    if (int(gid[-1]) + 1) * B < _LIM:
+        val = (pp - pmn) + gid * B
+        cursor = np.maximum.accumulate(val)  # position read up to, per (reader, shard, pass)
+        t0 = times[np.searchsorted(cursor, val)]  # first delivery at which the cursor reached it
+        del val, cursor
+    else:
+        t0 = np.empty(n, dtype=np.int64)
+        bounds = np.r_[np.flatnonzero(newg), n]
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            q = pp[a:b]
+            t0[a:b] = times[a:b][np.searchsorted(np.maximum.accumulate(q), q)]
+    wait = t0 < times
+    events = np.bincount(t0[wait], minlength=n + 1) - np.bincount(times[wait], minlength=n + 1)
+    return int(max(0, np.cumsum(events).max()))
+
+
+def _realized(codes_of, col: str, allowed: list, rows: np.ndarray) -> dict:
+    """Delivered slots per value of a target column, values spelled as str (None → "None"; for an
+    "a/b" column, the parts joined by "/" with None → "")."""
+    if "/" in col and col not in allowed:
+        parts = [codes_of(c) for c in col.split("/")]
+        ks = [len(v) for _, v in parts]
+        total = 1
+        for k in ks:
+            total *= k
+        if total < _LIM:
+            key = np.zeros(len(rows), dtype=np.int64)
+            for (codes, _), k in zip(parts, ks):
+                key = key * k + codes[rows]
+            if total <= max(1 << 22, 4 * len(rows)):
+                cnt = np.bincount(key, minlength=total)
+                u = np.flatnonzero(cnt)
+                cnt = cnt[u]
+            else:
+                u, cnt = np.unique(key, return_counts=True)
+            digits = []
+            for k in reversed(ks):
+                digits.append(u % k)
+                u = u // k
+            combos = np.stack(digits[::-1], axis=1) if digits else np.zeros((0, 0), np.int64)
+        else:
+            combos, cnt = np.unique(np.stack([c[rows] for c, _ in parts], axis=1), axis=0, return_counts=True)
+        spell = [["" if x is None else str(x) for x in v] for _, v in parts]
+        real: dict = {}
+        for combo, c in zip(combos.tolist(), cnt.tolist()):
+            s = "/".join(sp[i] for sp, i in zip(spell, combo))
+            real[s] = real.get(s, 0) + c
+        return real
+    codes, vals = codes_of(col)
+    cnt = np.bincount(codes[rows], minlength=len(vals))
+    real = {}
+    for x, c in zip(vals, cnt.tolist()):
+        if c:
+            s = "None" if x is None else str(x)
+            real[s] = real.get(s, 0) + c
+    return real
 
 
 def _as_str(col) -> np.ndarray:
@@ -233,9 +478,9 @@ def _arrays(idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                  for f in (F.PLAN_FILE, F.VPOS_FILE, F.OFFSETS_FILE))
 
 
-def _slots(idx):
+def _slots(idx, arrays=None):
     """Every slot of the index in plan order: rows, virtual positions, phase index."""
-    rows, vpos, off = _arrays(idx)
+    rows, vpos, off = _arrays(idx) if arrays is None else arrays
     steps = idx.start_step + np.arange(len(off) - 1) // idx.world_size
     ends = np.array([p["end_step"] for p in idx.meta["phases"]], dtype=np.int64)
     ph_of_step = np.array([p["index"] for p in idx.meta["phases"]], dtype=np.int64)[
@@ -249,18 +494,23 @@ def _eligible(meta: dict, samples, duration: np.ndarray) -> np.ndarray:
     el = np.ones(samples.num_rows, dtype=bool)
     split = meta.get("split")
     if split and "split" in samples.column_names:
-        sv = _as_str(samples.column("split"))
-        if "split" in meta["spec"] or (sv == split).any():
-            el &= sv == split
+        col = _plain(samples.column("split"))
+        if isinstance(split, str) and len(col):
+            sv = np.asarray(pc.fill_null(pc.equal(col.cast(pa.string()), pa.scalar(split, pa.string())), False)
+                            .to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            sv = np.zeros(len(col), dtype=bool)
+        if "split" in meta["spec"] or sv.any():
+            el &= sv
     if meta.get("max_duration"):
         el &= duration <= meta["max_duration"]
     return el
 
 
-def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: np.ndarray, pos: np.ndarray,
-                 duration: np.ndarray) -> None:
+def _check_exact(idx, rep: CheckReport, samples, scode_raw: np.ndarray, svals: list, shard_id: np.ndarray,
+                 pos: np.ndarray, duration: np.ndarray, arrays) -> None:
     meta = idx.meta
-    rows, vpos, phase = _slots(idx)
+    rows, vpos, phase = _slots(idx, arrays)
     if len(vpos) != len(rows):
         rep.fail(f"{F.VPOS_FILE} has {len(vpos)} entries for {len(rows)} slots")
         return
@@ -272,7 +522,10 @@ def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: n
     if bad.any():
         rep.fail(f"{int(bad.sum())} slots deliver samples that are not eligible (split {meta.get('split')!r}"
                  f"{', duration' if meta.get('max_duration') else ''}), e.g. row {int(rows[bad][0])}")
-    names, scode = np.unique(stream.astype(str), return_inverse=True)
+    # streams spelled as str (None → "None"), sorted; scode: per sample
+    names, inv = np.unique(np.array(["None" if v is None else str(v) for v in svals], dtype=str),
+                           return_inverse=True)
+    scode = inv.reshape(-1)[scode_raw] if len(svals) else np.zeros(0, dtype=np.intp)
     n_el = np.bincount(scode[el], minlength=len(names))
     declared = meta["streams"]
     wrong = [n for n, c in zip(names.tolist(), n_el.tolist()) if declared.get(n, 0) != c]
@@ -291,7 +544,14 @@ def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: n
         cphase = cells.column("phase").to_numpy()
         ccell = cells.column("cell").to_numpy()
         cvals = {c: _as_str(cells.column(c)) for c in ["stream"] + comp_cols}
-        svals: dict = {"stream": stream.astype(str).astype(object)}
+        # a shared code space per column: a cell's string → its code, null → -1; a sample value no cell
+        # spells → -2 (so equal codes ⇔ equal strings, or both null)
+        code_of = {c: {v: i for i, v in enumerate(dict.fromkeys(x for x in v if x is not None))}
+                   for c, v in cvals.items()}
+        ccodes = {c: np.array([-1 if x is None else code_of[c][x] for x in v], dtype=np.int64)
+                  for c, v in cvals.items()}
+        scodes: dict = {"stream": np.array([code_of["stream"].get(x, -2) for x in names.tolist()],
+                                           dtype=np.int64)[scode]}
         for ph in meta["phases"]:
             sel = np.flatnonzero(phase == ph["index"])
             if not len(sel):
@@ -307,17 +567,19 @@ def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: n
             # a phase composes over the columns its cells spell (all-null: every eligible sample is null)
             used = ["stream"] + [c for c in comp_cols if any(v is not None for v in cvals[c][mine])]
             off = np.zeros(len(sel), dtype=bool)
+            rs = rows[sel]
             for c in used:
-                if c not in svals:
-                    svals[c] = _sample_strings(idx, samples, c)
-                if svals[c] is None:
+                if c not in scodes:
+                    scodes[c] = _sample_codes(idx, samples, c, code_of[c])
+                if scodes[c] is None:
                     continue
-                a, b = svals[c][rows[sel]], cvals[c][ci]
-                off |= ~((a == b) | (_isnull(a) & _isnull(b)))
+                off |= scodes[c][rs] != ccodes[c][ci]
             allowed = sum(ph.get("deviations", {}).values())
             if int(off.sum()) > allowed:
                 rep.fail(f"phase {ph['index']} ({ph['policy']}): {int(off.sum())} slots deliver a sample outside "
                          f"their requested cell, {allowed} deviations declared")
+        del scodes
+    del phase, req
 
     # virtual positions: v = pass * n + i, a pass lists the stream's shards one after the other, each
     # front to back over its eligible samples
@@ -329,17 +591,26 @@ def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: n
         rep.fail("virtual positions of streams without eligible samples, or negative")
         return
     el_rows = np.flatnonzero(el)
-    key_rs = scode[el_rows].astype(np.int64) * (int(shard_id.max()) + 1) + shard_id[el_rows]
-    o = np.lexsort((pos[el_rows], key_rs))
+    SH = int(shard_id.max()) + 1
+    key_rs = scode[el_rows].astype(np.int64) * SH + shard_id[el_rows]
+    pe = pos[el_rows].astype(np.int64)
+    o = _lexorder([key_rs, pe], stable=True)  # by (stream, shard), then position
     rank = np.full(len(el), -1, dtype=np.int64)  # rank of a sample among its (stream, shard)'s eligible ones
     ks = key_rs[o]
     first = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
     rank[el_rows[o]] = np.arange(len(o)) - np.repeat(first, np.diff(np.r_[first, len(o)]))
     shard_len = dict(zip(ks[first].tolist(), np.diff(np.r_[first, len(o)]).tolist()))
+    del el_rows, key_rs, pe, o, ks
     p, i = vpos // n, vpos % n
+    del n
     start = i - rank[rows]
-    ks_slot = s.astype(np.int64) * (int(shard_id.max()) + 1) + shard_id[rows]
-    g = np.unique(np.stack([s, p, ks_slot, start]), axis=1)  # (stream, pass, shard, implied start)
+    del i, rank
+    # distinct (stream, pass, shard, implied start), sorted lexicographically (for a stream, its
+    # (stream, shard) key orders like the shard)
+    s64, sh_r = np.asarray(s, dtype=np.int64), shard_id[rows].astype(np.int64)
+    g = _unique_rows([s64, p, sh_r, start])
+    del sh_r, start
+    g[2] = g[0] * SH + g[2]
     dup = np.flatnonzero((g[0, 1:] == g[0, :-1]) & (g[1, 1:] == g[1, :-1]) & (g[2, 1:] == g[2, :-1]))
     if len(dup):
         rep.fail(f"{len(dup)} (stream, pass, shard) runs whose virtual positions do not follow the shard's "
@@ -374,29 +645,83 @@ def _check_exact(idx, rep: CheckReport, samples, stream: np.ndarray, shard_id: n
             rep.fail(f"the re-plan does not deliver exactly what index {c['index']!r} had left from step "
                      f"{c['at_step']} on")
     elif idx.start_step == 0 and not meta.get("max_duration"):
-        o = np.lexsort((vpos, s))
-        ss, vv = s[o], vpos[o]
+        ss, vv = _sorted_pairs(s.astype(np.int64), vpos)
         first = np.r_[True, ss[1:] != ss[:-1]]
-        expect = np.arange(len(o)) - np.repeat(np.flatnonzero(first), np.diff(np.r_[np.flatnonzero(first), len(o)]))
+        expect = np.arange(len(ss)) - np.repeat(np.flatnonzero(first), np.diff(np.r_[np.flatnonzero(first), len(ss)]))
         if not np.array_equal(vv, expect):
             bad_s = str(names[ss[np.argmax(vv != expect)]])
             rep.fail(f"stream {bad_s!r}: virtual positions are not 0, 1, 2, … (a sample lost or taken twice)")
 
 
-def _isnull(a: np.ndarray) -> np.ndarray:
-    return np.array([x is None for x in a], dtype=bool)
+def _spans(cols: list) -> tuple[list, list, int]:
+    mins = [int(c.min()) for c in cols]
+    spans = [int(c.max()) - m + 1 for c, m in zip(cols, mins)]
+    total = 1
+    for x in spans:
+        total *= x
+    return mins, spans, total
 
 
-def _sample_strings(idx, samples, col: str):
-    """A composition column of every sample as strings: from samples.parquet or a cluster assignment."""
+def _combined(cols: list, mins: list, spans: list) -> np.ndarray:
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for c, m, sp in zip(cols, mins, spans):
+        key *= sp
+        key += c - m
+    return key
+
+
+def _lexorder(cols: list, stable: bool) -> np.ndarray:
+    """Order sorting equal-length int arrays lexicographically (first array most significant)."""
+    if len(cols[0]) == 0:
+        return np.zeros(0, dtype=np.int64)
+    mins, spans, total = _spans(cols)
+    if total < _LIM:
+        return np.argsort(_combined(cols, mins, spans), kind="stable" if stable else None)
+    return np.lexsort(cols[::-1])
+
+
+def _unique_rows(cols: list) -> np.ndarray:
+    """The distinct tuples of equal-length int arrays, lexicographically sorted, as columns of a
+    ``[len(cols), k]`` int64 array (``np.unique(np.stack(cols), axis=1)``)."""
+    if len(cols[0]) == 0:
+        return np.zeros((len(cols), 0), dtype=np.int64)
+    mins, spans, total = _spans(cols)
+    if total >= _LIM:
+        return np.unique(np.stack(cols).astype(np.int64), axis=1)
+    u = np.unique(_combined(cols, mins, spans))
+    out = np.empty((len(cols), len(u)), dtype=np.int64)
+    for j in range(len(cols) - 1, -1, -1):
+        out[j] = u % spans[j] + mins[j]
+        u //= spans[j]
+    return out
+
+
+def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) pairs sorted lexicographically, as two arrays."""
+    if len(a) == 0:
+        return a, b
+    mins, spans, total = _spans([a, b])
+    if total >= _LIM:
+        o = np.lexsort((b, a))
+        return a[o], b[o]
+    k = np.sort(_combined([a, b], mins, spans))
+    return k // spans[1] + mins[0], k % spans[1] + mins[1]
+
+
+def _sample_codes(idx, samples, col: str, code_of: dict):
+    """A composition column of every sample as codes of ``code_of`` (its strings; null → -1, a string
+    ``code_of`` lacks → -2): from samples.parquet or a cluster assignment (a sample without one → -2)."""
     if col in samples.column_names:
-        return _as_str(samples.column(col))
+        return _str_codes(samples.column(col), code_of)
     if col.startswith("cluster:"):
         p = idx.ws.path("clusters", col.split(":", 1)[1], "assignments.parquet")
         if p.exists():
-            import pandas as pd
-
             a = pq.read_table(p, columns=["id", "cluster"])
-            lut = pd.Series(_as_str(a.column("cluster")), index=a.column("id").to_numpy(zero_copy_only=False))
-            return lut.reindex(samples.column("id").to_numpy(zero_copy_only=False)).to_numpy(dtype=object)
+            ids = _plain(a.column("id"))
+            if pc.count_distinct(ids, mode="all").as_py() != len(ids):
+                raise ValueError("cannot reindex on an axis with duplicate labels")
+            acodes = _str_codes(a.column("cluster"), code_of)
+            at = pc.index_in(_plain(samples.column("id")), value_set=ids)
+            at = np.asarray(at.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            return np.where(at >= 0, acodes[np.maximum(at, 0)] if len(acodes) else -2, -2)
     return None
