@@ -102,7 +102,9 @@ class _Ref:
         return ray.get(self.ref)
 
 
-class _Done:
+class Done:
+    """A finished 'future': work that ran in this process."""
+
     def __init__(self, value):
         self._value = value
 
@@ -110,7 +112,25 @@ class _Done:
         return self._value
 
 
-class LocalExecutor:
+class PoolOwner:
+    """``close()`` and the context manager for an object holding a lazily started process pool
+    (``self._pool``): cancels what has not started, waits for the rest."""
+
+    _pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalExecutor(PoolOwner):
     """A process pool on this machine (``num_cpus`` workers; ``1`` = inline, in this process)."""
 
     kind = "local"
@@ -134,11 +154,11 @@ class LocalExecutor:
             self._pool = ProcessPoolExecutor(max_workers=self.num_cpus, mp_context=ctx)
         return self._pool
 
-    def submit(self, fn: Callable, item: Any, *, label: str = "", retries: int = 0) -> Future | _Done:
+    def submit(self, fn: Callable, item: Any, *, label: str = "", retries: int = 0) -> Future | Done:
         """One unit; ``retries`` is accepted for symmetry (a local worker's death fails the stage: rerun
         it, complete units are kept)."""
         if self.num_cpus == 1:
-            return _Done(run_unit(fn, item, label, _fault_spec()))
+            return Done(run_unit(fn, item, label, _fault_spec()))
         return self._get_pool(fn).submit(run_unit, fn, item, label, _fault_spec())
 
     def map_unordered(self, fn, items: Iterable, on_result: Callable, *, label=str, retries: int = 0,
@@ -156,17 +176,6 @@ class LocalExecutor:
     def map_ordered(self, fn, items: Iterable, *, label=str, retries: int = 0) -> list:
         futs = [self.submit(fn, x, label=label(x), retries=retries) for x in items]
         return [f.result() for f in futs]
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class RayExecutor:

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import NamedTuple
 
 from .. import storage
+from ..executors import Done, PoolOwner
 
 
 class Probe(NamedTuple):
@@ -85,17 +86,7 @@ def _probe_unit(args: tuple[list[str], bool]) -> list[Probe]:
     return probe_batch(*args)
 
 
-class _Done:
-    """A finished 'future' for the in-process (workers=1) path."""
-
-    def __init__(self, value):
-        self._value = value
-
-    def result(self):
-        return self._value
-
-
-class Prober:
+class Prober(PoolOwner):
     """Probe files in batches, on ``workers`` processes (``1`` = in this process).
 
     ``submit(paths)`` returns a future of ``list[Probe]``; callers consume futures in the order
@@ -111,12 +102,12 @@ class Prober:
         self._pool: ProcessPoolExecutor | None = None
         self.executor = executor  # a jadwal.executors executor (Ray): batches run there instead
 
-    def submit(self, paths: list[str]) -> Future | _Done:
+    def submit(self, paths: list[str]) -> Future | Done:
         self.submitted += len(paths)
         if self.executor is not None:  # every batch (no inline head): the same probe_batch, on Ray tasks
             return self.executor.submit(_probe_unit, (paths, self.hash_audio), label=paths[0] if paths else "")
         if self.workers == 1 or self.submitted <= self.inline_files:
-            return _Done(probe_batch(paths, self.hash_audio))
+            return Done(probe_batch(paths, self.hash_audio))
         if self._pool is None:
             # fork on Linux: workers start in milliseconds and, unlike spawn/forkserver, do not re-run
             # the caller's __main__ (a script without an `if __name__ == "__main__"` guard still works).
@@ -125,14 +116,3 @@ class Prober:
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self._pool.submit(probe_batch, paths, self.hash_audio)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
