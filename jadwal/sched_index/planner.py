@@ -163,22 +163,11 @@ class StreamSequences:
         n = self.n[s]
         p, i = np.divmod(v, n)
         # every pass (the first included) takes the stream's shards in a seeded order
-        pair = s * (int(p.max()) + 1) + p
-        upair, inv = dense_unique(pair)
-        ps, pp = np.divmod(upair, int(p.max()) + 1)
-        # every shard of every needed (stream, pass), with a hashed sort key
-        cnt = self.first_shard[ps + 1] - self.first_shard[ps]
-        owner = np.repeat(np.arange(len(upair)), cnt)
-        shard = np.repeat(self.first_shard[ps], cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        key = _mix64(self.shard_gid[shard].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-                     ^ _mix64(pp[owner].astype(np.uint64) + np.uint64(self.salt)))
-        order = np.lexsort((key, owner))
-        shard = shard[order]
+        pmax = int(p.max()) + 1
+        upair, inv = dense_unique(s * pmax + p)
+        shard, first, cum = self._pass_orders(upair // pmax, upair % pmax)
         lens = self.shard_len[shard]
-        # cumulative sample counts within each (stream, pass), laid end to end
-        cum = np.cumsum(lens)
-        pair_base = np.r_[0, cum][np.r_[0, np.cumsum(cnt)][:-1]]
-        target = pair_base[inv] + i
+        target = np.r_[0, cum][first[:-1]][inv] + i  # in the laid-out cumulative of the pairs
         j = np.searchsorted(cum, target, side="right")
         within = target - (cum[j] - lens[j])
         return self.row_of_rank(self.shard_start[shard[j]] + within)
@@ -192,12 +181,15 @@ class PhasePlan:
     start: int
     end: int
     slots: int  # global slots per step
-    cells: pd.DataFrame
     cellset: CellSet
     comp: np.ndarray  # [steps, slots] cell ids (requested)
     targets: dict
     domain: str | None = None
     reassigned: int = 0  # slots moved off exhausted `stop` streams
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        return self.cellset.cells
 
 
 def phase_columns(spec: Spec) -> list[tuple[str, ...]]:
@@ -214,9 +206,9 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
         samples_per_step = spec.world_size * max(1.0, spec.max_duration / mean)
     total = resolve_phase_steps(spec, n_eligible, samples_per_step)
     plans = []
-    for ph in spec.phases:
+    for ph, columns in zip(spec.phases, phase_columns(spec)):
         pdef = get_policy(ph.policy, f"phases[{ph.index}]")
-        cellset = scan.cells(dict.fromkeys(pdef.columns(ph.params)))
+        cellset = scan.cells(columns)
         cells = cellset.cells
         factor = pdef.slots_factor(ph.params)
         slots = spec.batch_size * factor
@@ -240,7 +232,7 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
                                 f"(expected {(n, slots)}) or cell ids out of range")
             comp[off : off + n] = part
             del part, ctx
-        plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cells, cellset,
+        plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cellset,
                                comp, targets, pdef.domain(ph.params)))
     return plans
 

@@ -220,7 +220,6 @@ class SampleScan:
     _elig_rows: np.ndarray | None = None  # sorted eligible rows (when fewer than the ineligible)
     _inel_gap: np.ndarray | None = None  # for sorted ineligible rows x_j: x_j - j (eligible rows before x_j)
     _durations: np.ndarray | None = None  # every row's duration, once :meth:`durations` loaded them
-    max_duration: float | None = None
 
     @property
     def n_eligible(self) -> int:
@@ -387,7 +386,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
     scan = SampleScan(path=path, n_rows=row0, stream_names=[str(x) for x in stream_names],
                       run_row0=r0.astype(np.int64), run_len=rl.astype(np.int64), run_stream=rs.astype(np.int64),
                       run_shard=rsh.astype(np.int64), run_elig=re_.astype(np.int64), stream_n=sn, stream_dur=su,
-                      input_files=files, max_duration=spec.max_duration)
+                      input_files=files)
     if n_inel:
         # keep the minority as a sorted row list
         want = n_inel > row0 - n_inel  # True: list the eligible rows, False: the ineligible ones
