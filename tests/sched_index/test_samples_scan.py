@@ -5,7 +5,6 @@ row-group layout — and the memory claim: no per-sample array when nothing need
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
