@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ...access import LOCAL_ONLY, Access
+
 FORMATS = ("kaldi", "commonvoice", "audiofolder", "hf", "lhotse", "jsonl", "csv")
 _MODULES = {
     "kaldi": "kaldi",
@@ -85,6 +87,7 @@ class ImportContext:
     dataset: str
     columns: dict[str, str] = field(default_factory=dict)  # logical field → column name (user-given)
     options: dict = field(default_factory=dict)  # format-specific options
+    access: Access = LOCAL_ONLY  # what the user allowed: remote schemes, commands (jadwal/access.py)
 
     def column_candidates(self, name: str) -> tuple[str, ...]:
         if name in self.columns:
