@@ -49,7 +49,11 @@ def steps(ws: str, examples: Path) -> list[list[str]]:
     train = examples / "train"
     out += [["plan", *w, str(train / "asr_only.yaml"), "--name", "asr_only", "-q"],
             ["plan", *w, str(train / "dev.yaml"), "--name", "dev", "-q"],
-            ["train", *w, str(train / "demo.yaml"), "--nproc", "2"]]
+            ["train", *w, str(train / "demo.yaml"), "--nproc", "2"],
+            # the same phase 1, then phase 2 under `mix` for as many steps as `hybrid` had; compared on the
+            # periodic dev evaluation at equal steps (12 + 16 micro-batches)
+            ["train", *w, str(train / "demo_mix.yaml"), "--nproc", "2"],
+            ["compare", *w, "demo", "demo-mix", "--until-step", "28"]]
     out += [["index", "inspect", *w, "hybrid"], ["index", "report", *w, "hybrid"],
             ["index", "report", *w, "speech_curriculum", "--column", "modality"],
             ["stream", *w, "hybrid", "--rank", "1", "--steps", "3"],
@@ -80,7 +84,11 @@ demo finished in {time.time() - t0:.0f}s. Outputs in {root}:
   index/<name>/                                           scheduling indexes ({', '.join(SPECS)})
   index/hybrid/mixture.png, fidelity.csv                  realized mixture over steps, realized vs requested
   runs/demo/                                              two-phase training (2 CPU ranks): per-task loss CSV/PNG,
-                                                          gradient conflict, PartitionSel statistics, dev scores
+                                                          gradient conflict, PartitionSel statistics (with a
+                                                          random same-budget baseline), periodic dev evaluation
+                                                          (eval.csv, eval_curves.png)
+  runs/demo-mix/                                          the same phase 1, then `mix` instead of `hybrid`
+  compare/demo-vs-demo-mix/                               `jadwal compare`: compare.md (table per task) + a PNG per task
 """)
     return 0
 

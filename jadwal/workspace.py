@@ -9,13 +9,22 @@ Contract
   ``meta.json`` exists, and *stale* when an input's current hash differs from the recorded one.
 * Paths stored inside a workspace are relative to it, so a workspace can be moved.
 * All writes go through :func:`atomic_write` / :func:`atomic_path` (temp name, then ``os.replace``).
+* A stage that writes ``<stage dir>/<name>`` does so inside :meth:`Workspace.stage`: the name is
+  validated (:func:`check_name`), one writer at a time holds ``<stage dir>/.<name>.lock`` (an
+  ``fcntl`` lock, as ``shard`` takes on its set folder), and temp outputs left by killed runs
+  (``.<name>.tmp-PID``, ``.<name>.old-PID`` beside the output, ``.*.tmp-PID`` inside it, PID dead)
+  are removed first.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +35,87 @@ from . import __version__
 
 META = "meta.json"
 STAGE_DIRS = ("manifests", "shards", "embeddings", "clusters", "groups", "index", "runs")
+MAX_NAME_CHARS = 200
+_TMP_PID = re.compile(r"^\..*\.(?:tmp|old)-(\d+)$")
+
+
+class StageError(ValueError):
+    """A stage cannot start: a bad output name, or another run holds the output's lock (one line)."""
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    """``name`` when it is a valid output name (one path component: not empty, no ``/``, ``\\`` or
+    NUL, not ``.``/``..``, not starting with ``.`` (temp and lock files do), at most
+    :data:`MAX_NAME_CHARS` characters); else :class:`StageError` naming ``what``."""
+    bad = None
+    if not isinstance(name, str) or not name.strip():
+        bad = "is empty"
+    elif any(c in name for c in "/\\\0"):
+        bad = "holds a path separator (a name is one folder, inside the workspace)"
+    elif name.startswith("."):
+        bad = "starts with '.' (reserved for temp and lock files; '..' would leave the workspace)"
+    elif len(name) > MAX_NAME_CHARS:
+        bad = f"is longer than {MAX_NAME_CHARS} characters"
+    elif any(ord(c) < 32 for c in name):
+        bad = "holds a control character"
+    if bad:
+        raise StageError(f"{what} {name!r} {bad}")
+    return name
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (``kill(pid, 0)``)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_temps(folder: Path, prefix: str | None = None, *, recursive: bool = False) -> list[Path]:
+    """Remove temp outputs ``.…tmp-PID`` / ``.…old-PID`` (files or folders) in ``folder`` whose PID is
+    no live process (a killed run's leftovers); with ``prefix`` only names starting ``.<prefix>.``.
+    Returns what was removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    it = folder.rglob(".*") if recursive else folder.glob(".*")
+    for p in sorted(it):
+        m = _TMP_PID.match(p.name)
+        if not m or (prefix is not None and not p.name.startswith(f".{prefix}.")):
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path, held_message: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``fcntl`` lock on ``lock_file`` (created) for the block; when
+    another process holds it, :class:`StageError` with ``held_message``.  Released when the block ends
+    or the process dies (a killed run never leaves a stale lock)."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise StageError(held_message) from None
+            raise
+        yield
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
@@ -72,6 +162,28 @@ class Workspace:
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def stage(self, stage: str, name: str, *, what: str = "--name", incomplete: bool = False) -> Iterator[Path]:
+        """Write ``<stage>/<name>`` (``stage``: a :data:`STAGE_DIRS` folder) as its only writer.
+
+        Validates ``name`` (:func:`check_name`, ``what`` names the option in the message), takes the
+        exclusive lock ``<stage>/.<name>.lock`` (:class:`StageError` "another jadwal run is writing …"
+        when held), removes killed runs' temp outputs (dead PIDs only), and with ``incomplete`` removes
+        ``meta.json`` (the output is marked unfinished until the stage writes it again).  Yields the
+        output folder (not created)."""
+        if stage not in STAGE_DIRS:
+            raise ValueError(f"unknown stage folder {stage!r}; one of {STAGE_DIRS}")
+        check_name(name, what)
+        base = self.path(stage)
+        out = base / name
+        with exclusive_lock(base / f".{name}.lock", f"another jadwal run is writing {stage}/{name} (lock held); "
+                                                   f"wait for it to finish or pick another {what}"):
+            remove_dead_temps(base, name)
+            remove_dead_temps(out, recursive=True)
+            if incomplete and (out / META).exists():
+                (out / META).unlink()
+            yield out
 
     def rel(self, path: str | os.PathLike) -> str:
         """``path`` relative to the workspace root when inside it, else absolute (posix form); a URL

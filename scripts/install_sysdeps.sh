@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages jadwal's tests and example-corpus script use (espeak-ng, sox)
+# Installs the system packages jadwal's tests and example-corpus script use (espeak-ng, sox, flac:
+# the Kaldi wav.scp command tests run real `sox` and `flac` pipes)
 # when they are missing. As root (CI) it installs them with apt-get; otherwise it says what to run.
 set -u
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
+command -v flac >/dev/null 2>&1 || missing+=(flac)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${missing[*]}"

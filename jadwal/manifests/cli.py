@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-FORMATS = ("kaldi", "commonvoice", "audiofolder", "hf", "lhotse", "jsonl", "csv")
+FORMATS = ("kaldi", "commonvoice", "audiofolder", "hf", "lhotse", "jsonl", "csv", "nemo")
 # normalization rules that get a --[no-]flag (kept in sync with NormalizeOptions by a test)
 NORMALIZE_RULES = (
     "strip_diacritics", "strip_tatweel", "unify_alef", "alef_maqsura", "ta_marbuta",
@@ -25,12 +25,17 @@ def register(sub, common) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     imp = msub.add_parser(
-        "import", parents=[common], help="import one source (Kaldi, Common Voice, audiofolder, HF, Lhotse, JSONL, CSV)",
-        description="Import SRC into WORKSPACE/manifests/NAME/{manifest,rejects}.parquet + stats.json + meta.json.",
+        "import", parents=[common],
+        help="import one source (Kaldi, Common Voice, audiofolder, HF, Lhotse, JSONL, CSV, NeMo)",
+        description="Import SRC into WORKSPACE/manifests/NAME/{manifest,rejects}.parquet + stats.json + meta.json. "
+                    "Rows that cannot be imported go to rejects.parquet with a reason; one bad row never stops "
+                    "the import. Nothing in the source is fetched or executed unless you allow it "
+                    "(--allow-remote, --allow-commands). See docs/manifests.md.",
     )
     imp.add_argument("src", help="source folder or file")
     imp.add_argument("--format", "-f", required=True, choices=FORMATS)
-    imp.add_argument("--dataset", "-d", required=True, help="dataset name (ids become NAME/<source id>)")
+    imp.add_argument("--dataset", "-d", required=True,
+                     help="dataset name: letters, digits, '_', '.', '-' (no '/' or leading '.'); ids become NAME/<source id>")
     imp.add_argument("--task", "-t", required=True, help="task of every row: asr, did, ser, ssum, aqa, slu, …")
     imp.add_argument("--lang", default="ar", help="language code of the rows (default: ar)")
     imp.add_argument("--label-column", help="column holding the class label (default: label)")
@@ -60,6 +65,15 @@ def register(sub, common) -> None:
     imp.add_argument("--cv-tsv", action="append", dest="cv_tsvs", metavar="NAME",
                      help="commonvoice: TSV to read (train, dev, test, validated, other…); repeatable")
     imp.add_argument("--delimiter", help="csv: field delimiter (default: tab for .tsv, else comma)")
+    acc = imp.add_argument_group("what the source may make jadwal fetch or run (default: local files only, nothing runs)")
+    acc.add_argument("--allow-remote", metavar="SCHEMES", default="",
+                     help="comma-separated URL schemes audio values may be read from, e.g. s3,gs,https; rows with "
+                          "other URLs are rejected (remote_audio_not_allowed) without any connection")
+    acc.add_argument("--allow-commands", action="store_true",
+                     help="run source entries that are commands (Kaldi wav.scp 'ID flac -c -d -s a.flac |'), "
+                          "without a shell, with a timeout; without it they are rejected (command_not_allowed)")
+    acc.add_argument("--command-timeout", type=float, metavar="S",
+                     help="kaldi: seconds one wav.scp command may run (default 600)")
     imp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar (default: when stderr is a terminal)")
     g = imp.add_argument_group("text normalization (see docs/manifests.md)")
@@ -80,6 +94,7 @@ def register(sub, common) -> None:
 
 
 def _import(args) -> int:
+    from ..access import Access, parse_schemes
     from ..workspace import Workspace
     from .core import import_source
     from .normalize import NormalizeOptions
@@ -95,6 +110,9 @@ def _import(args) -> int:
         options["tsvs"] = args.cv_tsvs
     if args.delimiter:
         options["delimiter"] = args.delimiter.encode().decode("unicode_escape")
+    if args.command_timeout:
+        options["command_timeout"] = args.command_timeout
+    access = Access(allow_remote=parse_schemes(args.allow_remote), allow_commands=args.allow_commands)
     summary = import_source(
         Workspace(args.workspace), args.src, args.format, dataset=args.dataset, task=args.task, lang=args.lang,
         columns=dict(args.column), label_column=args.label_column, text_column=args.text_column,
@@ -103,7 +121,7 @@ def _import(args) -> int:
         seed=args.seed, split=args.split, workers=args.workers, normalize=normalize, require=args.require,
         hash_audio=args.hash_audio, format_options=options,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
-        executor=args.executor, ray_address=args.ray_address,
+        executor=args.executor, ray_address=args.ray_address, access=access,
     )
     print(summary)
     return 0

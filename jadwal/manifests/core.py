@@ -2,24 +2,33 @@
 
 Per row, in source order (the importer's order is deterministic):
 
-1. importer verdict (``bad_row``, ``unreadable_audio`` for Kaldi pipes, …);
+1. importer verdict (``bad_row``, ``duplicate_id`` for repeated Kaldi keys, ``command_not_allowed``,
+   ``unreadable_audio`` for a failed Kaldi command, …);
 2. ``bad_encoding``: any string of the row is not valid UTF-8 (importers decode with
    surrogateescape, so this catches exactly the bad line);
 3. ``bad_row``: offset/duration not numbers, or negative; ``zero_length``: segment duration 0;
 4. text normalization, then ``empty_text`` when the task's required field (text for ``asr``,
    label for classification tasks, target for ``ssum``/``aqa``/…) is empty;
 5. ``duplicate_id``: the first row that gets this far claims its id;
-6. audio: embedded bytes extracted; ``missing_audio`` without a path;
+6. audio: ``remote_audio_not_allowed`` for a URL whose scheme the user's :class:`~jadwal.access.Access`
+   grant does not name (nothing is opened), ``unreadable_audio`` for an allowed scheme fsspec has
+   no filesystem for; embedded bytes extracted; ``missing_audio`` without a path;
 7. probing (parallel over unique files, each probed and hashed once): ``missing_audio``,
    ``unreadable_audio``, ``zero_length``, ``segment_out_of_range`` (beyond the end by more than
-   :data:`END_TOLERANCE_S`; a smaller overshoot is clipped to the end), ``too_short``, ``too_long``;
+   :data:`END_TOLERANCE_S`; a smaller overshoot is clipped to the end), ``duration_mismatch`` (the
+   source states the file's duration, e.g. Kaldi ``reco2dur``, and the file differs by more than
+   :data:`END_TOLERANCE_S`), ``too_short``, ``too_long``;
 8. ``duplicate_audio``: same sha1 and same offset/duration (to the millisecond) as an accepted row.
 
-Every row seen ends in exactly one of the manifest or the rejects table (asserted).  The manifest is
+Every row seen ends in exactly one of the manifest or the rejects table (asserted).  One row never
+aborts an import: an unexpected error while checking a row, or while probing one file, is that
+row's reject.  ``manifests/<dataset>`` is locked for the whole import (:meth:`Workspace.stage`): a
+second import into the same dataset fails at once with a one-line error.  The manifest is
 sorted by id and holds no timestamps, so importing the same source twice gives byte-identical files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,8 +43,10 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from ..access import COMMAND_NOT_ALLOWED, LOCAL_ONLY, REMOTE_NOT_ALLOWED, Access, chain_schemes
+from ..executors import Done
 from ..workspace import Workspace, atomic_path, atomic_write
-from .audio import Probe, Prober
+from .audio import Probe, Prober, probe_file
 from .importers import DEFAULT_COLUMNS, FORMATS, ImportContext, RawRow, _resolve, get_importer, relpath_no_ext
 from .normalize import DEFAULT as DEFAULT_NORMALIZE
 from .normalize import NormalizeOptions, Normalizer
@@ -48,7 +59,18 @@ END_TOLERANCE_S = 0.01  # a segment may overshoot the file end by this much (the
 CHUNK_ROWS = 2048  # rows validated per chunk
 PROBE_BATCH = 32  # files per probe task sent to a worker
 INLINE_PROBE_FILES = 64  # the first files are probed in-process (no pool start-up for small sources)
-DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no path separators, no leading dot (so no "..")
+MAX_CHANNELS = 32767  # the manifest's int16 column; a header claiming more is unreadable_audio
+
+# Every reason this path can give: the schema's codes plus the access refusals and the stated-duration
+# check (merged here so the counts in stats.json keep them whatever order schema.py lists codes in).
+REASONS: dict[str, str] = {
+    **REJECT_REASONS,
+    REMOTE_NOT_ALLOWED: REJECT_REASONS.get(REMOTE_NOT_ALLOWED, "audio is a URL whose scheme --allow-remote does not name"),
+    COMMAND_NOT_ALLOWED: REJECT_REASONS.get(COMMAND_NOT_ALLOWED, "source entry runs a command; needs --allow-commands"),
+    "duration_mismatch": REJECT_REASONS.get(
+        "duration_mismatch", "audio duration differs from the duration the source states (beyond the tolerance)"),
+}
 
 # Which field a task needs non-empty.  Unknown tasks need nothing (override with ``require=``).
 TASK_REQUIRES = {
@@ -171,7 +193,8 @@ class _Pending:
 
 class _Importer:
     def __init__(self, ws: Workspace, src: Path, fmt: str, dataset: str, task: str, lang: str | None,
-                 min_duration, max_duration, ratios, seed, forced_split, normalizer, require, out: Path):
+                 min_duration, max_duration, ratios, seed, forced_split, normalizer, require, out: Path,
+                 access: Access = LOCAL_ONLY, hash_audio: bool = True):
         self.ws, self.src, self.fmt, self.dataset, self.task, self.lang = ws, src, fmt, dataset, task, lang
         self.min_duration, self.max_duration = min_duration, max_duration
         self.ratios, self.seed, self.forced_split = ratios, seed, forced_split
@@ -179,6 +202,10 @@ class _Importer:
         self.normalize = normalizer
         self.require = require
         self.out = out
+        self.access = access
+        self.hash_audio = hash_audio
+        self.protocols: dict[str, str | None] = {}  # scheme → why fsspec cannot open it (None: it can)
+        self.last_extract: tuple[str, bytes] | None = None  # (dest, data) of the last extraction
         self.audio_dir = out / "audio"
         self.src_root = src if src.is_dir() else src.parent
         self.seen = 0
@@ -197,11 +224,43 @@ class _Importer:
 
     # -- rejects ---------------------------------------------------------------------------
     def reject(self, seq: int, rid: str | None, row: RawRow, reason: str, detail: str) -> None:
-        assert reason in REJECT_REASONS, reason
+        assert reason in REASONS, reason
         self.rejects.append((seq, rid, row.source, reason, detail, row.raw))
 
     # -- pass 1: row-level checks -------------------------------------------------------------
     def check_row(self, seq: int, row: RawRow, new_files: list[str]) -> _Pending | None:
+        """:meth:`_check_row`, with any unexpected error turned into this row's ``bad_row`` reject."""
+        try:
+            return self._check_row(seq, row, new_files)
+        except Exception as e:  # noqa: BLE001 - one row never aborts an import
+            log.debug("row %s", row.source, exc_info=True)
+            sid = row.source_id if isinstance(row.source_id, str) and row.source_id else None
+            rid = f"{self.dataset}/{sid}" if sid else None
+            self.reject(seq, rid, row, "bad_row", f"{type(e).__name__}: {e}")
+            return None
+
+    def url_refusal(self, path: str) -> tuple[str, str] | None:
+        """``(reason, detail)`` when the audio location ``path`` may not or cannot be read, else ``None``."""
+        schemes = chain_schemes(path)
+        if not schemes:
+            return None
+        refusal = self.access.remote_refusal(path)
+        if refusal:
+            return REMOTE_NOT_ALLOWED, refusal
+        for scheme in schemes:
+            if scheme not in self.protocols:
+                try:
+                    import fsspec
+
+                    fsspec.get_filesystem_class(scheme)
+                    self.protocols[scheme] = None
+                except (ValueError, ImportError) as e:
+                    self.protocols[scheme] = f"no filesystem for scheme {scheme!r}: {e}"
+            if self.protocols[scheme]:
+                return "unreadable_audio", self.protocols[scheme]
+        return None
+
+    def _check_row(self, seq: int, row: RawRow, new_files: list[str]) -> _Pending | None:
         sid = row.source_id if row.source_id else _row_hash(row.raw)
         rid = f"{self.dataset}/{sid}"
         if row.reject is not None:
@@ -254,10 +313,14 @@ class _Importer:
         self.ids.add(rid)
         # audio
         if row.audio_bytes is not None:
-            path = self.extract(sid, row.audio_bytes, row.audio_ext or ".bin")
+            path = self.extract(row.audio_key or sid, row.audio_bytes, row.audio_ext or ".bin")
             row.audio_bytes = b""  # written; keep only the marker (memory), see check_audio
         elif row.audio:
             path = row.audio
+            refusal = self.url_refusal(path)
+            if refusal:
+                self.reject(seq, rid, row, *refusal)
+                return None
         else:
             self.reject(seq, rid, row, "missing_audio", "row has no audio")
             return None
@@ -306,9 +369,13 @@ class _Importer:
         name = _safe_name(sid)
         bucket = hashlib.sha1(sid.encode("utf-8", "surrogateescape")).hexdigest()[:2]
         dest = self.audio_dir / bucket / f"{name}{ext}"
+        last = self.last_extract
+        if last is not None and last[0] == str(dest) and last[1] is data:
+            return str(dest)  # the same bytes again (segments of one Kaldi command recording)
         if not (dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data):
             with atomic_path(dest) as tmp:
                 tmp.write_bytes(data)
+        self.last_extract = (str(dest), data)
         return str(dest)
 
     # -- pass 2: audio checks ---------------------------------------------------------------
@@ -321,7 +388,21 @@ class _Importer:
         if probe.frames == 0:
             self.reject(p.seq, p.id, row, "zero_length", "file has no samples")
             return
+        if not (0 < probe.channels <= MAX_CHANNELS and 0 < probe.sample_rate < 2**31):
+            self.reject(p.seq, p.id, row, "unreadable_audio",
+                        f"{p.path}: header says {probe.channels} channels at {probe.sample_rate} Hz")
+            return
         file_dur = probe.frames / probe.sample_rate
+        if row.file_duration is not None:
+            try:
+                stated = _num(row.file_duration, "stated file duration")
+            except ValueError as e:
+                self.reject(p.seq, p.id, row, "bad_row", str(e))
+                return
+            if stated is not None and abs(stated - file_dur) > END_TOLERANCE_S:
+                self.reject(p.seq, p.id, row, "duration_mismatch",
+                            f"source says the file lasts {stated:.3f}s, {p.path} has {file_dur:.3f}s")
+                return
         if p.offset is None:
             offset, dur = 0.0, file_dur
         else:
@@ -395,45 +476,71 @@ class _Importer:
         def finalize(item) -> None:
             pending, futures = item
             for paths, fut in futures:
-                for path, probe in zip(paths, fut.result()):
+                try:
+                    probes = fut.result()
+                except Exception:  # noqa: BLE001 - a batch failed (a worker died, an fsspec error): probe one by one
+                    log.debug("probe batch failed; probing its files one by one", exc_info=True)
+                    probes = [self.probe_one(path) for path in paths]
+                for path, probe in zip(paths, probes):
                     self.cache[path] = probe
                     self.inflight.discard(path)
             for p in pending:
-                self.check_audio(p)
+                try:
+                    self.check_audio(p)
+                except Exception as e:  # noqa: BLE001 - one row never aborts an import
+                    log.debug("row %s", p.row.source, exc_info=True)
+                    self.reject(p.seq, p.id, p.row, "bad_row", f"{type(e).__name__}: {e}")
             bar.update(len(pending))
             bar.set_postfix(files=len(self.cache), rejected=len(self.rejects), refresh=False)
 
-        chunk: list[RawRow] = []
+        # Rows are checked as they arrive (embedded audio is written out at once, so a chunk never holds
+        # many files' bytes); their new files are probed per chunk of CHUNK_ROWS rows.
+        pending: list[_Pending] = []
+        new_files: list[str] = []
+        in_chunk = 0
 
         def submit_chunk() -> None:
-            new_files: list[str] = []
-            pending = []
-            for row in chunk:
-                seq = self.seen
-                self.seen += 1
-                p = self.check_row(seq, row, new_files)
-                if p is not None:
-                    pending.append(p)
-            futures = [(new_files[i:i + PROBE_BATCH], prober.submit(new_files[i:i + PROBE_BATCH]))
+            nonlocal pending, new_files, in_chunk
+            futures = [(new_files[i:i + PROBE_BATCH], self.submit(prober, new_files[i:i + PROBE_BATCH]))
                        for i in range(0, len(new_files), PROBE_BATCH)]
             queue.append((pending, futures))
-            bar.update(len(chunk) - len(pending))
-            chunk.clear()
+            bar.update(in_chunk - len(pending))
+            pending, new_files, in_chunk = [], [], 0
             while len(queue) > prober.workers + 1:
                 finalize(queue.popleft())
 
         try:
             for row in rows:
-                chunk.append(row)
-                if len(chunk) >= CHUNK_ROWS:
+                seq = self.seen
+                self.seen += 1
+                p = self.check_row(seq, row, new_files)
+                if p is not None:
+                    pending.append(p)
+                in_chunk += 1
+                if in_chunk >= CHUNK_ROWS:
                     submit_chunk()
-            if chunk:
+            if in_chunk:
                 submit_chunk()
             while queue:
                 finalize(queue.popleft())
         finally:
             bar.close()
         self.flush()
+
+    def submit(self, prober: Prober, paths: list[str]):
+        """``prober.submit(paths)``; when that raises (an inline probe), the files are probed one by one."""
+        try:
+            return prober.submit(paths)
+        except Exception:  # noqa: BLE001
+            log.debug("probe batch failed; probing its files one by one", exc_info=True)
+            return Done([self.probe_one(path) for path in paths])
+
+    def probe_one(self, path: str) -> Probe:
+        """:func:`probe_file` in this process; an exception is the file's ``unreadable_audio``."""
+        try:
+            return probe_file(path, self.hash_audio, self.access)
+        except Exception as e:  # noqa: BLE001
+            return Probe("unreadable_audio", f"{path}: {type(e).__name__}: {e}", 0, 0, 0, None)
 
     def table(self) -> pa.Table:
         t = pa.Table.from_batches(self.batches, schema=MANIFEST_SCHEMA) if self.batches else MANIFEST_SCHEMA.empty_table()
@@ -474,7 +581,7 @@ def _stats(table: pa.Table, imp: _Importer, source_info: dict) -> dict:
         "rows_seen": imp.seen,
         "imported": table.num_rows,
         "rejected": len(imp.rejects),
-        "rejects": {r: reasons[r] for r in REJECT_REASONS if reasons[r]},
+        "rejects": {r: reasons[r] for r in REASONS if reasons[r]},
         "hours": round(float(pc.sum(dur).as_py() or 0) / 3600, 6),
         "duration_s": {
             "min": round(float(pc.min(dur).as_py() or 0), 6),
@@ -522,6 +629,7 @@ def import_source(
     progress: bool = False,
     executor: str = "local",
     ray_address: str | None = None,
+    access: Access = LOCAL_ONLY,
 ) -> ImportSummary:
     """Import one source into ``manifests/<dataset>/`` of workspace ``ws``; see the module doc.
 
@@ -532,7 +640,9 @@ def import_source(
     processes (default: all cores).  ``executor``: ``local`` (process pool) or ``ray`` (probe batches
     as Ray tasks on the cluster at ``ray_address`` or a local Ray of ``workers`` CPUs; results are
     consumed in submission order, so the manifest is byte-identical).  ``format_options``: importer options (``tsvs`` for
-    commonvoice, ``delimiter`` for csv).
+    commonvoice, ``delimiter`` for csv, ``command_timeout`` for kaldi).  ``access``: what the user
+    allows (:class:`jadwal.access.Access`: URL schemes audio may be read from, whether source entries
+    may run commands); default local files only.
     """
     t0 = time.perf_counter()
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
@@ -572,22 +682,39 @@ def import_source(
     if unknown:
         raise ValueError(f"unknown column field(s) {', '.join(unknown)}; fields: {', '.join(DEFAULT_COLUMNS)}")
 
-    out = ws.path("manifests", dataset)
-    out.mkdir(parents=True, exist_ok=True)
+    with _locked_dataset(ws, dataset) as out:
+        return _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios,
+                              seed, split, workers, norm_opts, require, hash_audio, format_options, progress, executor,
+                              ray_address, access, t0)
+
+
+@contextlib.contextmanager
+def _locked_dataset(ws: Workspace, dataset: str):
+    """Hold ``manifests/<dataset>``'s stage lock for the import (:meth:`Workspace.stage`: name checked,
+    one writer at a time — a second run gets a one-line ``StageError`` — killed runs' temp files
+    removed); yields the created output folder."""
+    with ws.stage("manifests", dataset, what="--dataset") as out:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+
+
+def _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios, seed, split,
+                   workers, norm_opts, require, hash_audio, format_options, progress, executor, ray_address, access,
+                   t0) -> ImportSummary:
     (out / "meta.json").unlink(missing_ok=True)  # an interrupted import shows as incomplete
     _resolve.cache_clear()  # path resolution is cached per import (files may have appeared since)
-    ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(format_options or {}))
+    ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(format_options or {}), access=access)
     source = get_importer(fmt)(ctx)
     imp = _Importer(ws, src_path, fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
-                    Normalizer(norm_opts), require, out)
+                    Normalizer(norm_opts), require, out, access=access, hash_audio=hash_audio)
     if executor == "local" and not ray_address:
-        with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES) as prober:
+        with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES, access=access) as prober:
             imp.run(source.rows, prober, progress)
     else:
         from ..executors import get_executor
 
         with get_executor(executor, ray_address, workers) as ex, \
-                Prober(max(workers, ex.parallelism), hash_audio=hash_audio, executor=ex) as prober:
+                Prober(max(workers, ex.parallelism), hash_audio=hash_audio, executor=ex, access=access) as prober:
             imp.run(source.rows, prober, progress)
     table = imp.table()
     rejects = imp.rejects_table()
@@ -610,6 +737,7 @@ def import_source(
         "columns": cols, "format_options": ctx.options, "min_duration": min_duration, "max_duration": max_duration,
         "split_ratios": list(ratios), "seed": seed, "split": split, "require": require, "hash_audio": hash_audio,
         "normalize": norm_opts.to_dict() if norm_opts else None, "workers": workers,
+        "allow_remote": sorted(access.allow_remote), "allow_commands": access.allow_commands,
     }
     ws.write_meta(out, "manifests", config=config, inputs=source.inputs,
                   outputs=[manifest_path, rejects_path, stats_path],

@@ -1,7 +1,9 @@
 """Arabic transcript normalization: one small, table-driven function (``str.translate``).
 
 The manifest keeps both forms: ``text_raw`` is the transcript exactly as found in the source,
-``text`` is ``normalize_text(text_raw)``.  Every rule is an option of :class:`NormalizeOptions`
+``text`` is ``normalize_text(text_raw)``.  This is the *scoring* normalization (the ``score`` text form
+of :mod:`jadwal.textforms`, right for WER, deduplication and matching); models learn the ``train`` form,
+computed from ``text_raw`` (orthography kept), not ``text``.  Every rule is an option of :class:`NormalizeOptions`
 (and a ``--[no-]<rule>`` flag of ``jadwal manifest import``).  Rules, in the order applied:
 
 1. ``unicode_form`` (default ``"NFKC"``): Unicode normalization.  NFKC maps Arabic presentation

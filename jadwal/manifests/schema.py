@@ -24,7 +24,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("offset_s", pa.float64()),
         pa.field("duration_s", pa.float64()),
         pa.field("sample_rate", pa.int32()),
-        pa.field("channels", pa.int16()),
+        pa.field("channels", pa.int16()),  # 1..32 (audio_decode.MAX_CHANNELS): probed before it is stored
         pa.field("text", pa.string()),  # normalized transcript
         pa.field("text_raw", pa.string()),  # transcript as found in the source
         pa.field("target", pa.string()),  # label, summary, answer
@@ -47,6 +47,19 @@ REJECT_REASONS = {
     "too_short": "audio shorter than --min-duration",
     "too_long": "audio longer than --max-duration",
     "segment_out_of_range": "segment extends beyond the end of the file",
+    # audio integrity (jadwal.audio_decode; checked at import by the probe and again by `jadwal shard`)
+    "not_a_file": "the audio path is a FIFO, device or folder, not a regular file (never opened)",
+    "bad_sample_rate": "sample rate outside [1000, 384000] Hz",
+    "bad_channels": "channel count outside [1, 32]",
+    "nonfinite_audio": "decoded samples contain NaN or infinity",
+    "duration_mismatch": "decoded duration differs from the header's (import) or the manifest's (shard) beyond "
+                         "max(0.1 s, 0.1 %): a truncated file",
+    "audio_changed": "the file's bytes differ from the audio_sha1 recorded at import (or its rate/channels from the "
+                     "manifest's): replaced since import",
+    "decoder_unavailable": "a container libsndfile cannot read (mp4/m4a/webm…) and PyAV is not installed "
+                           "(pip install 'jadwal[av]')",
+    "remote_audio_not_allowed": "remote audio URL whose scheme was not granted (--allow-remote SCHEME)",
+    "command_not_allowed": "a source entry that runs a command, without --allow-commands",
     "bad_encoding": "text is not valid UTF-8",
     "empty_text": "transcript/target is empty after normalization",
     "duplicate_id": "id already imported",

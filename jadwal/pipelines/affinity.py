@@ -9,6 +9,10 @@ of encoder + aligner + LoRA) on N seeded samples, optionally randomly projected;
 * spectral clustering of ``A`` (sklearn, ``affinity="precomputed"``, seeded) into G groups, G given
   or chosen by the largest *eigengap* of the normalized Laplacian ``I − D^-1/2 A D^-1/2`` among
   2 ≤ G < n (a schedule needs at least two groups; ``min_groups=1`` allows one);
+* datasets that all look alike (every pairwise cosine distance below ``alike_distance``, default 0.02)
+  are not split: the median-σ RBF would magnify any noise into groups, so with ``n_groups="auto"`` they
+  form one group (``chosen_by: "alike"``) and a warning says so; a given ``G`` is still honoured, with
+  the warning;
 * group order (the documented rule, overridable): groups sorted by the cosine between the group's
   mean gradient and the mean gradient of all datasets, most aligned first — training starts where
   the whole mixture pulls, and groups that conflict with it come later, cumulatively.
@@ -120,19 +124,39 @@ class Grouping:
     order: list[int]
     eigenvalues: np.ndarray
     chosen_by: str
+    max_distance: float = float("nan")  # the largest pairwise cosine distance
+    alike: bool = False  # every pairwise distance below the threshold: no real structure to split on
+    warning: str | None = None
 
     @property
     def groups(self) -> list[list[str]]:
         return [[d for d, lab in zip(self.datasets, self.labels) if lab == g] for g in range(int(self.labels.max()) + 1)]
 
 
+ALIKE_DISTANCE = 0.02
+
+
 def group_datasets(datasets: list[str], G: np.ndarray, *, n_groups: int | str = "auto", seed: int = 0,
-                   sigma: float | None = None, order: list[int] | None = None, min_groups: int = 2) -> Grouping:
+                   sigma: float | None = None, order: list[int] | None = None, min_groups: int = 2,
+                   alike_distance: float = ALIKE_DISTANCE) -> Grouping:
     """Affinity and groups from per-dataset mean gradients ``G`` (rows aligned with ``datasets``)."""
     C = cosine_matrix(G)
     A, sigma = rbf_affinity(C, sigma)
     lam = laplacian_eigenvalues(A)
-    if n_groups == "auto":
+    n = len(datasets)
+    dmax = float((1.0 - C)[~np.eye(n, dtype=bool)].max()) if n > 1 else 0.0
+    alike = n > 1 and dmax < alike_distance
+    warning = None
+    if alike:
+        warning = (f"all {n} datasets look alike (largest pairwise cosine distance of their mean gradients "
+                   f"{dmax:.4f} < {alike_distance}): "
+                   + ("one group (mix-all), no forced split" if n_groups == "auto" else
+                      f"splitting into the {n_groups} groups asked for anyway") +
+                   "; gradients of an untrained model say little, use `--model runs/NAME` (a trained phase 1)")
+        log.warning(warning)
+    if n_groups == "auto" and alike:
+        k, how = 1, "alike"
+    elif n_groups == "auto":
         k, how = eigengap_groups(A, min_groups=min_groups), "eigengap"
     else:
         k, how = int(n_groups), "given"
@@ -144,7 +168,7 @@ def group_datasets(datasets: list[str], G: np.ndarray, *, n_groups: int | str = 
         if sorted(order) != list(range(int(labels.max()) + 1)):
             raise ValueError(f"--order {order}: must be a permutation of 0..{int(labels.max())}")
         ordr = list(order)
-    return Grouping(list(datasets), C, A, sigma, labels, ordr, lam, how)
+    return Grouping(list(datasets), C, A, sigma, labels, ordr, lam, how, dmax, bool(alike), warning)
 
 
 # -- gradients ------------------------------------------------------------------------------------
@@ -220,6 +244,7 @@ def write_outputs(ws: Workspace, name: str, grouping: Grouping, G: np.ndarray, c
     doc = {"groups": groups, "order": grouping.order, "datasets": grouping.datasets,
            "labels": grouping.labels.tolist(), "n_groups": len(groups), "chosen_by": grouping.chosen_by,
            "sigma": grouping.sigma, "eigenvalues": [round(float(x), 6) for x in grouping.eigenvalues],
+           "max_distance": round(grouping.max_distance, 6), "alike": grouping.alike, "warning": grouping.warning,
            "order_rule": "groups sorted by cosine(group mean gradient, mean gradient of all datasets), "
                          "most aligned first"}
     atomic_write(out / "groups.json", json.dumps(doc, indent=2, ensure_ascii=False))

@@ -2,6 +2,19 @@
 from __future__ import annotations
 
 
+def _trained_path(arg: str | None, ws_root) -> str | None:
+    """``--model`` naming trained weights: a run folder (``runs/NAME``, also relative to the workspace), a
+    checkpoint folder or its ``model.pt``; None for ``tiny`` or a YAML config."""
+    from pathlib import Path
+
+    if arg in (None, "tiny"):
+        return None
+    for p in (Path(arg), Path(ws_root) / arg):
+        if p.is_dir() or p.name == "model.pt" and p.is_file():
+            return str(p)
+    return None
+
+
 def _model_spec(arg: str | None) -> dict:
     """``--model``: a YAML file holding a ``model:`` section (a training config works), or ``tiny``."""
     if arg in (None, "tiny"):
@@ -16,6 +29,15 @@ def _model_spec(arg: str | None) -> dict:
 
 
 def _affinity(args) -> int:
+    """One writer of ``groups/NAME`` and ``index/affinity-NAME`` (names checked, locks held)."""
+    from ..workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    with ws.stage("groups", args.name, incomplete=True), ws.stage("index", f"affinity-{args.name}"):
+        return _affinity_locked(args)
+
+
+def _affinity_locked(args) -> int:
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -49,12 +71,23 @@ def _affinity(args) -> int:
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    model = build_model(_model_spec(args.model), workspace=str(ws.root), seed=args.seed).to(device)
+    trained = _trained_path(args.model, ws.root)
+    if trained:  # a trained run (e.g. phase 1): gradient affinity is meaningful on trained weights only
+        from ..trainer.model import load_trained
+
+        model = load_trained(trained, workspace=str(ws.root), device=device)
+        print(f"model: trained weights of {model.checkpoint}")
+    else:
+        model = build_model(_model_spec(args.model), workspace=str(ws.root), seed=args.seed).to(device)
+        print("model: random weights (`--model runs/NAME` uses a trained run)")
     G = dataset_gradients(ws, model, index_name, datasets, args.params, projection_dim=args.projection_dim,
                           seed=args.seed, progress=not args.no_progress)
     order = [int(x) for x in args.order.split(",")] if args.order else None
     n_groups = "auto" if args.groups == "auto" else int(args.groups)
-    grouping = group_datasets(datasets, G, n_groups=n_groups, seed=args.seed, sigma=args.sigma, order=order)
+    grouping = group_datasets(datasets, G, n_groups=n_groups, seed=args.seed, sigma=args.sigma, order=order,
+                              alike_distance=args.alike_distance)
+    if grouping.warning:
+        print(f"warning: {grouping.warning}")
     config = {k: v for k, v in vars(args).items() if k not in ("func", "workspace", "verbose")}
     doc = write_outputs(ws, name, grouping, G, config,
                         inputs=[samples, ws.path("index", index_name, "plan.npy")])
@@ -71,8 +104,10 @@ def register(sub, common) -> None:
         description="Mean loss gradient per dataset (N seeded samples, sequential shard reads) over LoRA, aligner "
         "or all trainable parameters; cosine distance → RBF affinity → spectral clustering (G given or by "
         "eigengap); writes groups/NAME/groups.json (read by `{policy: gst, groups: NAME}`), the matrix and a heatmap.")
-    p.add_argument("--model", default="tiny", help="YAML with a `model:` section (a training config works), or "
-                   "`tiny` (random-weight tiny encoder + aligner + LM with LoRA; default)")
+    p.add_argument("--model", default="tiny", help="trained weights: a run folder (runs/NAME: its latest "
+                   "checkpoint, with the run's model section and tokenizer) or a checkpoint folder; or a YAML with a "
+                   "`model:` section (random weights); or `tiny` (random-weight tiny encoder + aligner + LM with "
+                   "LoRA; default)")
     p.add_argument("--set", help="shard set (default: the only one)")
     p.add_argument("--datasets", help="comma-separated datasets (default: every dataset with train samples)")
     p.add_argument("--samples-per-dataset", type=int, default=64, help="samples drawn per dataset (default 64)")
@@ -83,6 +118,9 @@ def register(sub, common) -> None:
     p.add_argument("--order", help="override the group order, e.g. 2,0,1 (default: most aligned with the mixture first)")
     p.add_argument("--projection-dim", type=int, default=0, help="random projection of gradients to D dims (0: none)")
     p.add_argument("--sigma", type=float, help="RBF width on cosine distance (default: median distance)")
+    p.add_argument("--alike-distance", type=float, default=0.02,
+                   help="if every pairwise cosine distance of the mean gradients is below this, warn that the "
+                   "datasets look alike and (with --groups auto) keep them in one group (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--name", default="affinity", help="output folder groups/NAME (default affinity)")

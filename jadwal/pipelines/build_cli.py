@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..workspace import Workspace
+
 
 def _print_stats(stats: dict) -> None:
     print(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
@@ -30,6 +32,7 @@ def _ssum(args) -> int:
         min_novelty=args.min_novelty,
         max_novelty=args.max_novelty,
         silence_top_db=args.silence_top_db,
+        text_form=args.text_form,
     )
     cfg.validate()
     name = args.name or f"{args.source}_ssum"
@@ -37,8 +40,9 @@ def _ssum(args) -> int:
         f"build ssum: {args.source} → manifests/{name}  windows {cfg.min_seconds:g}–{cfg.max_seconds:g} s "
         f"(target {cfg.target_seconds:g} s), summarizer {cfg.summarizer}, target ratio {cfg.target_ratio:g}"
     )
-    stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
-                       ray_address=args.ray_address, actors=args.actors)
+    with Workspace(args.workspace).stage("manifests", name, incomplete=True):  # name check + one writer
+        stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
+                           ray_address=args.ray_address, actors=args.actors)
     _print_stats(stats)
     return 0
 
@@ -46,9 +50,11 @@ def _ssum(args) -> int:
 def _text_twins(args) -> int:
     from .text_twins import build_text_twins
 
-    stats = build_text_twins(
-        args.workspace, args.task, sources=args.source or None, fraction=args.fraction, seed=args.seed, name=args.name
-    )
+    name = args.name or f"{args.task}_text"
+    with Workspace(args.workspace).stage("manifests", name, incomplete=True):  # name check + one writer
+        stats = build_text_twins(
+            args.workspace, args.task, sources=args.source or None, fraction=args.fraction, seed=args.seed, name=name
+        )
     _print_stats(stats)
     return 0
 
@@ -75,6 +81,9 @@ def register(sub, common) -> None:
     s.add_argument("--summarizer", default="extractive",
                    help="extractive (default, offline TextRank) | hf:PATH (local transformers model)")
     s.add_argument("--target-ratio", type=float, default=0.3, help="summary length / transcript length (default 0.3)")
+    s.add_argument("--text-form", choices=("train", "raw"), default="train",
+                   help="text form of the summarizer's input and of the stored summaries: train (orthography kept, "
+                        "tatweel/controls removed; the trainer's default target form) or raw (as found). Default train")
     s.add_argument("--seed", type=int, default=0, help="seed of the instruction draw (default 0)")
     s.add_argument("--batch-size", type=int, default=8, help="windows per summarizer call (default 8)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] for hf summarizers (default auto)")

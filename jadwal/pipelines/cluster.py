@@ -265,7 +265,15 @@ def _plot_projection(x: np.ndarray, clusters: np.ndarray, datasets: np.ndarray |
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
-def cluster_embeddings(
+def cluster_embeddings(ws: Workspace | str | os.PathLike, k: int = 500, *, name: str | None = None, **kw) -> dict:
+    """:func:`_cluster_embeddings` as the only writer of ``clusters/<name>`` (name validated, lock held,
+    killed runs' temp files removed: :meth:`Workspace.stage`)."""
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    with ws.stage("clusters", name or f"k{k}", incomplete=True):
+        return _cluster_embeddings(ws, k, name=name, **kw)
+
+
+def _cluster_embeddings(
     ws: Workspace | str | os.PathLike,
     k: int = 500,
     *,

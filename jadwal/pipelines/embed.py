@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import io
 import json
 import logging
 import os
 import queue
-import tarfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .. import storage
+from ..access import LOCAL_ONLY, Access
 from ..workspace import Workspace, atomic_path, sha256_file
 
 log = logging.getLogger("jadwal.embed")
@@ -202,9 +202,21 @@ class Embedder:
 # --------------------------------------------------------------------------------------------
 # shard set access
 # --------------------------------------------------------------------------------------------
+def check_name(name: str, what: str) -> str:
+    """A folder name given by the user (``--name``, ``--set``): one plain path component, so it can never
+    point outside ``embeddings/`` or ``shards/`` (no ``/``, ``\\``, ``..``, leading dot, NUL)."""
+    if (not name or any(c in name for c in "/\\\0") or ".." in name or name.startswith(".")
+            or name != name.strip()):
+        raise EmbedError(f"{what} {name!r}: a name is one plain folder name (no path separators, '..', "
+                         "leading dot or surrounding spaces)")
+    return name
+
+
 def find_shard_set(ws: Workspace, name: str | None) -> Path:
     from ..shards.schema import SAMPLES_FILE
 
+    if name:
+        check_name(name, "--set")
     base = ws.path("shards")
     sets = sorted(p.parent for p in base.glob(f"*/{SAMPLES_FILE}")) if base.is_dir() else []
     if name:
@@ -239,20 +251,28 @@ def audio_members(members) -> np.ndarray:
 
 
 def _decode(data: bytes) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    """An audio member → (mono float32 wave, rate), with the probe's and the writer's decoder
+    (:func:`jadwal.audio_decode.decode_bytes`: libsndfile, PyAV for other containers; finite samples)."""
+    from ..audio_decode import decode_bytes
 
-    wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    wave, sr = decode_bytes(data, "<audio member>")
     return (wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)), int(sr)
 
 
 @dataclass
 class _ShardJob:
     shard_id: int
-    path: Path
+    path: Path | str  # local path or URL
     ids: list[str]  # audio samples of the shard, in pos order
     keys: list[str]
     exts: list[str]
     durations: np.ndarray
+    rel: str = ""  # the shard's path as stored in shards.parquet (for messages)
+    bytes: int | None = None  # the shard's size in shards.parquet
+    offsets: list[int] | None = None  # per audio sample: [offset, offset + size) in the tar
+    sizes: list[int] | None = None
+    sha1s: list[str | None] | None = None  # per-sample sha1 of those bytes (samples.parquet), when recorded
+    members: list[list[str]] | None = None  # per audio sample: its member names in the index, in order
 
 
 @dataclass
@@ -265,32 +285,67 @@ class _Item:
     error: BaseException | None = None
 
 
-def _read_shards(jobs: list[_ShardJob], out: queue.Queue, decode_workers: int, stop: threading.Event) -> None:
-    """Reader thread: stream each shard's tar front to back, decode audio members, feed ``out``."""
+def _shard_samples(job: _ShardJob, access: Access) -> Iterator[tuple[int, bytes]]:
+    """``(i, audio member bytes)`` for each audio sample of ``job``, read forward only and verified
+    as the loader verifies (:mod:`jadwal.trainer.shardio`): the URL's scheme is granted, the file has
+    the indexed size, each sample's byte range has the indexed sha1 (when recorded) and exactly the
+    indexed member names.  Any failure is an :class:`EmbedError` naming the shard and the sample."""
+    from ..shards.tario import check_member_name
+    from ..trainer.shardio import ShardHandle, TarFormatError, parse_members
+
+    where = f"shard {job.rel or str(job.path)!r} (shard_id {job.shard_id})"
+    hint = "check it with `jadwal shard verify` and restore it (re-run `jadwal shard`)"
+    loc = str(job.path)
+    if storage.is_url(loc) and (refusal := access.remote_refusal(loc)):
+        raise EmbedError(f"{where}: {refusal}")
+    have = storage.size(job.path)
+    if have is None:
+        raise EmbedError(f"{where} is missing ({hint})")
+    if job.bytes is not None and have != job.bytes:
+        kind = "truncated" if have < job.bytes else "longer than indexed"
+        raise EmbedError(f"{where} is {kind}: it has {have} bytes, the shard index says {job.bytes} ({hint})")
+    with storage.open_read(job.path) as fh:
+        h = ShardHandle(fh, seek_gap=1 << 20)
+        for i, sid in enumerate(job.ids):
+            off, size = int(job.offsets[i]), int(job.sizes[i])
+            what = f"{where}: sample {sid!r} (bytes {off}..{off + size})"
+            try:
+                h.advance_to(off, first=i == 0)
+                data = h.read_exact(size)
+                if len(data) != size:
+                    raise EmbedError(f"{what}: the file ends at byte {h.pos}, inside the sample ({hint})")
+                if job.sha1s is not None and job.sha1s[i] and hashlib.sha1(data).hexdigest() != job.sha1s[i]:
+                    raise EmbedError(f"{what}: bytes differ from the shard index (sha1) ({hint})")
+                members = parse_members(data, off)
+            except TarFormatError as e:
+                raise EmbedError(f"{what}: {e} ({hint})") from None
+            except OSError as e:
+                raise EmbedError(f"{what}: cannot be read: {type(e).__name__}: {e}") from None
+            names = [n for n, _ in members]
+            want = [f"{job.keys[i]}.{m}" for m in job.members[i]]
+            if names != want:
+                raise EmbedError(f"{what}: members {names} where the shard index has {want} ({hint})")
+            for n in names:
+                check_member_name(n)
+            yield i, dict(members)[f"{job.keys[i]}.{job.exts[i]}"]
+
+
+def _read_shards(jobs: list[_ShardJob], out: queue.Queue, decode_workers: int, stop: threading.Event,
+                 access: Access = LOCAL_ONLY) -> None:
+    """Reader thread: read each shard's audio samples front to back (verified, :func:`_shard_samples`),
+    decode them on a small thread pool, feed ``out``."""
     pool = cf.ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="jadwal-decode")
     try:
         for job in jobs:
-            want = {f"{k}.{e}": i for i, (k, e) in enumerate(zip(job.keys, job.exts))}
             pending: list[tuple[int, cf.Future]] = []
-            seen: set[str] = set()
-            with storage.open_read(job.path) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-                for member in tar:
-                    if stop.is_set():
-                        return
-                    i = want.get(member.name)
-                    if i is None or not member.isfile():
-                        continue
-                    data = tar.extractfile(member).read()
-                    pending.append((i, pool.submit(_decode, data)))
-                    seen.add(member.name)
-                    while len(pending) > 4 * decode_workers or (pending and pending[0][1].done()):
-                        _emit(job, pending.pop(0), out, stop)
+            for i, data in _shard_samples(job, access):
+                if stop.is_set():
+                    return
+                pending.append((i, pool.submit(_decode, data)))
+                while len(pending) > 4 * decode_workers or (pending and pending[0][1].done()):
+                    _emit(job, pending.pop(0), out, stop)
             for p in pending:
                 _emit(job, p, out, stop)
-            if len(seen) != len(want):
-                missing = sorted(set(want) - seen)
-                raise EmbedError(f"{job.path}: {len(missing)} audio member(s) listed in samples.parquet are "
-                                 f"missing from the tar, e.g. {missing[:3]} (shard index out of date?)")
             _put(out, _Item(job.shard_id, -1, end=True), stop)
     except BaseException as e:  # hand the error to the consumer
         _put(out, _Item(-1, -1, error=e), stop)
@@ -379,12 +434,16 @@ def embed_shard_set(
     executor: str = "local",
     ray_address: str | None = None,
     actors: int | None = None,
+    access: Access = LOCAL_ONLY,
 ) -> dict:
     """Embed every audio sample of a shard set; returns a summary dict (see module doc).
 
     ``executor="ray"``: shards are streamed to Ray actors (one per GPU of the cluster at ``ray_address``
     with ``num_gpus=1``; on a CPU-only cluster ``actors`` actors of one CPU each, default one per CPU),
     each running the same per-shard loop and writing the same per-shard parts; the merge is local.
+    ``access``: shards stored at remote URLs are read only when their scheme is granted (``file://`` and
+    ``memory://`` always).  Every sample read is verified as the loader verifies it (shard size, member
+    names, per-sample sha1): a damaged shard is an :class:`EmbedError` naming it.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -398,13 +457,19 @@ def embed_shard_set(
     if cfg.batch_seconds <= 0:
         raise EmbedError("--batch-seconds must be > 0")
     sdir = find_shard_set(ws, shard_set)
-    name = name or cfg.encoder
+    name = check_name(name or cfg.encoder, "--name")
     out_dir = ws.path("embeddings", name)
     parts = out_dir / PARTS
     the_part = parse_part(part)
 
-    samples = pq.read_table(sdir / SAMPLES_FILE, columns=["id", "shard_id", "pos", "members", "duration_s", "modality"])
-    shards = pq.read_table(sdir / SHARDS_FILE, columns=["shard_id", "path", "num_samples"]).to_pylist()
+    cols = ["id", "shard_id", "pos", "members", "duration_s", "modality", "offset", "size"]
+    has_sha1 = "sha1" in pq.read_schema(sdir / SAMPLES_FILE).names
+    samples = pq.read_table(sdir / SAMPLES_FILE, columns=cols + (["sha1"] if has_sha1 else []))
+    shards = pq.read_table(sdir / SHARDS_FILE, columns=["shard_id", "path", "num_samples", "bytes"]).to_pylist()
+    offsets_all = samples.column("offset").to_numpy()
+    sizes_all = samples.column("size").to_numpy()
+    sha1_all = samples.column("sha1").to_pylist() if has_sha1 else None
+    member_names = samples.column("members").to_pylist()
     ids_all = samples.column("id").to_pylist()
     shard_of = samples.column("shard_id").to_numpy()
     dur_all = np.nan_to_num(samples.column("duration_s").to_numpy(zero_copy_only=False).astype(np.float64))
@@ -466,7 +531,10 @@ def embed_shard_set(
             continue
         jobs.append(_ShardJob(
             sid, ws.resolve(s["path"]), [ids_all[r] for r in rows], [member_key(ids_all[r]) for r in rows],
-            [exts[r] for r in rows], dur_all[rows],
+            [exts[r] for r in rows], dur_all[rows], rel=s["path"], bytes=int(s["bytes"]),
+            offsets=offsets_all[rows].tolist(), sizes=sizes_all[rows].tolist(),
+            sha1s=[sha1_all[r] for r in rows] if sha1_all is not None else None,
+            members=[[m["name"] for m in member_names[r]] for r in rows],
         ))
     todo_hours = sum(float(j.durations.sum()) for j in jobs) / 3600
     total_hours = float(dur_all[is_audio].sum()) / 3600
@@ -481,12 +549,12 @@ def embed_shard_set(
     n_done_samples = 0
     if jobs and (executor != "local" or ray_address):
         n_done_samples = _run_jobs_ray(jobs, parts, cfg, sleep_per_shard, executor, ray_address, actors, progress,
-                                       todo_hours, tqdm)
+                                       todo_hours, tqdm, access)
     elif jobs:
         emb = Embedder(cfg)
         _write_model(parts, emb.description)
         log.info("model: %s on %s (%s)", json.dumps(emb.description), emb.device, str(emb.dtype).replace("torch.", ""))
-        n_done_samples = _run_jobs(emb, jobs, parts, cfg, progress, sleep_per_shard, todo_hours, tqdm)
+        n_done_samples = _run_jobs(emb, jobs, parts, cfg, progress, sleep_per_shard, todo_hours, tqdm, access)
     elapsed = time.time() - t0
     summary = {
         "name": name, "shard_set": sdir.name, "shards_done_now": len(jobs), "shards_skipped": len(done),
@@ -554,12 +622,12 @@ def _write_model(parts: Path, description: dict) -> None:
 class _EmbedActor:
     """A Ray actor: one :class:`Embedder` (one GPU, or one CPU) running :func:`_run_jobs` per shard."""
 
-    def __init__(self, cfg: EmbedConfig, parts: str, sleep_per_shard: float):
+    def __init__(self, cfg: EmbedConfig, parts: str, sleep_per_shard: float, access: Access = LOCAL_ONLY):
         import torch
 
         if str(cfg.device).startswith("cpu") or not torch.cuda.is_available():
             torch.set_num_threads(1)  # one CPU per actor
-        self.cfg, self.parts, self.sleep = cfg, Path(parts), sleep_per_shard
+        self.cfg, self.parts, self.sleep, self.access = cfg, Path(parts), sleep_per_shard, access
         self.emb = Embedder(cfg)
 
     def describe(self) -> dict:
@@ -568,12 +636,13 @@ class _EmbedActor:
     def run(self, job: _ShardJob) -> tuple[int, int, float]:
         from tqdm import tqdm
 
-        n = _run_jobs(self.emb, [job], self.parts, self.cfg, False, self.sleep, 0.0, tqdm)
+        n = _run_jobs(self.emb, [job], self.parts, self.cfg, False, self.sleep, 0.0, tqdm, self.access)
         return job.shard_id, n, float(job.durations.sum()) / 3600
 
 
 def _run_jobs_ray(jobs, parts: Path, cfg: EmbedConfig, sleep_per_shard: float, executor: str,
-                  ray_address: str | None, actors: int | None, progress: bool, todo_hours: float, tqdm) -> int:
+                  ray_address: str | None, actors: int | None, progress: bool, todo_hours: float, tqdm,
+                  access: Access = LOCAL_ONLY) -> int:
     from ..executors import get_executor
 
     bar = tqdm(total=round(todo_hours, 4), unit="h", disable=not progress, dynamic_ncols=True,
@@ -588,7 +657,7 @@ def _run_jobs_ray(jobs, parts: Path, cfg: EmbedConfig, sleep_per_shard: float, e
         with get_executor(executor, ray_address) as ex:
             if not hasattr(ex, "map_on_actors"):
                 raise EmbedError(f"--executor {executor} has no actors")
-            info = ex.map_on_actors(_EmbedActor, (cfg, str(parts), sleep_per_shard), "run", jobs, done,
+            info = ex.map_on_actors(_EmbedActor, (cfg, str(parts), sleep_per_shard, access), "run", jobs, done,
                                     n_actors=actors, describe="describe")
     finally:
         bar.close()
@@ -598,10 +667,10 @@ def _run_jobs_ray(jobs, parts: Path, cfg: EmbedConfig, sleep_per_shard: float, e
 
 
 def _run_jobs(emb: Embedder, jobs, parts: Path, cfg: EmbedConfig, progress: bool, sleep_per_shard: float,
-              todo_hours: float, tqdm) -> int:
+              todo_hours: float, tqdm, access: Access = LOCAL_ONLY) -> int:
     q: queue.Queue = queue.Queue(maxsize=max(2 * cfg.sort_window, 64))
     stop = threading.Event()
-    reader = threading.Thread(target=_read_shards, args=(jobs, q, cfg.decode_workers, stop), daemon=True,
+    reader = threading.Thread(target=_read_shards, args=(jobs, q, cfg.decode_workers, stop, access), daemon=True,
                               name="jadwal-embed-reader")
     reader.start()
     by_id = {j.shard_id: j for j in jobs}

@@ -6,6 +6,7 @@ import json
 
 
 def _embed(args) -> int:
+    from ..access import Access, parse_schemes
     from ..workspace import Workspace
     from .embed import EmbedConfig, embed_shard_set
 
@@ -32,6 +33,7 @@ def _embed(args) -> int:
         Workspace(args.workspace), cfg, shard_set=args.set, name=args.name, part=args.part, force=args.force,
         progress=not args.no_progress, sleep_per_shard=args.sleep_per_shard,
         executor=args.executor, ray_address=args.ray_address, actors=args.actors,
+        access=Access(allow_remote=parse_schemes(args.allow_remote)),
     )
     summary.pop("meta", None)
     print(json.dumps(summary, indent=2, default=str))
@@ -61,10 +63,11 @@ def register(sub, common) -> None:
         help="mean-pooled aligner embeddings of a shard set's audio (input of `jadwal cluster`)",
         description="Stream a shard set's tars once, front to back, and store one float16 vector per audio "
         "sample (encoder → aligner → mean over valid frames) in embeddings/NAME/ (vectors.f16 + ids.parquet). "
-        "Resumable per shard.",
+        "Resumable per shard.  Every sample read is verified as the loader verifies it (shard size, member names, "
+        "per-sample sha1); a damaged shard stops the run with a one-line error naming it.",
     )
     p.add_argument("--set", help="shard set under shards/ (default: the only one)")
-    p.add_argument("--encoder", choices=["whisper", "qwen2-audio", "tiny"], default="tiny",
+    p.add_argument("--encoder", choices=["whisper", "qwen2-audio", "qwen2.5-omni", "tiny"], default="tiny",
                    help="whisper: local Whisper checkpoint; qwen2-audio: audio_tower (+ multi_modal_projector) of a "
                    "local Qwen2-Audio folder; tiny: random seeded weights for tests/demo (default)")
     p.add_argument("--checkpoint", help="local model folder or weights file (never downloaded)")
@@ -91,7 +94,11 @@ def register(sub, common) -> None:
                    help="model dtype (auto: bf16 on CUDA, fp32 on CPU); features and pooling are fp32")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights (--encoder tiny)")
     p.add_argument("--decode-workers", type=int, default=2, help="audio decoding threads (default 2)")
-    p.add_argument("--name", help="output folder embeddings/NAME (default: the encoder name)")
+    p.add_argument("--name", help="output folder embeddings/NAME (default: the encoder name); one plain folder name "
+                   "(no '/', '..')")
+    p.add_argument("--allow-remote", metavar="SCHEMES",
+                   help="URL schemes shards listed in the shard index may be read from, comma-separated (e.g. "
+                   "s3,gs,https; default none: local paths, file:// and memory:// only)")
     p.add_argument("--part", metavar="I/N", help="process only shards with shard_id %% N == I (one process per "
                    "GPU); a final run without --part merges")
     p.add_argument("--executor", choices=["local", "ray"], default="local",

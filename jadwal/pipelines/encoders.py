@@ -6,7 +6,10 @@ Public API
   :class:`AudioEncoder`; ``kind`` is ``"whisper"`` (a local Whisper checkpoint: a
   ``WhisperForConditionalGeneration`` / ``WhisperModel`` / ``WhisperEncoder`` folder or weights file),
   ``"qwen2-audio"`` (the ``audio_tower`` of a local ``Qwen2AudioForConditionalGeneration`` folder) or
-  ``"tiny"`` (a ``WhisperConfig`` of tiny sizes, or any of :data:`PRESETS`, with seeded random weights).
+  ``"tiny"`` (a ``WhisperConfig`` of tiny sizes, or any of :data:`PRESETS`, with seeded random weights);
+  ``"qwen2.5-omni"`` (the ``audio_tower`` of a local ``Qwen2_5OmniThinkerForConditionalGeneration`` folder,
+  or of a full Qwen2.5-Omni folder's thinker: :class:`OmniAudioEncoder`; its ``proj`` already maps into
+  the LM's embedding space, so it needs no separate aligner).
 * :func:`build_aligner` ``(kind, in_dim, out_dim, checkpoint=None, ...)`` → :class:`LinearAligner`,
   :class:`ConvAligner` or :class:`IdentityAligner`; from a trainer state dict (``.pt``/``.bin``/
   ``.safetensors``) or from a Qwen2-Audio folder's ``multi_modal_projector``.
@@ -48,7 +51,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-ENCODER_KINDS = ("whisper", "qwen2-audio", "tiny")
+ENCODER_KINDS = ("whisper", "qwen2-audio", "qwen2.5-omni", "tiny")
 ALIGNER_KINDS = ("linear", "conv", "none")
 
 # Random-weight encoder configs (Whisper sizes) for tests, the demo and benchmarks.
@@ -354,10 +357,100 @@ def build_encoder(
             raise ValueError(f"{path}: no audio_tower weights")
         tower = _build_empty(Qwen2AudioEncoder, config)
         _load_strict(tower, ck.load(prefix), f"{path} [{prefix}]")
+    elif kind == "qwen2.5-omni":
+        if checkpoint is None:
+            raise ValueError("--encoder qwen2.5-omni needs --checkpoint PATH (a local Qwen2.5-Omni thinker folder)")
+        return OmniAudioEncoder.from_checkpoint(checkpoint, pad_to_30s=pad_to_30s).to(
+            device=device, dtype=dtype).eval().requires_grad_(False)
     else:
         raise ValueError(f"unknown encoder {kind!r}; expected one of {', '.join(ENCODER_KINDS)}")
     enc = AudioEncoder(tower, kind, pad_to_30s=pad_to_30s)
     return enc.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def omni_thinker_config(path: str | Path):
+    """The ``Qwen2_5OmniThinkerConfig`` of a local folder: a thinker folder, or a full Qwen2.5-Omni one."""
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    cfg = _config_dict(path)
+    if cfg is None:
+        raise FileNotFoundError(f"no config.json next to {path}")
+    if cfg.get("model_type") == "qwen2_5_omni":
+        return Qwen2_5OmniConfig.from_pretrained(folder).thinker_config
+    if cfg.get("model_type") != "qwen2_5_omni_thinker":
+        raise ValueError(f"{path}: model_type {cfg.get('model_type')!r} is not a Qwen2.5-Omni (thinker) model")
+    return Qwen2_5OmniThinkerConfig.from_pretrained(folder)
+
+
+class OmniAudioEncoder(nn.Module):
+    """Qwen2.5-Omni's audio tower (``Qwen2_5OmniAudioEncoder``) behind the :class:`AudioEncoder` interface.
+
+    The tower runs its own forward (what ``get_audio_features`` of the thinker does): the valid frames of
+    each sample concatenated along time with ``feature_lens``, cut by the tower into ``2·n_window``-frame
+    chunks attended separately (no padding is ever seen), then stride-2 average pooling, ``ln_post`` and
+    ``proj`` into the LM's embedding size (``out_dim`` = ``output_dim``).  Output frames per sample:
+    ``_get_feat_extract_output_lengths`` (4× fewer than mel frames).  ``window_frames`` (3000, 30 s) is only
+    where :class:`AudioLLM` and :func:`pooled_embeddings` split long audio."""
+
+    def __init__(self, tower: nn.Module, *, pad_to_30s: bool = False):
+        super().__init__()
+        if pad_to_30s:
+            raise ValueError("--pad-to-30s applies to Whisper and Qwen2-Audio towers, not qwen2.5-omni")
+        self.tower = tower
+        self.kind = "qwen2.5-omni"
+        self.pad_to_30s = False
+        cfg = tower.config
+        if getattr(cfg, "_attn_implementation", None) is None:
+            cfg._attn_implementation = "sdpa"
+        self.n_mels = int(cfg.num_mel_bins)
+        self.d_model = int(cfg.output_dim)
+        self.window_frames = 3000
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, pad_to_30s: bool = False) -> OmniAudioEncoder:
+        from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
+
+        config = omni_thinker_config(path).audio_config
+        ck = _Checkpoint(path)
+        prefix = ck.find_prefix("conv1.weight", prefer=("audio_tower",))
+        if prefix is None:
+            raise ValueError(f"{path}: no audio_tower weights")
+        tower = _build_empty(Qwen2_5OmniAudioEncoder, config)
+        pe = tower.positional_embedding  # a non-persistent buffer: not in the weights, recomputed here
+        pe.positional_embedding = pe.compute_default_singular_positional_embedding()
+        _load_strict(tower, ck.load(prefix), f"{path} [{prefix}]")
+        return cls(tower, pad_to_30s=pad_to_30s)
+
+    @property
+    def out_dim(self) -> int:
+        return self.d_model
+
+    @property
+    def feature_pad_multiple(self) -> int | None:
+        return None
+
+    def output_lengths(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.tower._get_feat_extract_output_lengths(frames.long())[1]
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features`` ``(B, n_mels, T)``, ``lengths`` ``(B,)`` valid mel frames (> 0) → ``(B, T', out_dim)``
+        right-padded with zeros, valid output frames ``(B,)``."""
+        t = self.tower
+        x = features.to(device=t.conv1.weight.device, dtype=t.conv1.weight.dtype)
+        lengths = lengths.to(x.device).long()
+        flat = torch.cat([x[i, :, : int(lengths[i])] for i in range(x.shape[0])], dim=1)
+        h = t(flat, feature_lens=lengths).last_hidden_state
+        out_len = self.output_lengths(lengths)
+        out = h.new_zeros(x.shape[0], int(out_len.max()), h.shape[-1])
+        pos = 0
+        for i, n in enumerate(out_len.tolist()):
+            out[i, :n] = h[pos: pos + n]
+            pos += n
+        if pos != h.shape[0]:
+            raise RuntimeError(f"qwen2.5-omni audio tower returned {h.shape[0]} frames, expected {pos}")
+        return out, out_len
 
 
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:

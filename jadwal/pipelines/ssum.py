@@ -15,6 +15,12 @@ instruction.
 3. **Near-duplicates** among window transcripts (MinHash over word 3-shingles, LSH) are dropped
    before anything is summarized; so are windows with fewer than ``min_words`` words.
 4. **Summaries** from a pluggable summarizer (:mod:`jadwal.pipelines.summarizers`), in batches.
+   Inputs and outputs are in one declared text form (``text_form``, :mod:`jadwal.textforms`; default
+   ``train``): the summarizer reads each segment's ``text_raw`` in that form and its summary is put in
+   that form before the filters, so a ``target`` shares the orthography of the ASR targets the trainer
+   makes from the same transcripts (hamza forms, ``ى``, digits and punctuation kept; tatweel, bidi and
+   zero-width controls removed).  ``raw`` feeds the transcripts as found and stores summaries as
+   returned.  The row's ``text_raw``/``text`` are the source's raw and scoring forms, as for any import.
 5. **Filters** on each summary (first failing reason wins): ``empty_summary``, ``copy_of_input``,
    ``summary_ratio``, ``arabic_ratio``, ``novelty``.  Every dropped window goes to ``rejects.parquet``
    with its reason; counts per reason are in ``meta.json`` and the card.
@@ -33,6 +39,7 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from ..manifests.schema import SSUM_REJECT_REASONS  # reason codes live with the rejects schema
+from ..textforms import to_form
 from ..workspace import META, Workspace, atomic_path
 from .ssum_text import (
     MinHashDeduper,
@@ -62,6 +69,9 @@ INSTRUCTIONS_EN = (
 )
 
 
+SSUM_TEXT_FORMS = ("train", "raw")  # the score form drops punctuation: no sentences left to summarize
+
+
 @dataclass
 class SsumConfig:
     """Everything that decides the output (recorded in ``meta.json``)."""
@@ -89,6 +99,7 @@ class SsumConfig:
     max_novelty: float = 0.9
     instruction_ar_fraction: float = 0.5
     rouge_sample: int = 500  # windows scored for the card (deterministic subset)
+    text_form: str = "train"  # form of the summarizer's input and of the stored summary (train | raw)
 
     def ratio_bounds(self) -> tuple[float, float]:
         lo = self.min_summary_ratio if self.min_summary_ratio is not None else self.target_ratio / 5
@@ -103,6 +114,8 @@ class SsumConfig:
             )
         if not 0 < self.target_ratio < 1:
             raise ValueError(f"--target-ratio must be in (0, 1), got {self.target_ratio}")
+        if self.text_form not in SSUM_TEXT_FORMS:
+            raise ValueError(f"--text-form must be one of {', '.join(SSUM_TEXT_FORMS)}, got {self.text_form!r}")
 
 
 @dataclass
@@ -526,8 +539,9 @@ def build_ssum(
                     "segments": segs,
                     "text": " ".join(s.text for s in segs if s.text).strip(),
                     "text_raw": " ".join(s.text_raw for s in segs if s.text_raw).strip(),
-                    # summarizer input: one segment per line, so segment ends are sentence ends
-                    "doc": "\n".join((s.text_raw or s.text) for s in segs if (s.text_raw or s.text)),
+                    # summarizer input (in the declared text form): one segment per line, so segment
+                    # ends are sentence ends
+                    "doc": "\n".join(d for s in segs if (d := to_form(s.text_raw or s.text, cfg.text_form).strip())),
                 }
             )
     n_windows = len(windows)
@@ -584,7 +598,7 @@ def build_ssum(
     for batch, out in zip(batches, outs):
         if len(out) != len(batch):
             raise RuntimeError(f"summarizer {summ.name} returned {len(out)} summaries for {len(batch)} inputs")
-        summaries.extend((s or "").strip() for s in out)
+        summaries.extend(to_form((s or "").strip(), cfg.text_form) for s in out)
     sum_seconds = time.perf_counter() - t_sum
     words_in = sum(word_count(w["doc"]) for w in todo)
 
@@ -610,6 +624,7 @@ def build_ssum(
             "source": {"dataset": source, "ids": [x for s in w["segments"] for x in s.ids]},
             "metrics": m,
             "instruction_lang": ilang,
+            "text_form": cfg.text_form,
         }
         out_rows.append(
             {

@@ -4,9 +4,14 @@
 the workspace's manifests (all datasets, or ``sources``), keeps a seeded fraction of them, and writes
 a new dataset ``manifests/<name>/`` (default ``<task>_text``) whose rows are the same samples with
 ``modality="text"``: no audio fields (``audio_path``, ``offset_s``, ``duration_s``, ``sample_rate``,
-``channels``, ``audio_sha1`` are null), the transcript ``text`` stands in for the audio, and
+``channels``, ``audio_sha1`` are null), the transcript stands in for the audio, and
 ``target``/``instruction``/``label`` are kept.  Ids are ``<source id>#text``; ``extra`` records the
 source id and dataset (and the source row's own ``extra`` under ``source_extra``).
+
+Text form: a twin keeps both transcript columns of its speech row (``text_raw`` as found, ``text`` the
+scoring form); the trainer renders the transcript in the prompt *and* the target in the task's text
+form (:mod:`jadwal.textforms`, ``train`` by default) from ``text_raw``, so the text that stands in for
+the audio is exactly the ASR target of the speech row it twins (never the scoring normalization).
 
 Selection is exact and order-independent: every candidate gets the key
 ``blake2b("<seed>:<id>")``, candidates are sorted by key, and the first ``round(fraction × n)`` are

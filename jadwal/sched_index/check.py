@@ -18,7 +18,15 @@ properties of ARCHITECTURE.md by simulating each reader:
 6. *distributed* every rank has every step, micro-batches are equal (or within the duration budget),
                 and within a pass no sample is delivered twice and readers own disjoint shard ranges;
 7. *faithful*   per phase, realized shares of each target column are within sampling error of the
-                requested ones (deviations counted separately).
+                requested ones (deviations counted separately);
+8. *pass order* in global step order, a sample of a stream comes back only once every eligible sample
+                of the stream has been delivered as often (:mod:`.passorder`), up to a slack of
+                ``readers × max buffer`` (0 when streams hold one cell) in count mode, and never twice
+                in a step when the stream holds that step's requests (except repeats the planner
+                declares in ``meta["stats"]["same_step_repeats_left"]``); for an index that continues
+                another (re-plan or amendment), measured on the concatenated deliveries of the chain
+                (samples matched by id), judging the steps from its start; an amendment's ledger is
+                recomputed from its parent's files.
 Determinism (4) is checked by building twice and comparing bytes (see tests).
 """
 from __future__ import annotations
@@ -215,6 +223,9 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
                  f"{meta['max_buffer']} (its simulation must be an upper bound)")
 
     ph_key = np.array([p["index"] for p in phases], dtype=np.int64)[mb_ph][mb_v] if len(mb_v) else np.zeros(0, np.int64)
+
+    # 8: pass order, over the whole chain of indexes this one continues
+    _check_pass_order(idx, rep, samples, rows_v, S + mb_v // W, scode_raw, svals, max_buf)
     del mb_v
 
     # 1: eligible samples, requested cells, virtual positions
@@ -625,7 +636,9 @@ def _check_exact(idx, rep: CheckReport, samples, scode_raw: np.ndarray, svals: l
         return
     # no gap and nothing twice: a fresh count-mode index takes every stream's sequence from 0 on; a
     # re-plan takes exactly what the index it continues had left
-    if meta.get("continues"):
+    if meta.get("continues", {}).get("kind") == "amendment":
+        _check_ledger(idx, rep)
+    elif meta.get("continues"):
         c = meta["continues"]
         try:
             old = open_index(idx.ws, c["index"], verify_shards=False)
@@ -725,3 +738,93 @@ def _sample_codes(idx, samples, col: str, code_of: dict):
             at = np.asarray(at.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
             return np.where(at >= 0, acodes[np.maximum(at, 0)] if len(acodes) else -2, -2)
     return None
+
+
+def chain_deliveries(idx, samples_ids=None):
+    """Deliveries of every index ``idx`` continues, before its start step: ``(ids or rows, steps)``.
+    Rows are those of ``idx``'s shard set (samples matched by id when a parent used another set;
+    samples no longer in the set are dropped).  ``None`` when a parent is missing or was re-planned
+    since (its fingerprint differs)."""
+    parts_r, parts_t = [], []
+    cur, stop = idx, idx.start_step
+    ids_here = None
+    while cur.meta.get("continues"):
+        c = cur.meta["continues"]
+        try:
+            par = open_index(cur.ws, c["index"], verify_shards=False)
+        except FileNotFoundError:
+            return None
+        if par.fingerprint != c["fingerprint"]:
+            return None
+        at = int(c["at_step"])
+        rows, _, off = _arrays(par)
+        lo = int(off[0]) if len(off) else 0
+        hi = int(off[(at - par.start_step) * par.world_size])
+        r = np.asarray(rows[lo:hi], dtype=np.int64)
+        t = par.start_step + np.repeat(np.arange((at - par.start_step) * par.world_size) // par.world_size,
+                                       np.diff(np.asarray(off[:(at - par.start_step) * par.world_size + 1])))
+        if par.shard_set != idx.shard_set:
+            if ids_here is None:
+                ids_here = _plain(idx.samples.column("id"))
+            pid = pa.array(par.samples.column("id").take(pa.array(r)).to_pylist(), pa.string()) if len(r) else pa.array([], pa.string())
+            at_ = pc.index_in(pid, value_set=ids_here)
+            r = np.asarray(at_.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            keep = r >= 0
+            r, t = r[keep], t[keep]
+        parts_r.insert(0, r)
+        parts_t.insert(0, t)
+        cur, stop = par, at
+    if not parts_r:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(parts_r), np.concatenate(parts_t)
+
+
+def _check_pass_order(idx, rep: CheckReport, samples, rows_v, steps_v, scode_raw, svals, max_buf) -> None:
+    from .passorder import pass_order
+
+    meta = idx.meta
+    n_code = np.array([meta["streams"].get("None" if v is None else str(v), 0) for v in svals], dtype=np.int64)
+    rows, steps = rows_v, steps_v
+    if meta.get("continues"):
+        hist = chain_deliveries(idx)
+        if hist is None:
+            rep.numbers["pass_order"] = "a parent index is missing or was re-planned since: not measured"
+            return
+        rows, steps = np.concatenate([hist[0], rows]), np.concatenate([hist[1], steps])
+    po = pass_order(rows, steps, scode_raw[rows], n_code, from_step=idx.start_step)
+    R = idx.world_size * idx.readers_per_rank
+    bound = R * max(max_buf, int(meta.get("max_buffer", 0)))
+    rep.numbers["pass_order_slack"] = po.slack
+    rep.numbers["same_step_repeats"] = po.same_step
+    if meta.get("max_duration"):
+        return  # duration mode: measured, bounded by the bucketing (see docs), not judged here
+    if po.slack > bound:
+        w = po.worst
+        rep.fail(f"pass order: sample row {w['sample']} is delivered for the {w['pass'] + 1}th time at step "
+                 f"{w['step']} while {w['lateness']} samples of its stream {str(svals[w['stream']])!r} still "
+                 f"wait for their {w['pass']}th delivery (slack allowed: {bound})")
+    declared = int(meta.get("stats", {}).get("same_step_repeats_left", 0))
+    if po.same_step > declared:
+        rep.fail(f"pass order: {po.same_step} samples delivered twice in one step of a stream that holds "
+                 f"that step's requests ({declared} declared in meta.json)")
+
+
+def _check_ledger(idx, rep: CheckReport) -> None:
+    """An amendment's ledger is its parent's ledger plus what the parent delivers before the amendment
+    step, recomputed from the parent's public files."""
+    from .ledger import Ledger, delivered_before
+
+    c = idx.meta["continues"]
+    try:
+        par = open_index(idx.ws, c["index"], verify_shards=False)
+    except FileNotFoundError:
+        rep.numbers["ledger"] = f"index {c['index']!r} not found, not compared"
+        return
+    if par.fingerprint != c["fingerprint"]:
+        rep.numbers["ledger"] = f"index {c['index']!r} was re-planned since, not compared"
+        return
+    want = delivered_before(par, int(c["at_step"]))
+    if Ledger.load(idx.dir) != want:
+        rep.fail(f"the ledger differs from what index {c['index']!r} and its parents delivered before step "
+                 f"{c['at_step']}")
+    rep.numbers["ledger_samples"] = len(want)

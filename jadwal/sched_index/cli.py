@@ -3,20 +3,41 @@ from __future__ import annotations
 
 
 def _plan(args) -> int:
+    from ..access import parse_schemes
+    from ..workspace import Workspace
     from .planner import build_index
 
     kw = {}
-    if args.continue_from:
-        from .elastic import replan
+    ws = Workspace(args.workspace)
+    with ws.stage("index", args.name):  # name check, one writer, killed runs' index/.NAME.tmp-PID removed
+        _check_shard_paths(ws, args.spec, parse_schemes(args.allow_remote))
+        if args.continue_from:
+            from .amend import continue_index
 
-        meta = replan(args.workspace, args.spec, args.name, old=args.continue_from, at_step=args.at_step,
-                      progress=not args.quiet)
-    else:
-        meta = build_index(args.workspace, args.spec, args.name, progress=not args.quiet, **kw)
+            meta = continue_index(ws, args.spec, args.name, old=args.continue_from, at_step=args.at_step,
+                                  progress=not args.quiet)
+        else:
+            meta = build_index(ws, args.spec, args.name, progress=not args.quiet, **kw)
     print(f"index {args.name}: {meta['num_steps'] - meta['start_step']} steps × {meta['world_size']} ranks, "
           f"{meta['eligible_samples']} eligible samples, max buffer {meta['max_buffer']} (bound {meta['buffer']}), "
           f"{meta['deviations']} deviations → {args.workspace}/index/{args.name}/")
     return 0
+
+
+def _check_shard_paths(ws, spec_source, allow_remote) -> None:
+    """Plan-time check of the shard set's ``shards.parquet`` paths (no ``pipe:``, only allowed schemes;
+    see ``trainer.shardio.shard_path_refusal``): an index is never planned over paths the loader refuses."""
+    import pyarrow.parquet as pq
+
+    from ..shards.schema import SHARDS_FILE
+    from ..trainer.shardio import check_shard_paths
+    from .planner import pick_shard_set
+    from .spec import load_spec
+
+    f = ws.path("shards", pick_shard_set(ws, load_spec(spec_source).shards), SHARDS_FILE)
+    if f.exists():
+        check_shard_paths(pq.read_table(f, columns=["path"]).column("path").to_pylist(), allow_remote,
+                          where=f"plan: {ws.rel(f)}")
 
 
 def _inspect(args) -> int:
@@ -55,10 +76,16 @@ def register(sub, common) -> None:
                        "sample; shards read sequentially; buffers bounded. See README for the spec format.")
     p.add_argument("spec", help="schedule spec YAML file")
     p.add_argument("--name", required=True, help="index name (folder index/NAME)")
-    p.add_argument("--continue-from", metavar="OLD", help="re-plan the remainder of index OLD from --at-step "
-                   "(e.g. on a different world size): no sample repeated or lost within the epoch")
-    p.add_argument("--at-step", type=int, default=0, help="first step of the re-planned remainder")
+    p.add_argument("--continue-from", metavar="OLD", help="continue index OLD from --at-step under SPEC: "
+                   "when only world_size/readers_per_rank/buffer changed, the same schedule re-planned (no "
+                   "sample repeated or lost); any other change (weights, phases, policies, steps, batch size, "
+                   "shard set) amends it: what each stream's current pass left unread comes first, and "
+                   "nothing delivered before comes back until its pass is used up (docs/sched_index.md)")
+    p.add_argument("--at-step", type=int, default=0, help="first step the new index delivers (the training "
+                   "run's next step: `step` in ScheduleDataset.state_dict())")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-remote", metavar="SCHEMES", help="URL schemes the shard set's shard paths may use "
+                   "(e.g. s3,gs,https; shards written with `shard --output URL`); default: local only")
     p.set_defaults(func=_plan)
     ix = sub.add_parser("index", help="inspect, report on, or check a scheduling index")
     isub = ix.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)

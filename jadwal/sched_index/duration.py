@@ -21,6 +21,7 @@ from .planner import (
     phase_demand,
     resolve_phase,
 )
+from .layout import PassLayout
 from .policies import get_policy
 from .spec import Phase, SpecError, resolve_phase_steps
 
@@ -93,7 +94,8 @@ def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bo
         plans = compose(nominal, st, ws)
         apply_exhaustion(nominal, plans, seq, stats)
         starts = chunk_layout([phase_demand(nominal, pp, len(seq.names)) for pp in plans])
-        results = [resolve_phase(nominal, pp, seq, s0, stats) for pp, s0 in zip(plans, starts)]
+        layout = PassLayout.build(nominal, plans, len(seq.names), pass_len=seq.n, rows_of=seq.rows_many)
+        results = [resolve_phase(nominal, pp, seq, s0, stats, layout=layout) for pp, s0 in zip(plans, starts)]
         packed = _pack_all(spec, plans, results, real, durations, n0, budget, window, st.stream_of_rows)
         if packed is not None:
             break

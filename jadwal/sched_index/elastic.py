@@ -15,6 +15,7 @@ from .planner import (
     PlanError, StreamSequences, Supply, apply_exhaustion, chunk_layout, compose, phase_columns,
     phase_demand, pick_shard_set, resolve_phase, write_index,
 )
+from .layout import PassLayout
 from .policies import load_policy_modules
 from .reader import open_index
 from .samples import scan_samples
@@ -70,9 +71,15 @@ def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progres
         raise PlanError(f"re-plan: demand and remaining supply differ for streams {[seq.names[b] for b in bad]} "
                         "(the shards or the spec changed)")
     starts = chunk_layout(demands)
+    # pass order: the remaining supply of each stream, cut at its pass boundaries
+    seg_len = [np.bincount(u // max(1, int(seq.n[k])))[np.bincount(u // max(1, int(seq.n[k]))) > 0]
+               if len(u) else np.zeros(0, np.int64)
+               for k, u in enumerate(supply.U[supply.off[i]:supply.off[i + 1]] for i in range(len(seq.names)))]
+    layout = PassLayout.build(spec, kept, len(seq.names), seg_len=seg_len,
+                              rows_of=lambda s, y: seq.rows_many(s, supply.virtual(s, y)))
     results = []
     for pp, s0 in zip(kept, starts):
-        res = resolve_phase(spec, pp, seq, s0, stats, supply=supply)
+        res = resolve_phase(spec, pp, seq, s0, stats, supply=supply, layout=layout)
         if res.max_buffer > spec.buffer:
             raise PlanError(f"re-plan: phases[{pp.phase}] needs a buffer of {res.max_buffer} > {spec.buffer}")
         results.append(res)

@@ -20,6 +20,9 @@ An index lives in ``index/<name>/`` of a workspace:
 ``chunks.parquet`` the supply layout: per (phase, stream, reader) the virtual ranges of the stream's
                   sample sequence the reader owns (``start``, ``length``; virtual position
                   ``v = pass * n_stream + i`` addresses the i-th sample of pass ``pass``).
+``ledger_ids.npy``, ``ledger_counts.npy``  (an amended index only) the delivery ledger before
+                  ``start_step``: uint64 sorted hashes of sample ids and uint32 delivery counts, over the
+                  whole chain of indexes (:mod:`jadwal.sched_index.ledger`).
 ``meta.json``     spec (normalized), world size, readers per rank, steps, phases (start/end step, policy),
                   the shard set and the sha256 of its ``samples.parquet``/``shards.parquet``, other
                   input hashes, buffer bound and simulated maximum, deviation counts, and the sha256 of
@@ -39,6 +42,8 @@ VPOS_FILE = "vpos.npy"
 CELLS_FILE = "cells.parquet"
 CHUNKS_FILE = "chunks.parquet"
 META_FILE = "meta.json"
+LEDGER_IDS_FILE = "ledger_ids.npy"
+LEDGER_COUNTS_FILE = "ledger_counts.npy"
 FORMAT_VERSION = 1
 
 CELLS_SCHEMA = pa.schema(

@@ -37,6 +37,9 @@ from ..shards.schema import SAMPLES_FILE
 from ..workspace import Workspace, atomic_write, sha256_file
 from . import format as F
 from .policies import PolicyContext, get_policy, load_policy_modules
+from .arrays import dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
+from .layout import PassLayout
+from .samestep import defer_same_step_repeats, pair_slots, undo
 from .samples import CellSet, SampleScan, scan_samples
 from .spec import Spec, SpecError, load_spec, resolve_phase_steps
 
@@ -254,22 +257,26 @@ def count_cells(comp: np.ndarray, n: int, lut: np.ndarray | None = None) -> np.n
     return out
 
 
-def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict) -> None:
+def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict,
+                     capacity: np.ndarray | None = None) -> None:
     """Enforce ``on_exhaustion`` in global step order: ``fail`` raises, ``stop`` moves the slots of an
     exhausted stream to the phase's other streams (∝ their share of the phase), ``repeat`` starts a
-    new pass (nothing to do here).  Works block by block on the composition (edited in place)."""
+    new pass (nothing to do here).  Works block by block on the composition (edited in place).
+    ``capacity``: samples each stream can still give before it is exhausted (default: a whole pass;
+    an amendment: what is left of the current pass)."""
     S = len(seq.names)
+    cap = seq.n if capacity is None else capacity
     used = np.zeros(S, dtype=np.int64)
     for pp in plans:
         cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
         for _ in range(S + 1):
             demand = count_cells(pp.comp, S, cstream)
-            over = [s for s in np.flatnonzero(used + demand > seq.n) if spec.exhaustion_of(seq.names[s]) != "repeat"]
+            over = [s for s in np.flatnonzero(used + demand > cap) if spec.exhaustion_of(seq.names[s]) != "repeat"]
             if not over:
                 break
             s = over[0]
             name, beh = seq.names[s], spec.exhaustion_of(seq.names[s])
-            cut = max(0, int(seq.n[s] - used[s]))
+            cut = max(0, int(cap[s] - used[s]))
             of_s = np.flatnonzero(cstream == s)
             pos = np.concatenate([o + np.flatnonzero(np.isin(b, of_s)) for o, b in _blocks(pp.comp)])
             if beh == "fail":
@@ -279,7 +286,7 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
                                 f"{used[s] + demand[s]} samples by the end of the phase. Use `repeat`, "
                                 "`stop`, fewer steps, or lower its weight.")
             excess = pos[cut:]
-            alive = np.array([spec.exhaustion_of(seq.names[k]) == "repeat" or used[k] + demand[k] < seq.n[k]
+            alive = np.array([spec.exhaustion_of(seq.names[k]) == "repeat" or used[k] + demand[k] < cap[k]
                               for k in range(S)])
             alive[s] = False
             cand = np.flatnonzero(alive[cstream])
@@ -294,51 +301,6 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
             pp.reassigned += len(excess)
             stats.setdefault("stopped_streams", {})[name] = pp.start + int(excess[0]) // pp.slots
         used += count_cells(pp.comp, S, cstream)
-
-
-def stable_order(keys: np.ndarray) -> np.ndarray:
-    """``np.argsort(keys, kind="stable")`` for non-negative integer keys, by LSD radix passes over
-    16-bit digits (numpy sorts uint16 stably in linear time) when the keys fit in 32 bits."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    hi = int(keys.max())
-    if keys.dtype.kind not in "iu" or int(keys.min()) < 0 or hi >= 1 << 32:
-        return np.argsort(keys, kind="stable")
-    if hi < 4 * len(keys) + (1 << 16):
-        try:  # pandas' counting sort (C, one pass): what groupby uses to order rows by group
-            from pandas._libs.algos import groupsort_indexer
-
-            order, _ = groupsort_indexer(keys.astype(np.intp, copy=False), hi + 1)
-            return order.astype(np.int64, copy=False)
-        except (ImportError, TypeError, ValueError):  # pragma: no cover - pandas internals moved
-            pass
-    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
-    if hi >= 1 << 16:
-        order = order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
-    return order
-
-
-def dense_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(keys, return_inverse=True)`` for non-negative integer keys, in O(n + range) when the
-    range is small compared with n."""
-    if len(keys) and keys.dtype.kind in "iu" and int(keys.min()) >= 0 and int(keys.max()) < 4 * len(keys) + 1024:
-        present = np.bincount(keys)
-        uniq = np.flatnonzero(present)
-        lut = np.cumsum(present > 0) - 1
-        return uniq, lut[keys]
-    return np.unique(keys, return_inverse=True)
-
-
-def _segmented_cumcount(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ``keys`` (any order): a stable order sorting them, and each element's occurrence index among
-    equal keys (in original order)."""
-    order = stable_order(keys)
-    sk = keys[order]
-    start = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1]
-    run = np.repeat(start, np.diff(np.r_[start, len(sk)]))
-    k = np.empty(len(keys), dtype=np.int64)
-    k[order] = np.arange(len(keys)) - run
-    return order, k
 
 
 @dataclass
@@ -396,9 +358,11 @@ class Supply:
 
 
 def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray, stats: dict,
-                  supply: Supply | None = None) -> Resolved:
-    """Exact samples for one phase (count mode); ``start[s, r]``: virtual position where reader r's
-    consumption of stream s in this phase begins (see :func:`chunk_layout`)."""
+                  supply: Supply | None = None, layout: PassLayout | None = None) -> Resolved:
+    """Exact samples for one phase (count mode); ``start[s, r]``: reader-major coordinate where reader
+    r's consumption of stream s in this phase begins (see :func:`chunk_layout`); ``layout`` maps those
+    coordinates to positions of the stream's sequence pass by pass (:class:`PassLayout`; none: the
+    identity), ``supply`` those positions to virtual positions (a re-plan)."""
     W, nw = spec.world_size, spec.readers_per_rank
     R, S = W * nw, len(seq.names)
     T = pp.end - pp.start
@@ -406,7 +370,7 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
     impure = np.bincount(cstream, minlength=S) > 1
     if supply is None and not impure[cstream[count_cells(pp.comp, len(cstream)) > 0]].any():
-        return _resolve_pure(spec, pp, seq, start, cstream)
+        return _resolve_pure(spec, pp, seq, start, cstream, layout, stats)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
     # reader of each slot: rank * readers_per_rank + t % readers_per_rank
     reader3 = (np.arange(W, dtype=np.int64)[None, :, None] * nw
@@ -418,25 +382,59 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     D = np.bincount(key, minlength=S * R).reshape(S, R)
     Dflat = D.reshape(-1)
     cs_, cr_ = np.nonzero(D)  # the chunks, in key order
-    chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
-              "start": start[cs_, cr_], "length": D[cs_, cr_]}
+    chunks = _chunks(pp, cs_, cr_, start[cs_, cr_], D[cs_, cr_], layout)
     impure_used = bool(impure[s_of].any())
     reader = key % R
     k = np.empty(len(key), dtype=np.int64)  # occurrence index within (stream, reader)
     k[order] = np.arange(len(key)) - np.repeat(np.cumsum(Dflat) - Dflat, Dflat)
     q, deviations = k, {}
     if impure_used:
-        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, k, supply)
+        q, deviations = _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, k, supply,
+                                      layout)
     v = start[s_of, reader] + q
+    if layout is not None:
+        v = layout.virtual(s_of, v)
     if supply is not None:
         v = supply.virtual(s_of, v)
     rows = seq.rows_many(s_of, v)
-    max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
+    cand = _repeat_candidates(pp, layout)
+    if impure_used:  # matching can mix passes in any step of an impure stream
+        p_ = v // seq.n[s_of]
+        tk = (np.arange(len(flat), dtype=np.int64) // pp.slots) * S + s_of
+        sel = np.flatnonzero(impure[s_of])
+        o = sel[np.lexsort((p_[sel], tk[sel]))]
+        b = np.flatnonzero((tk[o][1:] == tk[o][:-1]) & (p_[o][1:] != p_[o][:-1]))
+        cand += [(int(k % S), pp.start + int(k // S)) for k in np.unique(tk[o][b]).tolist()]
+    moved, left, touched, swaps = defer_same_step_repeats(spec, pp, rows, v, cstream, seq.n, cand, q)
+    sim = impure.copy()
+    sim[[s for _, s in touched]] = True
+    max_buf, at = _simulate_buffer(reader, s_of, q, sim, R)
+    if swaps and max_buf > spec.buffer:  # no room to defer: keep the repeats (counted)
+        undo(swaps, rows, v, q)
+        moved, left = 0, moved + left
+        max_buf, at = _simulate_buffer(reader, s_of, q, impure, R)
+    _count_repeats(stats, moved, left)
     return Resolved(rows, v, chunks, deviations, max_buf, at)
 
 
+def _repeat_candidates(pp: PhasePlan, layout: PassLayout | None) -> list[tuple[int, int]]:
+    """(stream, step) pairs of the phase where a stream's next pass begins (see :mod:`.samestep`)."""
+    if layout is None:
+        return []
+    bs, bt = layout.boundaries
+    sel = (bt >= pp.start) & (bt < pp.end)
+    return list(zip(bs[sel].tolist(), bt[sel].tolist()))
+
+
+def _count_repeats(stats: dict, moved: int, left: int) -> None:
+    if moved:
+        stats["same_step_repeats_deferred"] = stats.get("same_step_repeats_deferred", 0) + moved
+    if left:
+        stats["same_step_repeats_left"] = stats.get("same_step_repeats_left", 0) + left
+
+
 def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray,
-                  cstream: np.ndarray) -> Resolved:
+                  cstream: np.ndarray, layout: PassLayout | None = None, stats: dict | None = None) -> Resolved:
     """Every stream of the phase is one cell: each (stream, reader) takes its range in order.  Resolved
     in blocks of whole steps with running per-(stream, reader) offsets, so temporaries stay
     O(block + streams × readers) whatever the phase length; rows are generated range by range."""
@@ -460,16 +458,52 @@ def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
         ck = np.flatnonzero(Db)  # chunks touched by this block, in key order
         lens, st = Db[ck], start_flat[ck] + used[ck]
         o0 = b0 * pp.slots
-        rows[o0 + order] = seq.range_rows(ck // R, st, lens)
-        v[o0 + order] = np.repeat(st - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
+        x = np.repeat(st - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
+        if layout is None:
+            rows[o0 + order] = seq.range_rows(ck // R, st, lens)
+            v[o0 + order] = x
+        else:
+            rows[o0 + order] = seq.range_rows(*layout.ranges(ck // R, st, lens))
+            v[o0 + order] = layout.virtual(np.repeat(ck // R, lens), x)
         used[ck] += lens
     cs_, cr_ = np.divmod(np.flatnonzero(used), R)
-    chunks = {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
-              "start": start[cs_, cr_], "length": used.reshape(S, R)[cs_, cr_]}
-    return Resolved(rows, v, chunks, {}, 0, {})
+    chunks = _chunks(pp, cs_, cr_, start[cs_, cr_], used.reshape(S, R)[cs_, cr_], layout)
+    moved, left, touched, swaps = defer_same_step_repeats(spec, pp, rows, v, cstream, seq.n,
+                                                          _repeat_candidates(pp, layout))
+    stats = {} if stats is None else stats
+    if not touched:
+        _count_repeats(stats, moved, left)
+        return Resolved(rows, v, chunks, {}, 0, {})
+    sl, reader, s_of, q = pair_slots(spec, pp, cstream, v, touched)
+    max_buf, at = _simulate_buffer(reader, s_of, q, np.ones(S, dtype=bool), R)
+    if max_buf > spec.buffer:  # no room to defer: keep the repeats (counted)
+        undo(swaps, rows, v)
+        _count_repeats(stats, 0, moved + left)
+        return Resolved(rows, v, chunks, {}, 0, {})
+    _count_repeats(stats, moved, left)
+    if at:
+        at["slot"] = int(sl[at["slot"]])
+    return Resolved(rows, v, chunks, {}, max_buf, at)
 
 
-def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply=None):
+def _chunks(pp: PhasePlan, cs_: np.ndarray, cr_: np.ndarray, x0: np.ndarray, length: np.ndarray,
+            layout: PassLayout | None) -> dict:
+    """The (phase, stream, reader) ranges of the supply layout, in sequence positions (a chunk that
+    spans passes is one range per pass)."""
+    cr_ = cr_.astype(np.int64)
+    if layout is not None:
+        keep = length > 0
+        cs_, cr_, x0, length = cs_[keep], cr_[keep], x0[keep], length[keep]
+        a = layout.xbase[cs_] + x0
+        k = (np.searchsorted(layout.gx0, a + length - 1, side="right")
+             - np.searchsorted(layout.gx0, a, side="right") + 1)  # pieces of each chunk
+        cr_ = np.repeat(cr_, k)
+        cs_, x0, length = layout.ranges(cs_, x0, length)
+    return {"phase": np.full(len(cs_), pp.phase, np.int32), "stream": cs_, "reader": cr_.astype(np.int32),
+            "start": x0, "length": length}
+
+
+def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply=None, layout=None):
     """Within chunks of impure streams, give the k-th request of a cell the k-th sample of that cell;
     leftover requests take leftover samples in order (counted deviations)."""
     R = spec.world_size * spec.readers_per_rank
@@ -482,6 +516,8 @@ def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, s
     cs = np.repeat(pairs[:, 0], lens)
     cr = np.repeat(pairs[:, 1], lens)
     cv = start[cs, cr] + ci
+    if layout is not None:
+        cv = layout.virtual(cs, cv)
     crow = seq.rows_many(cs, supply.virtual(cs, cv) if supply is not None else cv)
     ccell = pp.cellset.cell_of_rows(crow, cs)
     # requests: (stream, reader, cell) occurrence index in time order; samples: in position order
@@ -576,9 +612,10 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     apply_exhaustion(spec, plans, seq, stats)
     demands = [phase_demand(spec, pp, len(seq.names)) for pp in plans]
     starts = chunk_layout(demands)
+    layout = PassLayout.build(spec, plans, len(seq.names), pass_len=seq.n, rows_of=seq.rows_many)
     results = []
     for pp, start in zip(tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress), starts):
-        res = resolve_phase(spec, pp, seq, start, stats)
+        res = resolve_phase(spec, pp, seq, start, stats, layout=layout)
         if res.max_buffer > spec.buffer:
             at = res.buffer_at
             step = pp.start + at["slot"] // pp.slots
@@ -617,7 +654,7 @@ def chunks_table(st: SampleScan, results: list[Resolved]) -> pa.Table:
 
 
 def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
-                extra: dict | None = None, all_phases: list | None = None) -> dict:
+                extra: dict | None = None, all_phases: list | None = None, files: dict | None = None) -> dict:
     W = spec.world_size
     rows = [r.rows for r in results]  # per phase: written one after the other, never concatenated
     vpos = [r.vpos for r in results]
@@ -640,7 +677,7 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_s
                     "deviations": {}, "reassigned": 0, "max_buffer": 0}
                    for pp in all_phases if pp.phase not in done] + ph_meta
     return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
-                  stats, num_steps=plans[-1].end, start_step=start_step, extra=extra)
+                  stats, num_steps=plans[-1].end, start_step=start_step, extra=extra, files=files)
 
 
 def save_npy(path: Path, parts, dtype) -> None:
@@ -657,7 +694,8 @@ def save_npy(path: Path, parts, dtype) -> None:
 
 
 def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta, stats,
-           *, num_steps: int, start_step: int = 0, extra: dict | None = None) -> dict:
+           *, num_steps: int, start_step: int = 0, extra: dict | None = None, files: dict | None = None) -> dict:
+    """Write the index files (and ``files``: name → 1-d array, e.g. the ledger) atomically."""
     final = ws.path("index", name)
     tmp = ws.path("index", f".{name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -669,8 +707,10 @@ def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells,
     save_npy(tmp / F.VPOS_FILE, vpos, np.int64)
     pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
     pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
+    for fname, arr in (files or {}).items():
+        save_npy(tmp / fname, arr, arr.dtype)
     outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
-                                                 F.CELLS_FILE, F.CHUNKS_FILE)}
+                                                 F.CELLS_FILE, F.CHUNKS_FILE, *sorted(files or {}))}
     inputs = {ws.rel(p): sha256_file(p) for p in st.input_files}
     for mod in spec.policy_modules:
         inputs[ws.rel(mod)] = sha256_file(mod)

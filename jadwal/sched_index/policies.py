@@ -135,14 +135,14 @@ def spread(weights, total: int, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(len(w))
     key = (i + u[cat]) / np.maximum(counts[cat], 1)  # in [0, 1)
     # sort by key quantized to 32 bits, with a linear-time stable radix sort (ties keep category order)
-    from .planner import stable_order
+    from .arrays import stable_order
 
     return cat[stable_order((key * 4294967295.0).astype(np.uint32))]
 
 
 def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
     """For each value g in [0, n_groups), the positions where ``seq == g`` (in order)."""
-    from .planner import stable_order
+    from .arrays import stable_order
 
     order = stable_order(seq)
     bounds = np.searchsorted(seq[order], np.arange(n_groups + 1))
@@ -151,7 +151,7 @@ def group_positions(seq: np.ndarray, n_groups: int) -> list[np.ndarray]:
 
 def group_positions_of(seq: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
     """For each of the sorted ``values``, the positions where ``seq`` equals it (in order)."""
-    from .planner import stable_order
+    from .arrays import stable_order
 
     order = stable_order(seq)
     ss = seq[order]

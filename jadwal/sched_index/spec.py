@@ -17,11 +17,22 @@ phase may omit it (the rest of the run).  Other top-level keys: ``shards`` (shar
 the workspace has one), ``split`` (only samples of this split, default ``train`` when the column has it),
 ``on_exhaustion`` (``repeat`` | ``stop`` | ``fail``, or a mapping ``{default: …, <stream>: …}``),
 ``fallback`` (``none`` | ``substitute``), ``policy_modules`` (Python files that register policies),
-``num_buckets``/``bucket_window`` (duration mode).
+``num_buckets``/``bucket_window`` (duration mode), ``plan_memory`` (see below).
+
+Bounds (checked while loading, before anything is planned or allocated): the spec text is at most
+:data:`MAX_SPEC_BYTES`; its YAML at most :data:`MAX_SPEC_NODES` nodes with every alias use counted
+as a full copy (an alias bomb fails at once), no recursive aliases; only plain YAML tags (a
+``!!python/…`` tag is an error: a spec is data and never runs code); ``policy_modules`` entries are
+``.py`` files (they *are* executed: see ``docs/security.md``).  A plan of ``steps × batch_size`` slots
+needs about :data:`PLAN_BYTES_PER_SLOT` bytes per slot; over the budget (``plan_memory`` in the spec,
+else the ``JADWAL_PLAN_MEMORY`` environment variable, else :data:`DEFAULT_PLAN_MEMORY`; sizes like
+``64GiB``) the spec is refused with the numbers.
 """
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,8 +45,13 @@ FALLBACKS = ("none", "substitute")
 TOP_KEYS = {
     "seed", "batch_size", "max_duration", "steps", "epochs", "world_size", "readers_per_rank", "buffer",
     "on_exhaustion", "fallback", "phases", "shards", "split", "policy_modules", "bucket_window", "name",
-    "description",
+    "description", "plan_memory",
 }
+MAX_SPEC_BYTES = 1 << 20  # a spec file/text larger than 1 MiB is refused unread
+MAX_SPEC_NODES = 200_000  # YAML nodes, aliases expanded
+PLAN_BYTES_PER_SLOT = 48  # plan.npy 8 + vpos 8 + requested 4 + composition and planning temporaries
+DEFAULT_PLAN_MEMORY = 16 << 30  # bytes; override: spec `plan_memory` or env JADWAL_PLAN_MEMORY
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
 class SpecError(ValueError):
@@ -86,17 +102,122 @@ def _int(d: dict, key: str, *, minimum: int = 0, where: str = "spec") -> int:
     return v
 
 
+def parse_size(v, what: str) -> int:
+    """Bytes from an int or a size string (``"64GiB"``, ``"500MB"``, ``"2e9"`` not accepted)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return v
+    m = _SIZE.match(str(v)) if isinstance(v, str) else None
+    if not m:
+        raise SpecError(f"{what}: {v!r} is not a size (bytes, or e.g. 64GiB, 500MB)")
+    unit = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * unit ** "_KMGT".index((m.group(2) or "_").upper()))
+
+
+def _check_expansion(node, where: str) -> None:
+    """Refuse a YAML node graph whose expanded size (aliases counted at every use) exceeds
+    :data:`MAX_SPEC_NODES`, or that refers to itself."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n) -> int:
+        k = id(n)
+        if k in sizes:
+            return sizes[k]
+        if k in active:
+            raise SpecError(f"{where}: a YAML alias refers to its own anchor (a recursive structure)")
+        active.add(k)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            children = n.value
+        elif isinstance(n, yaml.MappingNode):
+            children = [c for kv in n.value for c in kv]
+        else:
+            children = []
+        for c in children:
+            total += size(c)
+            if total > MAX_SPEC_NODES:
+                raise SpecError(f"{where}: the YAML expands to more than {MAX_SPEC_NODES:,} nodes (aliases "
+                                f"counted at every use; an alias bomb?); a spec is a small file")
+        active.discard(k)
+        sizes[k] = total
+        return total
+
+    size(node)
+
+
+def _safe_yaml(text: str, where: str):
+    """``yaml.safe_load`` with the bounds of the module docstring; YAML errors → one-line SpecError."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(f"{where}: {len(text):,} characters, over the {MAX_SPEC_BYTES:,}-byte limit of a spec")
+    loader = yaml.SafeLoader(text)
+    loader.name = where
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        tag = re.search(r"tag '([^']*)'", str(e.problem or ""))
+        if tag:
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            raise SpecError(f"{where}{at}: YAML tag {name!r} is not allowed; a spec is plain data "
+                            f"(mappings, lists, strings, numbers) and never constructs objects") from None
+        raise SpecError(f"{where}{at}: {' '.join(str(e.problem or e).split())}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = " ".join(x for x in (e.context, e.problem) if x) or str(e)
+        raise SpecError(f"{where}{at}: invalid YAML: {' '.join(what.split())}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise SpecError(f"{where}: the YAML is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def check_plan_memory(raw: dict, steps: int, batch_size: int, what: str = "batch_size") -> None:
+    """Refuse a plan of ``steps × batch_size`` slots whose estimated memory
+    (:data:`PLAN_BYTES_PER_SLOT` per slot) exceeds the budget, with the numbers (``what`` names the
+    per-step count in the message)."""
+    if "plan_memory" in raw:
+        budget, src = parse_size(raw["plan_memory"], "spec: `plan_memory`"), "`plan_memory` in the spec"
+    elif os.environ.get("JADWAL_PLAN_MEMORY"):
+        budget, src = parse_size(os.environ["JADWAL_PLAN_MEMORY"], "JADWAL_PLAN_MEMORY"), "JADWAL_PLAN_MEMORY"
+    else:
+        budget, src = DEFAULT_PLAN_MEMORY, "the default"
+    slots = steps * batch_size
+    need = slots * PLAN_BYTES_PER_SLOT
+    if need > budget:
+        raise SpecError(
+            f"spec: {steps:,} steps × {what} {batch_size:,} = {slots:,} slots need about {need / 2**30:,.1f} GiB "
+            f"to plan ({PLAN_BYTES_PER_SLOT} bytes per slot), over the budget of {budget / 2**30:,.1f} GiB "
+            f"({src}); plan fewer steps (several indexes, `--continue-from`), or raise `plan_memory` "
+            f"(spec) / JADWAL_PLAN_MEMORY")
+
+
 def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> Spec:
-    """Parse and validate a spec from a YAML file path, YAML text, or a dict."""
+    """Parse and validate a spec from a YAML file path, YAML text, or a dict (bounds: module docstring)."""
     if isinstance(source, dict):
         raw = source
     else:
-        p = Path(source)
-        if "\n" not in str(source) and p.exists():
+        text = str(source)
+        p = Path(source) if "\n" not in text and len(text) < 4096 else None
+        if p is not None and p.is_file():
             base_dir = base_dir or p.parent
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            if p.stat().st_size > MAX_SPEC_BYTES:
+                raise SpecError(f"spec {p}: {p.stat().st_size:,} bytes, over the {MAX_SPEC_BYTES:,}-byte limit "
+                                f"of a spec")
+            try:
+                text = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise SpecError(f"spec {p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raw = _safe_yaml(text, f"spec {p}")
         else:
-            raw = yaml.safe_load(str(source))
+            raw = _safe_yaml(text, "spec")
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping at the top level")
     unknown = set(raw) - TOP_KEYS
@@ -171,6 +292,18 @@ def load_spec(source: str | Path | dict, base_dir: str | Path | None = None) -> 
     modules = raw.get("policy_modules", []) or []
     if isinstance(modules, str):
         modules = [modules]
+    if not isinstance(modules, list):
+        raise SpecError("spec: `policy_modules` must be a list of .py files")
+    for m in modules:
+        if not isinstance(m, str) or not m.endswith(".py") or "\0" in m:
+            raise SpecError(f"spec: `policy_modules` entry {m!r} is not a .py file (policy modules are Python "
+                            f"files that jadwal runs to register policies; see docs/security.md)")
+    if batch is not None:
+        plan_steps = steps
+        if plan_steps is None and all(isinstance(ph.length, int) for ph in phases):
+            plan_steps = sum(ph.length for ph in phases)
+        if plan_steps is not None:
+            check_plan_memory(raw, plan_steps, batch)
     if base_dir is not None:
         modules = [str((Path(base_dir) / m).resolve()) if not Path(m).is_absolute() else m for m in modules]
     return Spec(
@@ -225,6 +358,9 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
     elif known < total:
         raise SpecError(f"spec: phases add up to {known} steps but the run has {total}; make the lengths add "
                         "up (fractions summing to 1) or omit the last phase's length")
+    # the run's length is known now (epochs resolved): bound it before the planner allocates
+    check_plan_memory(spec.raw, total, max(1, math.ceil(samples_per_step)),
+                      "batch_size" if spec.batch_size is not None else "expected samples per step")
     start = 0
     for ph, n in zip(spec.phases, lengths):
         if n < 1:

@@ -1,12 +1,18 @@
-"""Audio for shards: decode a manifest row's segment once, resample/downmix, encode FLAC 16-bit.
+"""Audio for shards: decode a manifest row's segment once, verify it, resample/downmix, encode FLAC 16-bit.
+
+Decoding and checks are :mod:`jadwal.audio_decode`'s (the probe's decoder): before anything is
+encoded, the file must be a regular file (``not_a_file``), readable under the user's grants
+(``remote_audio_not_allowed``), byte-identical to the import (sha1 vs the manifest's ``audio_sha1``,
+and the manifest's rate/channels: ``audio_changed``), within the rate/channel bounds, finite, and
+its segment must decode to the manifest's duration within the tolerance (``duration_mismatch``).
 
 Resampling uses soxr (librosa's default backend, ``HQ`` quality), single-threaded and deterministic,
-so the same input always gives the same bytes.  Without resampling or downmixing, 16-bit sources are
-read as ``int16`` and copied sample-exact.
+so the same input always gives the same bytes.  Only 16-bit PCM sources without resampling or
+downmixing are read as ``int16`` and copied sample-exact; every other source (float, 24/32-bit,
+compressed) is decoded to float32 and then quantized to 16 bits (rounded, clipped at full scale).
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
@@ -15,18 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import storage
+from .. import audio_decode as D
+from ..access import LOCAL_ONLY, Access
 
 FLAC_RATIO = 0.6  # planning estimate: FLAC bytes / 16-bit PCM bytes for speech
 
 
-class AudioError(Exception):
-    """The row's audio cannot be used; ``reason`` is a REJECT_REASONS code."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+#: The row's audio cannot be used; ``reason`` is a reject code (``jadwal.audio_decode.REASONS``).
+AudioError = D.DecodeError
 
 
 @dataclass
@@ -95,54 +97,64 @@ def load_row_audio(
     sample_rate: int | None = 16000,
     mono: bool = False,
     audio_format: str = "flac",
+    sha1: str | None = None,
+    source_rate: int | None = None,
+    source_channels: int | None = None,
+    access: Access = LOCAL_ONLY,
 ) -> Encoded:
-    """Decode ``[offset_s, offset_s + duration_s)`` of ``path`` (whole file when unset), resample to
-    ``sample_rate`` (``None``/0: keep), downmix when ``mono``, encode.
+    """Decode ``[offset_s, offset_s + duration_s)`` of ``path`` (whole file when unset), verify it,
+    resample to ``sample_rate`` (``None``/0: keep), downmix when ``mono``, encode.
 
-    ``audio_format="original"``: a row covering its whole file keeps the file's bytes unchanged (after a
-    full decode to prove it is readable); a segment is cut and encoded as FLAC.
-    Raises :class:`AudioError` (``missing_audio``, ``unreadable_audio``, ``zero_length``,
-    ``segment_out_of_range``).
+    ``sha1``, ``source_rate``, ``source_channels``: what the manifest recorded at import (checked when
+    given).  ``audio_format="original"``: a row covering its whole file keeps the file's bytes unchanged
+    (after a full decode with every check) when libsndfile reads it (what the loader decodes); a
+    segment, or a container only PyAV reads, is encoded as FLAC.
+    Raises :class:`AudioError` with a reject code (``missing_audio``, ``not_a_file``,
+    ``unreadable_audio``, ``audio_changed``, ``bad_sample_rate``, ``bad_channels``, ``nonfinite_audio``,
+    ``duration_mismatch``, ``zero_length``, ``segment_out_of_range``, ``remote_audio_not_allowed``,
+    ``decoder_unavailable``).
     """
-    import soundfile as sf
-
-    if not path:
-        raise AudioError("missing_audio", "row has modality=audio but no audio_path")
-    url = storage.is_url(path)  # audio on object storage is read through fsspec
-    if not (storage.exists(path) if url else os.path.exists(path)):
-        raise AudioError("missing_audio", f"{path}: no such file")
     offset_s = float(offset_s or 0.0)
     if duration_s is not None and (math.isnan(duration_s) or duration_s <= 0):
         duration_s = None
-    try:
-        with (storage.open_read(path) if url else contextlib.nullcontext(path)) as src, sf.SoundFile(src) as f:
-            sr_in, ch_in, n_total = f.samplerate, f.channels, f.frames
-            fmt, subtype = f.format, f.subtype
-            start = round(offset_s * sr_in)
-            frames = -1 if duration_s is None else round(duration_s * sr_in)
-            if start >= n_total > 0:
-                raise AudioError(
-                    "segment_out_of_range", f"{path}: offset {offset_s:.3f}s beyond end ({n_total / sr_in:.3f}s)"
-                )
-            sr_out = int(sample_rate) if sample_rate else sr_in
-            keep_int = sr_out == sr_in and not (mono and ch_in > 1)
-            # a row "covers its file" when it starts at 0 and its duration matches within 10 ms
-            whole = start == 0 and (frames < 0 or abs(frames - n_total) <= max(1, sr_in // 100))
-            if audio_format == "original" and whole:
-                frames = -1
-            if start:
-                f.seek(start)
-            x = f.read(frames, dtype="int16" if keep_int else "float32", always_2d=True)
-    except AudioError:
-        raise
-    except Exception as e:  # noqa: BLE001 - libsndfile errors, truncated files, unknown formats
-        raise AudioError("unreadable_audio", f"{path}: {type(e).__name__}: {e}") from None
+    src = D.open_source(path, access)
+    if sha1 and src.sha1() != sha1:
+        raise AudioError(D.AUDIO_CHANGED, f"{path}: sha1 {src.sha1()} differs from {sha1} recorded at import "
+                                          "(the file was replaced or modified; re-import it)")
+    with D.open_audio(src) as r:  # header only: bounds, and what the manifest recorded
+        info = r.info
+    if source_rate and info.sample_rate != source_rate or source_channels and info.channels != source_channels:
+        raise AudioError(D.AUDIO_CHANGED, f"{path}: {info.sample_rate} Hz, {info.channels} ch where the manifest "
+                                          f"recorded {source_rate} Hz, {source_channels} ch")
+    sr_in, ch_in = info.sample_rate, info.channels
+    start = round(offset_s * sr_in)
+    want = -1 if duration_s is None else round(duration_s * sr_in)
+    if info.frames > 0 and start >= info.frames:
+        raise AudioError("segment_out_of_range",
+                         f"{path}: offset {offset_s:.3f}s beyond end ({info.frames / sr_in:.3f}s)")
+    sr_out = int(sample_rate) if sample_rate else sr_in
+    keep_int = info.pcm16 and sr_out == sr_in and not (mono and ch_in > 1)
+    # a row "covers its file" when it starts at 0 and its duration matches within 10 ms
+    whole = start == 0 and (want < 0 or info.frames <= 0 or abs(want - info.frames) <= max(1, sr_in // 100))
+    if audio_format == "original" and whole and info.backend == "soundfile":
+        _, n = D.scan(src)  # every check over the whole file, bounded memory
+        D.check_length(n, want, sr_in, path)
+        if n == 0:
+            raise AudioError("zero_length", f"{path}: no samples")
+        data = src.data
+        if data is None:
+            from .. import storage
+
+            with storage.open_read(path) as fh:
+                data = fh.read()
+        return Encoded(data, original_suffix(path, info.format, info.subtype), n / sr_in, sr_in, ch_in)
+    x, _ = D.read(src, start, want, int16=keep_int)
     if len(x) == 0:
         raise AudioError("zero_length", f"{path}: no samples in segment (offset {offset_s:.3f}s)")
-    if audio_format == "original" and whole:
-        with storage.open_read(path) as fh:
-            data = fh.read()
-        return Encoded(data, original_suffix(path, fmt, subtype), len(x) / sr_in, sr_in, ch_in)
+    if want >= 0:
+        D.check_length(len(x), want, sr_in, path)
+    elif info.frames > 0:  # to the end of the file: as long as its header says
+        D.check_length(len(x), info.frames - start, sr_in, path, "its header")
     if not keep_int:
         if mono and x.shape[1] > 1:
             x = _downmix(x)

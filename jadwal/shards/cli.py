@@ -5,10 +5,11 @@ One command with an optional action word (so ``-w`` works before or after it)::
     jadwal shard   -w WS [--by dataset] [--set NAME] [--target-size 256MB] [--max-samples N]
                          [--sample-rate 16000] [--audio-format flac|original] [--mono]
                          [--workers N] [--seed S] [--datasets a,b] [--executor local|ray] [--ray-address A]
-                         [--output URL]
+                         [--output URL] [--allow-remote s3,gs,https]
     jadwal shard verify  -w WS [--set NAME] [--workers N]
     jadwal shard regroup -w WS --by cluster:k500,task,label [--from SET] [--set NAME]
                          [--target-size 256MB] [--max-samples N] [--seed S] [--memory 1GiB] [--output URL]
+                         [--allow-remote s3,gs,https]
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def register(sub, common) -> None:
         parents=[common],
         help="write WebDataset shards grouped into streams (+ shard index); verify; regroup",
         description="Write the workspace's manifests into WebDataset tars under shards/<set>/<stream>/ with a "
-        "shard index (samples.parquet, shards.parquet, rejects.parquet, meta.json).  `verify` re-hashes "
+        "shard index (samples.parquet, shards.parquet, rejects.parquet, meta.json).  Every audio row is decoded "
+        "and verified before it is written (regular file, sha1 as at import, rate/channel bounds, finite samples, "
+        "duration as in the manifest; see docs/shards.md); a row that fails is a reject with its reason.  `verify` re-hashes "
         "shards and checks every member against the index (exit 1 on problems).  `regroup` rewrites a set "
         "into new streams in one sequential pass, copying member bytes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,6 +63,10 @@ def register(sub, common) -> None:
     p.add_argument("--output", default=None, metavar="URL",
                    help="write the tars and sidecars under URL/<set>/ (fsspec: s3://…, gs://…, file://…, or a "
                         "folder) instead of the workspace; the shard index stays in shards/<set>/ and records the URLs")
+    p.add_argument("--allow-remote", default=None, metavar="SCHEMES",
+                   help="URL schemes audio (and regroup's source shards) may be read from, comma-separated, e.g. "
+                        "s3,gs,https (default: none; local paths, file:// and memory:// are always allowed). Rows "
+                        "whose audio URL uses another scheme are rejected as remote_audio_not_allowed")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="shuffle seed (default 0)")
     p.add_argument("--datasets", default=None, metavar="A,B", help="only these datasets, comma-separated")
     p.add_argument("--memory", default=None, metavar="SIZE", help="regroup: buffer bound before spilling to disk (default 1GiB)")
@@ -89,14 +96,17 @@ def _plan_line(s: dict) -> None:
 
 
 def _run(args) -> int:
+    from ..access import Access, parse_schemes
     from ..workspace import Workspace
 
     ws = Workspace(args.workspace)
+    access = Access(allow_remote=parse_schemes(args.allow_remote))
     progress = not args.no_progress
     if args.action == "verify":
         from .verify import verify_shards
 
-        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples", "output"))
+        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples", "output",
+                                                                            "allow_remote"))
         rep = verify_shards(ws, args.set_name, workers=args.workers, progress=progress)
         if args.json:
             print(json.dumps(rep, indent=2, ensure_ascii=False))
@@ -123,7 +133,7 @@ def _run(args) -> int:
         s = regroup(
             ws, args.by, source=args.source, set_name=args.set_name, target_size=args.target_size,
             max_samples=args.max_samples, seed=args.seed, memory=args.memory or "1GiB", progress=progress,
-            on_plan=_plan_line, output=args.output,
+            on_plan=_plan_line, output=args.output, access=access,
         )
     else:
         from .write import write_shards
@@ -136,7 +146,7 @@ def _run(args) -> int:
             audio_format=args.audio_format or "flac", mono=bool(args.mono), workers=args.workers,
             seed=args.seed, datasets=args.datasets.split(",") if args.datasets else None, progress=progress,
             on_plan=_plan_line, executor=args.executor or "local", ray_address=args.ray_address,
-            output=args.output,
+            output=args.output, access=access,
         )
     if args.json:
         print(json.dumps(s, indent=2, ensure_ascii=False))

@@ -3,9 +3,10 @@
 The new plan (streams from the new keys; per stream: sort by id, shuffle with the (seed, stream)
 generator, pack by the samples' exact byte sizes) is fixed before reading.  Then every source shard
 that holds a sample of a not-yet-complete output shard is read once, front to back
-(``tarfile`` stream mode, no seek).  A source shard's samples are released only after its sha256
-matches the index (a damaged source never leaks into the output); each sample's member bytes are
-copied unchanged (no re-encoding) into the buffer of its output shard, and an output shard is written
+(``tarfile`` stream mode, no seek), after its size is checked against the index; each member header
+must match the index (name, offset, size) before its data is read.  A source shard's samples are
+released only after its sha256 matches the index (a damaged source never leaks into the output); each
+sample's member bytes are copied unchanged (no re-encoding) into the buffer of its output shard, and an output shard is written
 (temp → rename → sidecar) the moment its last sample arrives.  Buffers are bounded by ``memory``:
 beyond it, the largest buffers spill to temp files under ``shards/<set>/.spool/``.
 """
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace, sha256_file
 from . import schema as S
@@ -105,6 +107,8 @@ class _Buffers:
     def take(self, out: int) -> list:
         items = []
         if out in self.spilled:
+            # pickle here is safe: only spool files this very run wrote are read (`out` in self.spilled),
+            # and the .spool folder is removed under the set's lock before a run starts (see regroup)
             p = self.dir / f"{out}.spool"
             with open(p, "rb") as f:
                 while True:
@@ -132,10 +136,12 @@ def regroup(
     progress: bool = True,
     on_plan=None,
     output: str | None = None,
+    access: Access = LOCAL_ONLY,
 ) -> dict:
     """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary.
 
-    The source's shards may live at URLs (written with ``output``); ``output`` puts the new set's
+    The source's shards may live at URLs (written with ``output``; read only when ``access`` grants
+    their scheme, ``file://`` and ``memory://`` always); ``output`` puts the new set's
     tars and sidecars under ``<output>/<set>/`` (see :func:`jadwal.shards.write_shards`)."""
     from tqdm import tqdm
 
@@ -251,7 +257,7 @@ def regroup(
                    desc=f"regroup {src_name} → {name}", disable=not progress)
         try:
             for s, a in zip(to_read, starts.tolist()):
-                pending = _read_source(ws, s, a, id_list, src, src_shard_id, src_pos)
+                pending = _read_source(ws, s, a, id_list, src, src_shard_id, src_pos, access)
                 stats["source_shards_read"] += 1
                 stats["source_bytes_read"] += s["bytes"]
                 for row, members in pending:
@@ -302,13 +308,45 @@ def regroup(
     return summary
 
 
-def _read_source(ws, shard: dict, first_row: int, id_list, src, src_shard_id, src_pos) -> list:
-    """Read one source shard front to back; return ``[(row, [(suffix, data)])]`` once its sha256 matches."""
+def _read_source(ws, shard: dict, first_row: int, id_list, src, src_shard_id, src_pos,
+                 access: Access = LOCAL_ONLY) -> list:
+    """Read one source shard front to back; return ``[(row, [(suffix, data)])]`` once its sha256 matches.
+
+    Before anything is read: the URL's scheme must be granted and the file must have the indexed size;
+    each member header must name, place and size the member as the index does before its data is read
+    (a header claiming gigabytes is an error, not an allocation)."""
     path = ws.resolve(shard["path"])
     sid = shard["shard_id"]
     where = f"source shard {shard['path']}"
     hint = "run `jadwal shard verify` on the source set"
+    if storage.is_url(str(path)) and (refusal := access.remote_refusal(str(path))):
+        raise ShardError(f"{where}: {refusal}")
+    have = storage.size(path)
+    if have is None:
+        raise ShardError(f"{where} is missing ({hint})")
+    if have != shard["bytes"]:
+        raise ShardError(f"{where} has {have} bytes, the index says {shard['bytes']} ({hint})")
     members_col = src.column("members")
+    n = int(shard["num_samples"])
+    expected = [
+        (f"{S.member_key(id_list[row])}.{m['name']}", m["offset"], m["size"])
+        for row in range(first_row, min(first_row + n, len(id_list)))
+        if src_shard_id[row] == sid
+        for m in members_col[row].as_py()
+    ]
+    seen = [0]
+
+    def check_header(ti) -> None:
+        j = seen[0]
+        if j >= len(expected):
+            raise ShardError(f"{where}: member {ti.name!r} at byte {ti.offset} is beyond the index's "
+                             f"{len(expected)} members ({hint})")
+        if (ti.name, ti.offset_data, ti.size) != expected[j]:
+            name, off, size = expected[j]
+            raise ShardError(f"{where}: member {ti.name!r} at byte {ti.offset_data} claims {ti.size} bytes where the "
+                             f"index has {name!r} at {off} ({size} bytes) ({hint})")
+        seen[0] = j + 1
+
     out = []
     cur_key, cur_members, k = None, [], 0
 
@@ -328,7 +366,7 @@ def _read_source(ws, shard: dict, first_row: int, id_list, src, src_shard_id, sr
     try:
         with open_source(path) as f:
             r = TrackingReader(f)
-            for ti, data in iter_members(r):
+            for ti, data in iter_members(r, check=check_header):
                 key, suffix = split_name(ti.name)
                 if cur_key is not None and key != cur_key:
                     close_sample()

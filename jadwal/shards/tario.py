@@ -159,8 +159,9 @@ class TrackingReader(io.RawIOBase):
         return self.range_sha1[i].hexdigest() if self.range_seen[i] == re_ - rs else None
 
 
-def iter_members(f: BinaryIO, *, read_data: bool = True) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+def iter_members(f: BinaryIO, *, read_data: bool = True, check=None) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
     """Yield ``(TarInfo, data)`` for each member of the tar ``f``, front to back, without seeking.
+    ``check(ti)`` (optional) runs on each header before its data is read (e.g. its size against an index).
 
     ``TarInfo.offset`` is the member's first header, ``offset_data`` its data.  Raises
     :class:`UnsafeMember` on names/types that are not plain files and ``tarfile.ReadError`` on damage
@@ -172,6 +173,8 @@ def iter_members(f: BinaryIO, *, read_data: bool = True) -> Iterator[tuple[tarfi
             check_member_name(ti.name)
             if not ti.isreg():
                 raise UnsafeMember(f"tar member {ti.name!r} is not a regular file (type {ti.type!r})")
+            if check is not None:
+                check(ti)
             data = None
             if read_data:
                 ex = tf.extractfile(ti)

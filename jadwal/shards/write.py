@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace
 from . import schema as S
@@ -64,7 +65,8 @@ def row_json(row: dict) -> str:
     return json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
 
 
-def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mono: bool) -> np.ndarray:
+def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mono: bool,
+                    access: Access = LOCAL_ONLY) -> np.ndarray:
     n = table.num_rows
     est = np.full(n, 400.0 + 1536.0)
     for c in _TEXT_COLUMNS:
@@ -74,15 +76,18 @@ def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mon
     sr = pc.fill_null(table.column("sample_rate"), 16000).to_numpy(zero_copy_only=False).astype(np.float64)
     ch = pc.fill_null(table.column("channels"), 1).to_numpy(zero_copy_only=False).astype(np.float64)
     need = np.flatnonzero(is_audio & ~np.isfinite(dur))
-    if len(need):  # no duration in the manifest: read the headers
-        import soundfile as sf
+    if len(need):  # no duration in the manifest: read the headers (the writer's decoder and checks)
+        from .. import audio_decode
 
         paths = table.column("audio_path")
         for i in need.tolist():
             try:
-                info = sf.info(str(ws.resolve(paths[i].as_py())))
-                dur[i], sr[i], ch[i] = info.duration, info.samplerate, info.channels
-            except Exception:  # noqa: BLE001 - unreadable: rejected (with its reason) when written
+                src = audio_decode.open_source(str(ws.resolve(paths[i].as_py() or "")), access, read=False)
+                with audio_decode.open_audio(src) as r:
+                    info = r.info
+                dur[i] = max(0, info.frames) / info.sample_rate
+                sr[i], ch[i] = info.sample_rate, info.channels
+            except (audio_decode.DecodeError, OSError):  # rejected (with its reason) when written
                 dur[i] = 0.0
     sr_out = np.full(n, float(sample_rate)) if sample_rate else sr
     ch_out = np.ones(n) if mono else ch
@@ -139,6 +144,10 @@ def _write_task(task: dict) -> dict:
                         sample_rate=cfg["sample_rate"],
                         mono=cfg["mono"],
                         audio_format=cfg["audio_format"],
+                        sha1=row.get("audio_sha1"),
+                        source_rate=row.get("sample_rate"),
+                        source_channels=row.get("channels"),
+                        access=task["access"],
                     )
                     members.append((enc.suffix, enc.data))
                     duration = enc.duration_s
@@ -146,6 +155,11 @@ def _write_task(task: dict) -> dict:
                     raise AudioError("bad_row", f"modality {modality!r} is neither 'audio' nor 'text'")
             except AudioError as e:
                 rejects.append(reject_row(row["id"], row["dataset"], row.get("audio_path"), e.reason, e.detail, js))
+                continue
+            except Exception as e:  # noqa: BLE001 - one row never aborts a run (resampling/encoding errors, memory)
+                log.debug("row %s", row["id"], exc_info=True)
+                rejects.append(reject_row(row["id"], row["dataset"], row.get("audio_path"), "unreadable_audio",
+                                          f"{row.get('audio_path')}: {type(e).__name__}: {e}", js))
                 continue
             placed = w.add(S.member_key(row["id"]), members)
             add_sample_record(rec, row["id"], i, placed, duration)
@@ -172,6 +186,7 @@ def write_shards(
     executor: str = "local",
     ray_address: str | None = None,
     output: str | None = None,
+    access: Access = LOCAL_ONLY,
 ) -> dict:
     """Write the workspace's manifests into WebDataset shards grouped by ``by``; returns a summary.
 
@@ -183,6 +198,9 @@ def write_shards(
     (``s3://bucket/shards``, ``file:///mnt/shards``; ``memory://`` only with one worker and the local
     executor) or a local folder; the shard index stays in ``shards/<set>/`` of the workspace and its
     ``path`` column holds the full URLs.
+    ``access``: the user's grants; audio at a remote URL is read only when its scheme is granted
+    (``file://`` and ``memory://`` always), else the row is a ``remote_audio_not_allowed`` reject.
+    Every audio row is verified before it is encoded (see :func:`jadwal.shards.audio.load_row_audio`).
     """
     from tqdm import tqdm
 
@@ -218,7 +236,7 @@ def write_shards(
         raise ShardError("two sample ids map to the same tar member key; rename one of them")
     kv = resolve_keys(ws, keys, ids, lambda k: table.column(k) if k in MANIFEST_COLUMNS else None)
     streams = kv.streams()
-    sizes = _estimate_sizes(ws, table, sample_rate, mono)
+    sizes = _estimate_sizes(ws, table, sample_rate, mono, access)
     plans = plan_shards(
         set_prefix(name, output), ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
     )
@@ -265,7 +283,7 @@ def write_shards(
                     done(sc, skipped=True)
                     continue
                 yield {"root": str(ws.root), "plan": p, "rows": rows, "jsons": jsons, "phash": phash,
-                       "config": content_cfg}
+                       "config": content_cfg, "access": access}
 
         def done(sc, skipped=False):
             counts["skipped" if skipped else "written"] += 1

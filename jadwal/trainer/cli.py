@@ -10,6 +10,7 @@ from collections import Counter
 def _stream(args) -> int:
     from torch.utils.data import DataLoader
 
+    from ..access import parse_schemes
     from ..sched_index import open_index
     from .dataset import ScheduleDataset
 
@@ -18,7 +19,7 @@ def _stream(args) -> int:
         world = open_index(args.workspace, args.name, verify_shards=False).world_size
     ds = ScheduleDataset(args.workspace, args.name, rank=args.rank, world_size=world,
                          start_step=args.start, decode_audio=args.decode, shard_root=args.shard_root,
-                         prefetch=args.prefetch)
+                         prefetch=args.prefetch, allow_remote=parse_schemes(args.allow_remote))
     workers = ds.readers_per_rank if args.workers is None else args.workers
     stop = ds.num_steps if args.steps is None else min(ds.num_steps, ds.step + args.steps)
     print(f"index {args.name}: rank {ds.rank}/{ds.world_size}, steps [{ds.step}, {stop}) of "
@@ -65,7 +66,10 @@ def register(sub, common) -> None:
     p.add_argument("--shard-root", default=None, help="where the shards live if not in the workspace "
                    "(prefix such as s3://bucket/ws, or a template with {path}, e.g. 'pipe:cat /mnt/ws/{path}')")
     p.add_argument("--prefetch", type=int, default=2, help="micro-batches read ahead per worker")
+    p.add_argument("--allow-remote", metavar="SCHEMES", help="URL schemes shard paths stored in the shard index "
+                   "may use (e.g. s3,gs,https); default: local only. pipe: paths there never run")
     p.add_argument("--all-ids", action="store_true", help="print every id (default: the first 6)")
     p.add_argument("--json", action="store_true", help="one JSON object per micro-batch")
     p.set_defaults(func=_stream)
     __import__("jadwal.trainer.train_cli", fromlist=["register"]).register(sub, common)  # `jadwal train` (issue 8)
+    __import__("jadwal.trainer.compare", fromlist=["register"]).register(sub, common)  # `jadwal compare` (issue 16)

@@ -38,6 +38,7 @@ from .shardio import (
     ShardError,
     ShardHandle,
     TarFormatError,
+    check_shard_paths,
     default_opener,
     file_size,
     parse_members,
@@ -134,7 +135,7 @@ class _Reader:
         rel = ds.shard_paths.get(sid)
         if rel is None:
             raise self._fail(j, "is not listed in the shard set's shards.parquet")
-        url = shard_url(rel, ds.ws_root, ds.shard_root)
+        url = shard_url(rel, ds.ws_root, ds.shard_root, ds.allow_remote)
         try:
             f = ds.opener(url)
         except FileNotFoundError as e:
@@ -240,6 +241,8 @@ class ScheduleDataset(IterableDataset):
             (``"s3://bucket/ws"``, ``"/mnt/ws"``) or a template with ``{path}``
             (``"pipe:aws s3 cp s3://bucket/ws/{path} -"``); the shard index's paths are appended.
         opener: ``url → binary file`` (default: local files unbuffered, ``pipe:`` commands, fsspec).
+        allow_remote: URL schemes a shard path *stored in the shard index* may use (``{"s3"}``; local
+            paths, ``file://`` and ``memory://`` always); ``pipe:`` paths there are always refused.
         seek_gap: gaps between needed samples of at least this many bytes are skipped with a forward
             seek; shorter gaps are read and dropped (None: always read).  Default 1 MiB.
         verify: check each sample's sha1 when the shard index records one.
@@ -265,6 +268,7 @@ class ScheduleDataset(IterableDataset):
         seek_gap: int | None = 1 << 20,
         verify: bool = True,
         check_inputs: bool = True,
+        allow_remote=frozenset(),
     ):
         super().__init__()
         if features not in FEATURES:
@@ -315,6 +319,8 @@ class ScheduleDataset(IterableDataset):
         t = idx.shards
         self.shard_paths: dict[int, str] = dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
         self.shard_bytes: dict[int, int] = dict(zip(t.column("shard_id").to_pylist(), t.column("bytes").to_pylist()))
+        self.allow_remote = frozenset(allow_remote)
+        check_shard_paths(self.shard_paths.values(), self.allow_remote, where=f"index {index_name!r}: shards.parquet")
         self._next_step = start
         self._origin: int | None = None  # see _my_readers
         self.features = features

@@ -4,11 +4,11 @@ installed), and a per-task loss-curve PNG.
 Files under ``runs/NAME/``:
 
 * ``train.csv``: one row per step (``stage, step, update, loss, lr, samples_per_s, audio_s_per_s,
-  n_samples, pool_conflicts, selected_conflicts, utility``);
+  n_samples, pool_conflicts, selected_conflicts, utility, random_conflicts, wall_s``);
 * ``task_loss.csv``: one row per step and task (``stage, step, task, loss, n``), over all ranks;
 * ``grad_conflict.csv``: every ``conflict_every`` steps, the pairwise cosine of per-task gradients
   (``stage, step, task_a, task_b, cosine``);
-* ``eval.csv``: ``stage, step, task, metric, value, n``;
+* ``eval.csv``: ``stage, step, task, metric, value, n, global_step, wall_s`` (:mod:`.periodic_eval`);
 * ``loss_curves.png``: per-task loss over steps.
 
 On resume, rows at or after the resume point are dropped first, so the files read as one run.
@@ -20,10 +20,10 @@ from pathlib import Path
 
 FILES = {
     "train": ["stage", "step", "update", "loss", "lr", "samples_per_s", "audio_s_per_s", "n_samples",
-              "pool_conflicts", "selected_conflicts", "utility"],
+              "pool_conflicts", "selected_conflicts", "utility", "random_conflicts", "wall_s"],
     "task_loss": ["stage", "step", "task", "loss", "n"],
     "grad_conflict": ["stage", "step", "task_a", "task_b", "cosine"],
-    "eval": ["stage", "step", "task", "metric", "value", "n"],
+    "eval": ["stage", "step", "task", "metric", "value", "n", "global_step", "wall_s"],
 }
 
 

@@ -36,7 +36,8 @@ import torch
 import torch.distributed as dist
 
 from .logging_ import RunLogger, plot_loss_curves
-from .selection import conflicting_pairs, make_selector, take
+from .periodic_eval import PeriodicEval, eval_config, plot_eval_curves
+from .selection import AnchorSampler, conflicting_pairs, make_selector, selector_spec, take
 
 DEFAULTS: dict[str, Any] = {
     "run": "train",
@@ -49,8 +50,13 @@ DEFAULTS: dict[str, Any] = {
     "save_every": 0,  # checkpoint every N micro-batches (0: only at stage ends / stop_after)
     "stop_after": None,
     "resume": None,
-    "eval": None,  # {index, max_batches, max_new_tokens, every_stage: true}
+    "eval": None,  # {index, max_batches, max_new_tokens, every_stage: true} (see periodic_eval.py)
+    "eval_every": 0,  # dev loss every N micro-batches of the whole run (0: stage ends only)
+    "eval_generate_every": 1,  # every k-th periodic evaluation also decodes and scores (0: stage ends only)
     "plot": True,
+    "init_from": None,  # a run folder or checkpoint: start from its trained weights (e.g. phase 1 of another run)
+    "text_form": None,  # targets' text form: a name or {task: form, "*": form} (jadwal.textforms; default train)
+    "text_form_options": None,  # {strip_diacritics: bool} for the train form
 }
 STAGE_DEFAULTS = {"train": ["lora"], "lr": 1e-3, "min_lr_ratio": 0.1, "warmup": 0.1, "weight_decay": 0.0,
                   "grad_accum": 1, "max_steps": None, "selector": None, "max_grad_norm": 1.0}
@@ -72,29 +78,21 @@ def load_config(path_or_dict) -> dict:
         s.setdefault("name", f"stage{i}")
         if not s.get("index"):
             raise ValueError(f"stages[{i}] needs `index` (a scheduling index name)")
+        s["selector"] = selector_spec(s["selector"])  # unknown kinds/options are errors, before any work
         stages.append(s)
     if len({s["name"] for s in stages}) != len(stages):
         raise ValueError("stage names must be unique")
     out["stages"] = stages
+    eval_config(out)  # validates eval / eval_every
     return out
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+from .checkpoint import load as _load_ckpt  # noqa: E402 - checkpoint files: weights_only=True, no pickle code
+from .checkpoint import rng_state as _rng_state  # noqa: E402
+from .checkpoint import set_rng_state as _set_rng_state  # noqa: E402
 
 
 def cosine_lambda(total: int, warmup: int, min_ratio: float):
@@ -162,17 +160,54 @@ class Trainer:
         tok_dir = self.run_dir / "tokenizer"
         if not mspec.get("tokenizer") and (tok_dir / "tokenizer.json").exists():
             mspec["tokenizer"] = str(tok_dir)  # a resumed run keeps the tokenizer it was trained with
+        init_ck = None
+        if self.cfg.get("init_from"):
+            from .model import resolve_checkpoint
+
+            init_ck = resolve_checkpoint(_in_ws(self.ws, self.cfg["init_from"]))
+            init_tok = init_ck.parent.parent / "tokenizer"
+            if not mspec.get("tokenizer") and (init_tok / "tokenizer.json").exists():
+                mspec["tokenizer"] = str(init_tok)  # the weights' vocabulary
         self.model = build_model(mspec, workspace=self.ws, seed=seed).to(self.device)
+        if init_ck is not None:
+            from .model import load_weights
+
+            load_weights(self.model, init_ck)
+        from ..textforms import TextForms
+
+        self.model.fmt.forms = TextForms.from_config(self.cfg.get("text_form"), self.cfg.get("text_form_options"))
         vocab = sorted(self.model.tokenizer.get_vocab().items())
         if len({hash(str(v)) for v in _all_gather(vocab)}) != 1:
             raise RuntimeError("ranks built different tokenizers; pass model.tokenizer: PATH")
         if self.rank == 0 and not (tok_dir / "tokenizer.json").exists():
             self.model.tokenizer.save_pretrained(str(tok_dir))
+        if self.rank == 0:  # what `load_trained` (jadwal affinity --model runs/NAME, init_from) rebuilds from
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg, indent=1, default=str), encoding="utf-8")
         self.log = RunLogger(self.run_dir, enabled=self.rank == 0)
         self.trained_lm = any("lm" in s["train"] for s in self.cfg["stages"])
         self.stage_names = [s["name"] for s in self.cfg["stages"]]
         self.history: list[dict] = []  # (stage, step, loss) rows of this process (for tests)
         self.order = 0
+        ev = eval_config(self.cfg)
+        self.peval = PeriodicEval(ev, self.ws, autocast=self.autocast) if ev else None
+        self.offsets: list[int] = []  # micro-batches of the run before each stage (global_step)
+        self.wall0, self.t0, self.eval_s = 0.0, time.perf_counter(), 0.0
+
+    def wall_s(self) -> float:
+        """Training wall time of the run so far (seconds; evaluation excluded; carried over a resume)."""
+        return self.wall0 + time.perf_counter() - self.t0 - self.eval_s
+
+    def evaluate_now(self, sname: str, step: int, global_step: int, *, stage_end: bool) -> None:
+        """Periodic / stage-end evaluation (all ranks take part); rows to ``eval.csv`` on rank 0."""
+        t = time.perf_counter()
+        rows = self.peval.run(self.model, stage=sname, step=step, global_step=global_step, wall_s=self.wall_s(),
+                              generate=self.peval.generates(global_step, stage_end))
+        if self.rank == 0:
+            self.log.write("eval", rows)
+            for r in rows:
+                self.log.scalar(f"eval/{r['task']}/{r['metric']}", r["value"], global_step)
+        self.eval_s += time.perf_counter() - t
 
     def autocast(self):
         if self.bf16:
@@ -212,14 +247,25 @@ class Trainer:
             ck = latest_checkpoint(self.run_dir)
         elif resume:
             ck = Path(resume)
+        from ..sched_index import open_index
+
+        self.offsets = [0]
+        for st in cfg["stages"]:
+            ix = open_index(self.ws, st["index"], verify_shards=False)
+            n = ix.num_steps - ix.start_step if st["max_steps"] is None else min(ix.num_steps - ix.start_step,
+                                                                                   int(st["max_steps"]))
+            self.offsets.append(self.offsets[-1] + n)
         start_stage, start_step, ck_meta = 0, None, None
         if ck is not None:
             ck_meta = json.loads((ck / "done.json").read_text())
-            self.model.load_state_dict(torch.load(ck / "model.pt", map_location=self.device), strict=False)
+            self.model.load_state_dict(_load_ckpt(ck / "model.pt", map_location=self.device), strict=False)
             start_stage = ck_meta["stage"] + (1 if ck_meta["stage_done"] else 0)
             start_step = None if ck_meta["stage_done"] else ck_meta["next_step"]
-            if self.rank == 0:
-                self.log.truncate(ck_meta["stage"], ck_meta["next_step"], self.stage_names)
+            if self.rank == 0:  # a finished stage keeps all its rows (its stage-end evaluation included)
+                self.log.truncate(*((ck_meta["stage"] + 1, -1) if ck_meta["stage_done"] else
+                                    (ck_meta["stage"], ck_meta["next_step"])), self.stage_names)
+            self.wall0 = _last_wall(self.run_dir) if self.rank == 0 else 0.0
+            self.wall0 = _all_gather(self.wall0)[0]
         budget = [cfg.get("stop_after")]
         result = {"stopped": False, "checkpoint": None}
         for si in range(start_stage, len(cfg["stages"])):
@@ -232,6 +278,8 @@ class Trainer:
         if self.rank == 0 and cfg.get("plot", True) and not result["stopped"]:
             try:
                 result["plot"] = str(plot_loss_curves(self.run_dir))
+                if self.peval is not None:
+                    result["eval_plot"] = str(plot_eval_curves(self.run_dir))
             except Exception as e:  # noqa: BLE001 - plotting never fails a run
                 result["plot_error"] = repr(e)
         self.log.close()
@@ -261,18 +309,19 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=float(st["lr"]), weight_decay=float(st["weight_decay"]))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(total_updates, warm, float(st["min_lr_ratio"])))
         sel = make_selector(st["selector"], seed=int(self.cfg["seed"]) + 1000 * si + self.rank,
-                            **({"anchors": self._anchor_fn(st)} if _sel_kind(st["selector"]) == "partitionsel" else {}))
+                            **({"anchors": self._anchors(st)} if _sel_kind(st["selector"]) == "partitionsel" else {}))
         domain = None
         if sel is not None:
             ph = idx.meta["phases"]
             domain = next((p.get("domain") for p in ph if p.get("domain")), None)
         ds = ScheduleDataset(self.ws, st["index"], features="whisper_mel",
-                             start_step=start_step if start_step is not None else first)
+                             start_step=start_step if start_step is not None else first,
+                             allow_remote=self.cfg.get("allow_remote") or ())  # URL schemes of stored shard paths
         if ck is not None:
-            o = torch.load(ck / "optim.pt", map_location=self.device, weights_only=False)
+            o = _load_ckpt(ck / "optim.pt", map_location=self.device)
             opt.load_state_dict(o["optimizer"])
             sched.load_state_dict(o["scheduler"])
-            r = torch.load(ck / f"rng-rank{self.rank}.pt", weights_only=False)
+            r = _load_ckpt(ck / f"rng-rank{self.rank}.pt")
             _set_rng_state(r["rng"])
             if sel is not None and r["selector"] is not None:
                 sel.load_state_dict(r["selector"])
@@ -290,10 +339,16 @@ class Trainer:
         t_last, n_since, audio_since = time.perf_counter(), 0, 0.0
         opt.zero_grad(set_to_none=True)
         step = ds.step
+        pe = self.peval
         for b in dl:
             step = int(b["step"])
             if step >= end:
                 break
+            gstep = self.offsets[si] + step - first
+            # periodic evaluation before this micro-batch (the stage-end evaluation of the previous stage
+            # already covers a stage's first step)
+            if pe is not None and pe.due(gstep) and not (step == first and si > 0 and pe.ev["every_stage"]):
+                self.evaluate_now(sname, step, gstep, stage_end=False)
             stats: dict = {}
             if sel is not None:
                 kappa = _kappa(idx, b["phase"], len(b["ids"]))
@@ -338,8 +393,10 @@ class Trainer:
                 lr = opt.param_groups[0]["lr"]
                 self.log.write("train", [{"stage": sname, "step": step, "update": sched.last_epoch, "loss": loss_all,
                                           "lr": lr, "samples_per_s": n_since / dt, "audio_s_per_s": audio_since / dt,
-                                          "n_samples": n_since, **{k: stats.get(k) for k in
-                                          ("pool_conflicts", "selected_conflicts", "utility")}}])
+                                          "n_samples": n_since, "wall_s": round(self.wall_s(), 3),
+                                          **{k: stats.get(k) for k in
+                                          ("pool_conflicts", "selected_conflicts", "random_conflicts",
+                                           "utility")}}])
                 self.log.write("task_loss", [{"stage": sname, "step": step, "task": t, "loss": s / n, "n": n}
                                              for t, (s, n) in sorted(tot.items())])
                 self.log.scalar(f"{sname}/loss", loss_all, step)
@@ -356,6 +413,8 @@ class Trainer:
             if budget[0] is not None:
                 budget[0] -= 1
                 budget_hit = budget[0] <= 0
+            if budget_hit and step + 1 >= end and pe is not None and pe.ev["every_stage"]:
+                self.evaluate_now(sname, end, self.offsets[si] + end - first, stage_end=True)
             se = int(self.cfg["save_every"] or 0)
             if budget_hit or (se and (step - first + 1) % se == 0 and last_micro):
                 if not last_micro:
@@ -365,37 +424,18 @@ class Trainer:
             if budget_hit:
                 out["stopped"] = True
                 return out
+        if pe is not None and pe.ev["every_stage"]:
+            self.evaluate_now(sname, end, self.offsets[si] + end - first, stage_end=True)
         out["checkpoint"] = str(self.save(si, end, opt, sched, sel, stage_done=True))
-        ev = self.cfg.get("eval")
-        if ev and ev.get("index") and ev.get("every_stage", True):
-            self.run_eval(sname, end)
         return out
 
-    def _anchor_fn(self, st):
-        """Validation anchors for PartitionSel: ``selector.anchor_index`` (an index over a dev split),
-        its micro-batches cycled and sub-sampled with the selector's RNG; None → pool-mean anchor."""
-        spec = st["selector"] if isinstance(st["selector"], dict) else {}
-        name = spec.get("anchor_index") or (self.cfg.get("eval") or {}).get("index")
+    def _anchors(self, st) -> AnchorSampler | None:
+        """PartitionSel's validation anchors: an :class:`AnchorSampler` over ``selector.anchor_index``
+        (required; never a test split).  None when absent: the selector then refuses to start."""
+        name = (st["selector"] or {}).get("anchor_index")
         if not name:
             return None
-        from torch.utils.data import DataLoader
-
-        from .dataset import ScheduleDataset
-        from .features import pad_batch
-
-        cache: list[dict] = []
-
-        def anchors(rng, n):
-            if not cache:
-                ds = ScheduleDataset(self.ws, name, features="whisper_mel", prefetch=0)
-                for k, b in enumerate(DataLoader(ds, batch_size=None, num_workers=0, collate_fn=pad_batch)):
-                    cache.append(b)
-                    if k >= 3:
-                        break
-            b = cache[int(rng.integers(len(cache)))]
-            pick = sorted(rng.choice(len(b["ids"]), size=min(n, len(b["ids"])), replace=False).tolist())
-            return take(b, pick)
-        return anchors
+        return AnchorSampler(self.ws, name, rank=self.rank, world_size=self.world)
 
     def task_grad_cosines(self, b: dict, params, names) -> list[dict]:
         """Pairwise cosine of per-task mean gradients of the trainable parameters on this micro-batch
@@ -437,19 +477,23 @@ class Trainer:
                          "cosine": conflicting_pairs(torch.stack([vecs[t] for t in ts]))})
         return rows
 
-    def run_eval(self, sname: str, step: int) -> dict:
-        from .evaluate import evaluate
 
-        ev = self.cfg["eval"]
-        metrics, counts, _ = evaluate(self.model, self.ws, ev["index"], max_batches=ev.get("max_batches"),
-                                      max_new_tokens=int(ev.get("max_new_tokens", 16)), autocast=self.autocast)
-        if self.rank == 0:
-            rows = [{"stage": sname, "step": step, "task": t, "metric": k, "value": v, "n": counts[t]}
-                    for t, m in metrics.items() for k, v in m.items()]
-            self.log.write("eval", rows)
-            for r in rows:
-                self.log.scalar(f"eval/{r['task']}/{r['metric']}", r["value"], step)
-        return metrics
+def _in_ws(ws: Path, p) -> Path:
+    """A path as given, or relative to the workspace (``runs/NAME``) when it only exists there."""
+    p = Path(p)
+    return p if p.exists() or p.is_absolute() else Path(ws) / p
+
+
+def _last_wall(run_dir: Path) -> float:
+    """The training wall time recorded in the last row of ``train.csv`` (after a resume's truncation)."""
+    from .logging_ import read_csv
+
+    p = Path(run_dir) / "train.csv"
+    rows = read_csv(p) if p.exists() else []
+    for r in reversed(rows):
+        if r.get("wall_s"):
+            return float(r["wall_s"])
+    return 0.0
 
 
 def _sel_kind(spec) -> str | None:

@@ -8,6 +8,11 @@ Two ways to build (:func:`build_model` from the ``model:`` section of a training
   local ``path``, or a tiny ``Qwen2Config`` from ``tiny_config``);
 * ``kind: qwen2-audio``: a local ``Qwen2AudioForConditionalGeneration`` folder (``path``): its
   ``audio_tower`` (encoder), ``multi_modal_projector`` (linear aligner) and language model.
+* ``kind: qwen2.5-omni``: a local ``Qwen2_5OmniThinkerForConditionalGeneration`` folder (or a full
+  Qwen2.5-Omni folder: its thinker): the audio tower (:class:`~jadwal.pipelines.encoders.OmniAudioEncoder`,
+  whose ``proj`` is the projector, so the aligner is the identity) and the thinker's text model as a
+  ``Qwen2ForCausalLM`` (same weights; for text and spliced audio embeddings the thinker's multimodal RoPE
+  gives every token equal t/h/w positions, which is plain RoPE), LoRA on the LM.
 
 Tokenizer: ``tokenizer: PATH`` (a local tokenizer folder; default: the LM's folder when it has one), or
 a byte-level BPE trained offline on the workspace's manifest text (``tokenizer: {vocab_size: N}``), so
@@ -60,7 +65,7 @@ def workspace_texts(workspace, limit: int = 200_000) -> list[str]:
 
     out: list[str] = []
     for f in sorted(Path(workspace, "manifests").glob("*/manifest.parquet")):
-        cols = [c for c in ("text", "target", "label", "instruction") if c in pq.read_schema(f).names]
+        cols = [c for c in ("text", "text_raw", "target", "label", "instruction") if c in pq.read_schema(f).names]
         t = pq.read_table(f, columns=cols)
         for c in cols:
             out += [v for v in t.column(c).to_pylist() if isinstance(v, str)]
@@ -99,6 +104,7 @@ class AudioLLM(nn.Module):
         self.tokenizer = tokenizer
         self.fmt = PromptFormatter(tokenizer, dict(instructions or {}), max_target_tokens=max_target_tokens)
         self.max_audio_tokens = max_audio_tokens
+        self.frozen: set[str] = set()  # top-level parts kept in eval mode (set by set_trainable)
 
     # -- parts ------------------------------------------------------------------------------------
     @property
@@ -123,8 +129,20 @@ class AudioLLM(nn.Module):
             p.requires_grad_(on)
             if on:
                 names.append(n)
-        self.encoder.train("encoder" in parts)
+        # frozen means frozen: parts not trained stay in eval mode (no dropout/layerdrop) for the whole stage,
+        # whatever ``train()``/``eval()`` calls follow (see :meth:`train`)
+        self.frozen = {m for m in ("encoder", "aligner") if m not in parts}
+        if not parts & {"lora", "lm"}:
+            self.frozen.add("lm")
+        self.train(self.training)
         return names
+
+    def train(self, mode: bool = True) -> AudioLLM:
+        """``nn.Module.train``, except that the parts frozen by :meth:`set_trainable` stay in eval mode."""
+        super().train(mode)
+        for name in getattr(self, "frozen", ()):
+            getattr(self, name).eval()
+        return self
 
     # -- audio ------------------------------------------------------------------------------------
     def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor | None]:
@@ -170,11 +188,12 @@ class AudioLLM(nn.Module):
             audio = self.encode_audio(feats, lens)
         col = lambda k: batch.get(k) or [None] * B
         tasks, instr, text, target, label = col("task"), col("instruction"), col("text"), col("target"), col("label")
+        text_raw = col("text_raw")  # targets/text-only prompts are rendered in the task's text form from it
         seqs, labels, n_audio = [], [], []
         for i in range(B):
             a = audio[i]
             pre, mid, tgt = self.fmt.pieces(tasks[i], instruction=instr[i], text=text[i], target=target[i],
-                                            label=label[i], has_audio=a is not None)
+                                            label=label[i], text_raw=text_raw[i], has_audio=a is not None)
             ids_pre = torch.tensor(pre, device=dev)
             ids_rest = torch.tensor(mid + (tgt if with_target else []), device=dev)
             parts = [emb(ids_pre)] + ([a.to(emb.weight.dtype)] if a is not None else []) + [emb(ids_rest)]
@@ -276,6 +295,38 @@ def _qwen2_audio_parts(path: str, seed: int):
     return enc, ali, lm
 
 
+def _qwen25_omni_parts(path: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ..pipelines.encoders import OmniAudioEncoder, _Checkpoint, _load_strict, omni_thinker_config
+
+    enc = OmniAudioEncoder.from_checkpoint(path)
+    ali = build_aligner("none", enc.out_dim)
+    thinker = omni_thinker_config(path)
+    tc = thinker.text_config
+    ck = _Checkpoint(path)
+    pre = ck.find_prefix("embed_tokens.weight", prefer=("language_model",))
+    if pre is None:
+        raise ValueError(f"{path}: no thinker language-model weights (no '*language_model.embed_tokens.weight')")
+    sd = {f"model.{k}": v for k, v in ck.load(pre).items()}
+    head = ck.find_prefix("lm_head.weight", prefer=("thinker",))
+    tied = head is None  # the thinker's own head when it has one (its config may untie it from the text config)
+    sd["lm_head.weight"] = sd["model.embed_tokens.weight"] if tied else ck.load(head)["lm_head.weight"]
+    rope = dict(getattr(tc, "rope_parameters", None) or {})
+    cfg = Qwen2Config(vocab_size=tc.vocab_size, hidden_size=tc.hidden_size, intermediate_size=tc.intermediate_size,
+                      num_hidden_layers=tc.num_hidden_layers, num_attention_heads=tc.num_attention_heads,
+                      num_key_value_heads=tc.num_key_value_heads, hidden_act=tc.hidden_act,
+                      max_position_embeddings=tc.max_position_embeddings, rms_norm_eps=tc.rms_norm_eps,
+                      rope_parameters={"rope_type": "default", "rope_theta": float(rope.get("rope_theta", 1e6))},
+                      tie_word_embeddings=tied)
+    with torch.random.fork_rng(devices=[]):  # the weights are loaded below; keep the global RNG untouched
+        lm = Qwen2ForCausalLM(cfg)
+    _load_strict(lm, sd, f"{path} [thinker language model]")
+    if tied:
+        lm.tie_weights()
+    return enc, ali, lm
+
+
 def build_model(spec: dict | None, *, workspace=None, seed: int = 0) -> AudioLLM:
     """An :class:`AudioLLM` from the ``model:`` section of a training config (see the module docstring)."""
     spec = dict(spec or {})
@@ -286,6 +337,13 @@ def build_model(spec: dict | None, *, workspace=None, seed: int = 0) -> AudioLLM
             raise ValueError("model kind qwen2-audio needs `path` (a local Qwen2AudioForConditionalGeneration folder)")
         tok = load_tokenizer(spec.get("tokenizer"), workspace, fallback_path=path)
         enc, ali, lm = _qwen2_audio_parts(path, seed)
+    elif kind == "qwen2.5-omni":
+        path = spec.get("path")
+        if not path:
+            raise ValueError("model kind qwen2.5-omni needs `path` (a local Qwen2_5OmniThinkerForConditionalGeneration "
+                             "folder)")
+        tok = load_tokenizer(spec.get("tokenizer"), workspace, fallback_path=path)
+        enc, ali, lm = _qwen25_omni_parts(path)
     elif kind == "composed":
         es = dict(spec.get("encoder") or {"kind": "tiny"})
         enc = build_encoder(es.get("kind", "tiny"), es.get("checkpoint"), es.get("tiny_config"), seed=seed)
@@ -296,7 +354,7 @@ def build_model(spec: dict | None, *, workspace=None, seed: int = 0) -> AudioLLM
         ali = build_aligner(als.get("kind", "conv"), enc.out_dim, lm.get_input_embeddings().embedding_dim,
                             als.get("checkpoint"), k=int(als.get("k", 2)), seed=seed)
     else:
-        raise ValueError(f"unknown model kind {kind!r}; expected composed or qwen2-audio")
+        raise ValueError(f"unknown model kind {kind!r}; expected composed, qwen2-audio or qwen2.5-omni")
     if lm.get_input_embeddings().num_embeddings < len(tok):
         lm.resize_token_embeddings(len(tok))
     lm.config.use_cache = False
@@ -332,3 +390,67 @@ def lora_param_names(model: AudioLLM, last_layers: int | None = 3) -> list[str]:
         keep = set(layers[-int(last_layers):])
         names = [n for n in names if (m := re.search(r"\.layers\.(\d+)\.", n)) and int(m.group(1)) in keep]
     return names
+
+
+# ------------------------------------------------------------------------------------------------
+# trained weights (a run folder or a checkpoint)
+# ------------------------------------------------------------------------------------------------
+def resolve_checkpoint(path) -> Path:
+    """The checkpoint folder for ``path``: a run folder (``runs/NAME``: its latest complete checkpoint), a
+    checkpoint folder (``…/checkpoints/ckpt-…``, with ``done.json``) or its ``model.pt``."""
+    from .loop import latest_checkpoint
+
+    p = Path(path)
+    if p.is_file() and p.name == "model.pt":
+        p = p.parent
+    if (p / "model.pt").exists() and (p / "done.json").exists():
+        return p
+    if (p / "checkpoints").is_dir():
+        ck = latest_checkpoint(p)
+        if ck is not None:
+            return ck
+        raise FileNotFoundError(f"{p}: no complete checkpoint under checkpoints/ (did the run finish a stage?)")
+    raise FileNotFoundError(f"{p}: neither a run folder (runs/NAME with checkpoints/) nor a checkpoint folder")
+
+
+def load_weights(model: AudioLLM, checkpoint) -> list[str]:
+    """Load a checkpoint's ``model.pt`` (weights only, no pickle code) into ``model``.  Every saved tensor
+    must name a parameter/buffer of the same shape (else ValueError); the rest (e.g. a frozen LM base,
+    never saved) keeps the model's own weights.  Returns the names loaded."""
+    from .checkpoint import load
+
+    ck = resolve_checkpoint(checkpoint)
+    sd = load(ck / "model.pt", map_location=model.device)
+    own = model.state_dict()
+    unknown = [k for k in sd if k not in own]
+    bad = [k for k in sd if k in own and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if unknown or bad:
+        raise ValueError(f"{ck}: weights do not fit this model (unknown {unknown[:3]}, shape mismatch {bad[:3]}); "
+                         "build it with the run's model section and tokenizer")
+    model.load_state_dict(sd, strict=False)
+    return sorted(sd)
+
+
+def load_trained(path, *, workspace=None, device="cpu") -> AudioLLM:
+    """The model of a training run with its trained weights: ``path`` a run folder or one of its checkpoints.
+    The run's ``config.json`` gives the model section and seed, ``tokenizer/`` the tokenizer (so a random-init
+    LM base is rebuilt bit-identically); then :func:`load_weights`."""
+    import json
+
+    ck = resolve_checkpoint(path)
+    run = ck.parent.parent
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run}: no config.json (written by `jadwal train` at the start of a run)")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    spec = dict(cfg.get("model") or {})
+    if (run / "tokenizer" / "tokenizer.json").exists():
+        spec["tokenizer"] = str(run / "tokenizer")
+    model = build_model(spec, workspace=workspace, seed=int(cfg.get("seed", 0))).to(device)
+    if cfg.get("text_form") or cfg.get("text_form_options"):  # the targets' text form the run trained on
+        from ..textforms import TextForms
+
+        model.fmt.forms = TextForms.from_config(cfg.get("text_form"), cfg.get("text_form_options"))
+    load_weights(model, ck)
+    model.checkpoint = str(ck)
+    return model

@@ -8,7 +8,8 @@ planner simulated exactly this and bounded it by the spec's ``buffer``).
 
 From a resume step ``s`` the reader considers only slots of steps ≥ ``s``: per stream, their
 virtual positions sorted; consecutive entries in the same shard at increasing positions form a
-*visit* (one open, one seek to the first entry, then forward reads).  Samples that sat in the buffer
+*visit* (one open, one seek to the first entry, then forward reads); a visit never spans two passes
+(a reader owns one contiguous range of each pass, so what lies between them belongs to others).  Samples that sat in the buffer
 at ``s`` are simply the first entries of their stream's order, so a resume re-reads them forward from
 the one seek and never replays from the start.
 """
@@ -85,8 +86,14 @@ def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
     rank_in_order = np.empty(n, dtype=np.int64)
     rank_in_order[order] = np.arange(n)
     so, sh, ps = stream_codes[order], shard_id[order], pos[order]
+    # the pass of each slot (vpos // eligible samples of its stream): a reader reads its range of each
+    # pass of a stream front to back, so a new pass is a new visit even in the same shard
+    names = pc.dictionary_encode(cols["stream"]).dictionary.to_pylist() if n else []
+    n_of = np.array([max(1, int(idx.meta["streams"].get(str(x), 1))) for x in names], dtype=np.int64)
+    pa_ = vpos[order] // n_of[so] if n else np.zeros(0, np.int64)
     new_stream = np.r_[True, so[1:] != so[:-1]] if n else np.zeros(0, bool)
-    visit_start = new_stream | np.r_[True, (sh[1:] != sh[:-1]) | (ps[1:] <= ps[:-1])] if n else np.zeros(0, bool)
+    visit_start = new_stream | np.r_[True, (sh[1:] != sh[:-1]) | (ps[1:] <= ps[:-1])
+                                     | (pa_[1:] != pa_[:-1])] if n else np.zeros(0, bool)
     visit_end = np.r_[visit_start[1:], True] if n else np.zeros(0, bool)
     n_streams = int(stream_codes.max()) + 1 if n else 0
     stream_start = np.full(n_streams, n, dtype=np.int64)

@@ -9,16 +9,24 @@ PartitionSel (arXiv 2606.07954), as implemented here:
 * per-sample gradients ``g_i`` of the LoRA A/B weights of the LM's last ``last_layers`` layers
   (``torch.func``: ``functional_call`` + ``vmap`` + ``grad``; a per-sample ``grad`` loop when vmap
   cannot trace the model), optionally randomly projected to ``proj_dim`` dims (Gaussian, fixed seed);
-* anchors: ``n_anchors`` validation gradients, resampled each step from a validation pool;
+* anchors: ``n_anchors`` validation gradients, redrawn each step from the whole ``anchor_index`` (an
+  index planned on a dev split, required; a test split is refused: :class:`AnchorSampler`);
   ``μ_i = mean_a ⟨g_i/‖g_i‖, v_a/‖v_a‖⟩``;
-* utility ``U(w) = ⟨w, μ⟩ − (η/2)·wᵀKw``, ``w ≥ 0``, ``K = GGᵀ`` (G row-normalized by default);
+* utility ``U(w) = ⟨w, μ⟩ − (η/2)·wᵀKw``, ``0 ≤ w ≤ w_max`` (default 1), ``K = GGᵀ`` (G row-normalized by
+  default).  The upper bound is jadwal's choice, and what gives ``η`` a meaning: on the bare cone ``w ≥ 0``,
+  ``U_η(w) = U_1(ηw)/η``, so η only rescales ``w`` and never changes the selected set.  With ``w ≤ 1`` (a
+  chosen sample is trained with weight 1, uniform loss) η weighs redundancy (``wᵀKw``) against alignment
+  with the anchors (``⟨w, μ⟩``): small η → the most aligned samples, large η → diverse ones;
 * per-domain budgets ``κ_c = round(κ·|B_c|/|B|)`` by largest remainder, so the budgets sum to κ and no
   domain gets more than it has (:func:`domain_budgets`);
 * OMP for κ rounds: r = ∇U(w) = μ − ηKw; among the items of partitions with budget left, add the one
   of largest ``r_i``; refit ``w ≥ 0`` on the support by accelerated projected gradient (FISTA, step
-  ``1/(η‖K_SS‖_F)``, ``refit_iters`` iterations).  The chosen subset is trained with uniform loss.
+  ``1/(η‖K_SS‖_F)``, ``refit_iters`` iterations, projected on ``[0, w_max]``).  The chosen subset is trained
+  with uniform loss.
 
-:func:`conflicting_pairs` counts pairs with ``⟨g_i, g_j⟩ < 0``; the loop logs it for the chosen batch.
+:func:`conflicting_pairs` counts pairs with ``⟨g_i, g_j⟩ < 0``; the loop logs it for the whole pool, the
+chosen batch, and a random subset of the same pool with the same per-domain budgets (the baseline that
+"fewer conflicting pairs" must be read against).
 """
 from __future__ import annotations
 
@@ -67,14 +75,15 @@ def utility(w: np.ndarray, mu: np.ndarray, K: np.ndarray, eta: float) -> float:
 
 
 def refit_nonneg(mu_s: np.ndarray, K_ss: np.ndarray, eta: float, iters: int = 128,
-                 w0: np.ndarray | None = None) -> np.ndarray:
-    """max ⟨w, μ⟩ − (η/2) wᵀKw over w ≥ 0 by accelerated projected gradient (FISTA)."""
+                 w0: np.ndarray | None = None, w_max: float | None = None) -> np.ndarray:
+    """max ⟨w, μ⟩ − (η/2) wᵀKw over 0 ≤ w (≤ ``w_max`` when given) by accelerated projected gradient (FISTA)."""
     L = eta * max(float(np.linalg.norm(K_ss)), 1e-12)  # ‖K‖_F ≥ ‖K‖_2: a safe step 1/L
-    w = np.maximum(w0 if w0 is not None else np.zeros_like(mu_s), 0.0)
+    hi = np.inf if w_max is None else float(w_max)
+    w = np.clip(w0 if w0 is not None else np.zeros_like(mu_s), 0.0, hi)
     y, t = w.copy(), 1.0
     for _ in range(iters):
         g = mu_s - eta * K_ss @ y
-        w_new = np.maximum(y + g / L, 0.0)
+        w_new = np.clip(y + g / L, 0.0, hi)
         t_new = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
         y = w_new + ((t - 1) / t_new) * (w_new - w)
         w, t = w_new, t_new
@@ -82,9 +91,10 @@ def refit_nonneg(mu_s: np.ndarray, K_ss: np.ndarray, eta: float, iters: int = 12
 
 
 def omp_select(mu: np.ndarray, K: np.ndarray, domains: Sequence, kappa: int, *, eta: float = 1.0,
-               refit_iters: int = 128, aligned_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               refit_iters: int = 128, aligned_first: bool = True,
+               w_max: float | None = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """OMP under the partition matroid of :func:`domain_budgets`.  Returns (chosen indices in pick order,
-    their non-negative weights).
+    their weights in ``[0, w_max]``; ``w_max=None``: the bare cone ``w ≥ 0``, where η has no effect).
 
     ``aligned_first`` (a jadwal choice): while a partition still has candidates with ``μ_i > 0`` (aligned with
     the validation anchors), only those are eligible in it.  Once the refit saturates the support, the
@@ -113,14 +123,14 @@ def omp_select(mu: np.ndarray, K: np.ndarray, domains: Sequence, kappa: int, *, 
         free[j] = False
         used[dom[j]] += 1
         S = np.array(chosen)
-        w_s = refit_nonneg(mu[S], K[np.ix_(S, S)], eta, refit_iters, w0=np.append(w_s, 0.0))
+        w_s = refit_nonneg(mu[S], K[np.ix_(S, S)], eta, refit_iters, w0=np.append(w_s, 0.0), w_max=w_max)
     return np.array(chosen), w_s
 
 
-def subset_utility(S, mu, K, eta, refit_iters: int = 256) -> float:
-    """U of the best w ≥ 0 supported on S."""
+def subset_utility(S, mu, K, eta, refit_iters: int = 256, w_max: float | None = None) -> float:
+    """U of the best w supported on S (0 ≤ w, ≤ ``w_max`` when given)."""
     S = np.asarray(S)
-    w = refit_nonneg(mu[S], K[np.ix_(S, S)], eta, refit_iters)
+    w = refit_nonneg(mu[S], K[np.ix_(S, S)], eta, refit_iters, w_max=w_max)
     return utility(w, mu[S], K[np.ix_(S, S)], eta)
 
 
@@ -205,12 +215,76 @@ def take(batch: dict, idx: Sequence[int]) -> dict:
     return out
 
 
+def random_same_budget(domains: Sequence, kappa: int, rng: np.random.Generator) -> list[int]:
+    """A uniform random subset with the per-domain budgets of :func:`domain_budgets` (the baseline that
+    PartitionSel's chosen batch is compared against).  Sorted indices."""
+    dom = list(domains)
+    out: list[int] = []
+    for d, k in domain_budgets(dom, kappa).items():
+        members = [i for i, x in enumerate(dom) if x == d]
+        out += rng.choice(members, size=k, replace=False).tolist() if k else []
+    return sorted(int(i) for i in out)
+
+
+TEST_SPLITS = ("test",)
+
+
+class AnchorSampler:
+    """Validation anchors for PartitionSel, drawn over the whole ``anchor_index`` across the run.
+
+    Each call draws a step of the index uniformly (this rank's micro-batch of that step) and then
+    ``n`` of its samples, both from the selector's RNG (checkpointed, so a resumed run draws the same
+    anchors).  The index must be planned on a dev split: a ``test`` split (or ``split: null``, which
+    spans every split) is refused — choosing training data by test gradients leaks the test set.
+    Read micro-batches are kept (at most ``cache`` of them)."""
+
+    def __init__(self, workspace, index: str, *, rank: int = 0, world_size: int = 1, cache: int = 64):
+        from ..sched_index import open_index
+
+        idx = open_index(workspace, index, verify_shards=False)
+        split = idx.meta.get("split")
+        if split is None or str(split).lower() in TEST_SPLITS:
+            what = "every split (split: null)" if split is None else f"the {split!r} split"
+            raise ValueError(f"partitionsel: anchor_index {index!r} is planned on {what}; anchors must come from "
+                             "a dev split (plan an index with `split: dev`), never from test data")
+        self.workspace, self.index, self.rank, self.world_size = workspace, index, rank, world_size
+        self.split = str(split)
+        self.first, self.end = int(idx.start_step), int(idx.num_steps)
+        if self.end <= self.first:
+            raise ValueError(f"partitionsel: anchor_index {index!r} has no steps")
+        self.cache_size = int(cache)
+        self._cache: dict[int, dict] = {}
+        self.steps_drawn: list[int] = []  # for tests and logs: which anchor steps were used
+
+    def _batch(self, step: int) -> dict:
+        if step not in self._cache:
+            from torch.utils.data import DataLoader
+
+            from .dataset import ScheduleDataset
+            from .features import pad_batch
+
+            ds = ScheduleDataset(self.workspace, self.index, rank=self.rank, world_size=self.world_size,
+                                 start_step=step, features="whisper_mel", prefetch=0)
+            b = next(iter(DataLoader(ds, batch_size=None, num_workers=0, collate_fn=pad_batch)))
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[step] = b
+        return self._cache[step]
+
+    def __call__(self, rng: np.random.Generator, n: int) -> dict:
+        step = int(rng.integers(self.first, self.end))
+        self.steps_drawn.append(step)
+        b = self._batch(step)
+        pick = sorted(rng.choice(len(b["ids"]), size=min(n, len(b["ids"])), replace=False).tolist())
+        return take(b, pick)
+
+
 class RandomSelector:
     """Keeps a uniform random κ-subset of each pool (seeded; its state is checkpointed)."""
 
     name = "random"
 
-    def __init__(self, seed: int = 0, **_):
+    def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
     def select(self, model, batch: dict, kappa: int, domain: str | None) -> tuple[list[int], dict]:
@@ -225,20 +299,30 @@ class RandomSelector:
 
 
 class PartitionSelSelector:
-    """PartitionSel (see the module docstring).  ``anchors``: a callable returning a padded validation
-    micro-batch of ``n_anchors`` samples (resampled each step), or None to use the pool's mean gradient
-    as a single anchor (no validation set)."""
+    """PartitionSel (see the module docstring).  ``anchors``: a callable ``(rng, n)`` → a padded validation
+    micro-batch of ``n`` samples (an :class:`AnchorSampler` over ``anchor_index``; required).
+
+    Each :meth:`select` also draws a random subset of the same pool with the same per-domain budgets
+    (its own RNG) and reports the conflicting pairs of both (``selected_conflicts``, ``random_conflicts``)."""
 
     name = "partitionsel"
 
-    def __init__(self, *, last_layers: int = 3, proj_dim: int | None = None, eta: float = 1.0, n_anchors: int = 4,
-                 refit_iters: int = 128, normalize: bool = True, anchors=None, seed: int = 0, **_):
+    def __init__(self, *, anchors, anchor_index: str | None = None, last_layers: int = 3,
+                 proj_dim: int | None = None, eta: float = 1.0, w_max: float | None = 1.0, n_anchors: int = 4,
+                 refit_iters: int = 128, normalize: bool = True, seed: int = 0):
+        if anchors is None:
+            raise ValueError("partitionsel needs validation anchors: set `anchor_index` in the selector to an index "
+                             "planned on a dev split (without it the selection is not validation-guided)")
+        if float(eta) <= 0:
+            raise ValueError(f"partitionsel: eta must be > 0 (got {eta})")
         self.last_layers, self.proj_dim, self.eta = last_layers, proj_dim, float(eta)
+        self.w_max = None if w_max is None else float(w_max)
         self.n_anchors, self.refit_iters, self.normalize = int(n_anchors), int(refit_iters), bool(normalize)
-        self.anchors = anchors
+        self.anchors, self.anchor_index = anchors, anchor_index
         self.seed = seed
         self._proj: Projector | None = None
         self.rng = np.random.default_rng(seed)
+        self.baseline_rng = np.random.default_rng([seed, 1])
 
     def _grads(self, model, batch: dict, names) -> torch.Tensor:
         with torch.no_grad():
@@ -260,39 +344,56 @@ class PartitionSelSelector:
         model.eval()
         G = self._grads(model, batch, names)
         Gn = G / G.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        if self.anchors is not None:
-            V = self._grads(model, self.anchors(self.rng, self.n_anchors), names)
-            Vn = V / V.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            mu = (Gn @ Vn.T).mean(1)
-        else:
-            m = Gn.mean(0)
-            mu = Gn @ (m / m.norm().clamp(min=1e-12))
+        V = self._grads(model, self.anchors(self.rng, self.n_anchors), names)
+        Vn = V / V.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        mu = (Gn @ Vn.T).mean(1)
         Gk = Gn if self.normalize else G
         K = Gk @ Gk.T
         doms = batch.get(domain) if domain else None
         doms = doms if doms is not None else ["_"] * len(batch["ids"])
-        S, w = omp_select(mu.double().numpy(), K.double().numpy(), doms, kappa, eta=self.eta,
-                          refit_iters=self.refit_iters)
+        mu_np, K_np = mu.double().numpy(), K.double().numpy()
+        S, w = omp_select(mu_np, K_np, doms, kappa, eta=self.eta, refit_iters=self.refit_iters, w_max=self.w_max)
         model.train(was_training)
         chosen = sorted(S.tolist())
-        return chosen, {"pool_conflicts": conflicting_pairs(G), "utility": utility(w, mu.double().numpy()[S],
-                        K.double().numpy()[np.ix_(S, S)], self.eta), "selected_conflicts": conflicting_pairs(G[chosen])}
+        rand = random_same_budget(doms, kappa, self.baseline_rng)
+        return chosen, {"pool_conflicts": conflicting_pairs(G), "selected_conflicts": conflicting_pairs(G[chosen]),
+                        "random_conflicts": conflicting_pairs(G[rand]),
+                        "utility": utility(w, mu_np[S], K_np[np.ix_(S, S)], self.eta)}
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state, "baseline_rng": self.baseline_rng.bit_generator.state}
 
     def load_state_dict(self, s: dict) -> None:
         self.rng.bit_generator.state = s["rng"]
+        if "baseline_rng" in s:
+            self.baseline_rng.bit_generator.state = s["baseline_rng"]
 
 
 SELECTORS = {"random": RandomSelector, "partitionsel": PartitionSelSelector}
+# options a user may set in `selector:` (the rest — seed, anchors — come from the loop)
+OPTIONS = {"random": (), "partitionsel": ("anchor_index", "last_layers", "proj_dim", "eta", "w_max", "n_anchors",
+                                          "refit_iters", "normalize")}
 
 
-def make_selector(spec: dict | str | None, **kw):
+def selector_spec(spec: dict | str | None) -> dict | None:
+    """The ``selector:`` section as a dict with ``kind``; unknown kinds and options are errors."""
     if spec is None:
         return None
     spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
-    kind = spec.pop("kind", "partitionsel")
+    kind = spec.setdefault("kind", "partitionsel")
     if kind not in SELECTORS:
         raise ValueError(f"unknown selector {kind!r}; expected one of {sorted(SELECTORS)}")
+    bad = sorted(set(spec) - {"kind"} - set(OPTIONS[kind]))
+    if bad:
+        raise ValueError(f"selector {kind}: unknown option(s) {bad}; allowed: {', '.join(OPTIONS[kind]) or 'none'}")
+    return spec
+
+
+def make_selector(spec: dict | str | None, **kw):
+    """A selector from its ``selector:`` section (see :func:`selector_spec`) and loop-provided ``kw``
+    (``seed``; ``anchors`` for partitionsel)."""
+    spec = selector_spec(spec)
+    if spec is None:
+        return None
+    kind = spec.pop("kind")
     return SELECTORS[kind](**spec, **kw)

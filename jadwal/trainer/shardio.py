@@ -6,16 +6,24 @@ it, front to back), positioned once at the visit's first sample (one ``seek``; f
 by reading), and then read forward: each needed sample's ``[offset, offset + size)`` exactly, gaps
 between needed samples skipped forward (read and dropped when shorter than ``seek_gap`` bytes or when
 the stream cannot seek, else one forward ``seek``).
+
+Security (``docs/security.md``): a ``path`` read from ``shards.parquet`` never runs a command and
+never reaches the network unless its scheme was allowed (:func:`shard_path_refusal`, checked when an
+index is planned and again when the loader builds a shard's URL).  ``pipe:`` commands come only from
+the user's own ``shard_root`` argument; the stored path substituted for ``{path}`` is shell-quoted.
 """
 from __future__ import annotations
 
 import io
 import os
+import shlex
 import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from ..access import LOCAL_SCHEMES, Access, chain_schemes
 
 BLOCK = 512
 _ZERO_BLOCK = b"\0" * BLOCK
@@ -49,29 +57,79 @@ class TarFormatError(ValueError):
 Opener = Callable[[str], BinaryIO]
 
 
-def shard_url(rel_path: str, workspace_root: Path, shard_root: str | None) -> str:
-    """Where the shard ``rel_path`` (relative to the workspace) lives.
+def shard_path_refusal(path, allow_remote=frozenset()) -> str | None:
+    """``None`` when ``path`` (a shard path as stored in ``shards.parquet``) may be opened; else why
+    not, in one line naming the option that would allow it.
 
+    A stored path is a workspace-relative or absolute local path, or a URL whose every scheme is
+    local (``file``, ``memory``) or in ``allow_remote`` (CLI ``--allow-remote``).  Refused: ``pipe:``
+    (a command; commands come only from the user's ``shard_root``), empty values, NUL/newline
+    characters, and a leading ``-`` (an option, once substituted into a user's command)."""
+    if not isinstance(path, str) or not path.strip():
+        return f"shard path {path!r} is empty or not a string"
+    if any(c in path for c in "\0\n\r"):
+        return f"shard path {path!r} holds a NUL or newline character"
+    if path.lstrip().lower().startswith("pipe:"):
+        return (f"shard path {path!r} is a command; a path read from the shard index never runs "
+                f"(pass commands yourself: shard_root='pipe:… {{path}}' / --shard-root)")
+    if path.startswith("-"):
+        return f"shard path {path!r} starts with '-'"
+    if Access(allow_remote=frozenset(allow_remote)).remote_refusal(path):
+        denied = [s for s in chain_schemes(path) if s not in LOCAL_SCHEMES and s not in allow_remote]
+        opt = ",".join(dict.fromkeys(denied))
+        return (f"shard path {path!r} uses scheme {denied[0]!r}; remote shards are read only when allowed "
+                f"(pass --allow-remote {opt}, or allow_remote={{{', '.join(repr(d) for d in dict.fromkeys(denied))}}} in code)")
+    return None
+
+
+def check_shard_paths(paths, allow_remote=frozenset(), *, where: str = "shards.parquet") -> None:
+    """Raise :class:`LoaderError` naming the first refused path of ``paths`` (see
+    :func:`shard_path_refusal`) and how many were refused."""
+    bad = [(p, why) for p in paths if (why := shard_path_refusal(p, allow_remote))]
+    if bad:
+        more = f" (and {len(bad) - 1} more refused path(s))" if len(bad) > 1 else ""
+        raise LoaderError(f"{where}: {bad[0][1]}{more}")
+
+
+def shard_url(rel_path: str, workspace_root: Path, shard_root: str | None,
+              allow_remote=frozenset()) -> str:
+    """Where the shard ``rel_path`` (as stored in the shard index) lives.
+
+    ``rel_path`` is first checked (:func:`shard_path_refusal`; :class:`LoaderError` when refused).
     ``shard_root`` None → ``<workspace>/<rel_path>``; a string containing ``{path}`` is a template
-    (``"pipe:aws s3 cp s3://bucket/ws/{path} -"``); any other string is a prefix joined with ``/``
-    (``"s3://bucket/ws"``, ``"/mnt/ws"``, ``"file:///mnt/ws"``).  A ``rel_path`` that is already a
-    URL (shards written with ``jadwal shard --output URL``) is used as is.
+    (``"pipe:aws s3 cp s3://bucket/ws/{path} -"``; in a ``pipe:`` template ``{path}`` is replaced by
+    the shell-quoted path, so write it unquoted); any other string is a prefix joined with ``/``
+    (``"s3://bucket/ws"``, ``"/mnt/ws"``, ``"file:///mnt/ws"``; a ``pipe:`` root needs ``{path}``).
+    A ``rel_path`` that is already a URL (shards written with ``jadwal shard --output URL``) is used
+    as is.  ``shard_root`` is the user's own argument: its schemes and commands are trusted.
     """
+    why = shard_path_refusal(rel_path, allow_remote)
+    if why:
+        raise LoaderError(why)
     if "://" in rel_path:
         return rel_path
     if shard_root is None:
         return str(workspace_root / rel_path)
+    is_pipe = shard_root.startswith("pipe:")
     if "{path}" in shard_root:
-        return shard_root.replace("{path}", rel_path)
+        return shard_root.replace("{path}", shlex.quote(rel_path) if is_pipe else rel_path)
+    if is_pipe:
+        raise LoaderError(f"shard_root {shard_root!r}: a pipe: command needs a {{path}} placeholder "
+                          f"(e.g. 'pipe:cat /mnt/ws/{{path}}')")
     return shard_root.rstrip("/") + "/" + rel_path
 
 
 class PipeFile:
-    """Read-only, forward-only file over a shell command's stdout (webdataset's ``pipe:`` URLs)."""
+    """Read-only, forward-only file over a shell command's stdout (webdataset's ``pipe:`` URLs).
 
-    def __init__(self, cmd: str):
+    ``cmd`` is the user's own command line (their ``shard_root`` template with the quoted shard path
+    substituted, see :func:`shard_url`), so it runs in ``/bin/sh`` as written (pipelines, ``$VARS``);
+    a ``list`` runs without a shell.  Never built from a value read out of a workspace."""
+
+    def __init__(self, cmd: str | list[str]):
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, bufsize=0)
+        # shell only for the user's own command string (see the class docstring)
+        self.proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), stdout=subprocess.PIPE, bufsize=0)
         self.raw = self.proc.stdout
 
     def read(self, n: int = -1) -> bytes:

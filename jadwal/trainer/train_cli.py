@@ -18,6 +18,8 @@ def _train(args) -> int:
         v = getattr(args, key)
         if v is not None:
             cfg[key] = v
+    if args.set:
+        cfg = load_config(apply_overrides(cfg, args.set))
     ws = args.workspace
     if args.nproc and args.nproc > 1:
         spawn(cfg, ws, args.nproc)
@@ -31,6 +33,37 @@ def _train(args) -> int:
         _write_meta(ws, cfg)
         print(json.dumps({k: v for k, v in res.items() if k != "history"}, default=str))
     return 0
+
+
+def apply_overrides(cfg: dict, items: list[str]) -> dict:
+    """``KEY=VALUE`` overrides of a config: KEY a dotted path (list items by number, e.g. ``stages.0.index``),
+    VALUE parsed as YAML (``3``, ``1e-3``, ``[lora]``, ``mix``).  Only existing keys/items (or a new key
+    under an existing mapping) can be set."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(cfg)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. stages.0.index=mix")
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                raise ValueError(f"--set {item!r}: {key!r} is not a path into the config")
+        value = yaml.safe_load(raw)
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ValueError(f"--set {item!r}: no item {last!r} in a list of {len(node)}")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ValueError(f"--set {item!r}: {key!r} is not a path into the config")
+    return out
 
 
 def _write_meta(workspace, cfg: dict) -> None:
@@ -59,4 +92,7 @@ def register(sub, common) -> None:
     p.add_argument("--resume", default=None, help="'auto' (latest checkpoint of the run) or a checkpoint folder")
     p.add_argument("--stop-after", dest="stop_after", type=int, default=None,
                    help="stop (with a checkpoint) after this many micro-batches")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable): a dotted path, a YAML value, e.g. "
+                   "--set stages.0.index=tpc --set eval_every=10")
     p.set_defaults(func=_train)

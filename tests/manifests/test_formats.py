@@ -25,14 +25,14 @@ def test_kaldi_segments(ws, kaldi_dir):
     assert sorted(rows) == ["kal/u1", "kal/u2", "kal/u3"]
     assert {k: v["reason"] for k, v in rej.items()} == {
         "kal/u4": "segment_out_of_range",
-        "kal/u5": "unreadable_audio",
+        "kal/u5": "command_not_allowed",
         "kal/u6": "missing_audio",
         "kal/u7": "duplicate_audio",
         "kal/u8": "bad_encoding",
         "kal/u9": "empty_text",
         "kal/u10": "bad_row",
     }
-    assert rej["kal/u5"]["detail"] == "pipe entries not supported"
+    assert "--allow-commands" in rej["kal/u5"]["detail"]  # commands run only when the user allows them
     assert rej["kal/u8"]["source"] == "segments:8"
     assert "\\xe9" in rej["kal/u8"]["row"]  # the bad byte is shown, not lost
     u1, u2, u3 = rows["kal/u1"], rows["kal/u2"], rows["kal/u3"]
@@ -173,8 +173,8 @@ def test_lhotse_recordings_supervisions(ws, lhotse_dir):
     import_source(ws, lhotse_dir, "lhotse", dataset="lh", task="asr", workers=1)
     rows, rej = load(ws, "lh")
     assert sorted(rows) == ["lh/s1", "lh/s2", "lh/s5"]
-    assert {k: v["reason"] for k, v in rej.items()} == {"lh/s3": "segment_out_of_range", "lh/s4": "unreadable_audio"}
-    assert rej["lh/s4"]["detail"] == "source type 'url' not supported"
+    assert {k: v["reason"] for k, v in rej.items()} == {"lh/s3": "segment_out_of_range", "lh/s4": "remote_audio_not_allowed"}
+    assert "--allow-remote https" in rej["lh/s4"]["detail"]
     s2 = rows["lh/s2"]
     assert (s2["offset_s"], s2["duration_s"], s2["recording_id"], s2["speaker"]) == (1.5, 2.5, "rec1", "B")
     assert s2["split"] == "dev"
@@ -187,13 +187,14 @@ def test_lhotse_recordings_supervisions(ws, lhotse_dir):
 def test_lhotse_cuts(ws, lhotse_cuts):
     import_source(ws, lhotse_cuts, "lhotse", dataset="lc", task="asr", workers=1)
     rows, rej = load(ws, "lc")
-    assert sorted(rows) == ["lc/c1", "lc/c2", "lc/c4"]
+    assert sorted(rows) == ["lc/x1", "lc/x2", "lc/x3", "lc/x4"]  # one row per supervision
     assert [v["reason"] for v in rej.values()] == ["bad_row"]
-    c1 = rows["lc/c1"]
-    assert c1["text"] == "اولا ثانيا"  # supervisions ordered by start; alef unified
-    assert (c1["offset_s"], c1["duration_s"], c1["speaker"], c1["split"]) == (0.0, 3.0, "A", "train")
-    assert rows["lc/c2"]["label"] == "lev"
-    assert rows["lc/c4"]["offset_s"] == 5.0
+    x1, x2 = rows["lc/x1"], rows["lc/x2"]
+    assert x1["text"] == "اولا"  # alef unified
+    assert (x1["offset_s"], x1["duration_s"], x1["speaker"], x1["split"]) == (0.0, 1.5, "A", "train")
+    assert (x2["offset_s"], x2["duration_s"], json.loads(x2["extra"])["cut_id"]) == (1.5, 1.5, "c1")
+    assert (rows["lc/x3"]["label"], rows["lc/x3"]["offset_s"]) == ("lev", 3.0)  # cut start + supervision start
+    assert rows["lc/x4"]["offset_s"] == 5.0
 
 
 def test_jsonl(ws, jsonl_src):

@@ -106,3 +106,28 @@ def test_default_normalization_properties(s):
     assert normalize_text(out) == out  # idempotent
     assert not set(out) & set(DIACRITICS + [TATWEEL] + list(ALEF_VARIANTS) + list("٠١٢٣٤٥٦٧٨٩،؛؟"))
     assert out == out.strip() and "  " not in out
+
+
+# -- the train form (jadwal.textforms): orthography kept, only invisible/decorative changes -------------
+TRAIN_CASES = [
+    ("أحمد إبراهيم آمن على مستشفى", False, "أحمد إبراهيم آمن على مستشفى"),  # hamza forms, ى kept
+    ("كَتَبَ الطالبُ ٣ دروسٍ، ثمّ نام.", False, "كَتَبَ الطالبُ ٣ دروسٍ، ثمّ نام."),  # diacritics, digits, punctuation kept
+    ("كَتَبَ الطالبُ ٣ دروسٍ، ثمّ نام.", True, "كتب الطالب ٣ دروس، ثم نام."),  # strip_diacritics option
+    ("جمـــيل", False, "جميل"),  # tatweel removed
+    ("\u200fمرحبا\u200c بكم\u200b\ufeff", False, "مرحبا بكم"),  # bidi / zero-width controls removed
+    ("\ufefb \ufe8d\ufedf\ufe92\ufef4\ufe96", False, "لا البيت"),  # presentation forms → letters (NFKC)
+    ("\u0627\u0654حمد", False, "أحمد"),  # decomposed hamza composed (NFC), not unified
+    ("ﷲ", False, "الله"),
+    ("  سطر\tو\nسطر  ", False, "سطر و سطر"),
+    ("Hello, World! ½", False, "Hello, World! ½"),  # NFKC only for Arabic presentation forms
+]
+
+
+@pytest.mark.parametrize("text,strip,want", TRAIN_CASES)
+def test_train_form(text, strip, want):
+    from jadwal.textforms import TrainOptions, score_text, train_text
+
+    got = train_text(text, TrainOptions(strip_diacritics=strip))
+    assert got == want
+    assert train_text(got, TrainOptions(strip_diacritics=strip)) == got
+    assert score_text(got) == normalize_text(text) == score_text(text)

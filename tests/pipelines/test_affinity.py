@@ -127,3 +127,63 @@ def test_cli_end_to_end_feeds_gst_index(tmp_path):
     first_group = set(doc["groups"][doc["order"][0]])
     ds = idx.samples.column("dataset").to_numpy(zero_copy_only=False)
     assert set(ds[np.concatenate([idx.rows(t, 0) for t in range(24 // len(doc["groups"]))])]) <= first_group
+
+
+def test_alike_datasets_warn_instead_of_a_forced_split(caplog):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(200)
+    G = base + 1e-3 * rng.standard_normal((4, 200))  # four datasets with the same mean gradient, up to noise
+    names = ["a", "b", "c", "d"]
+    with caplog.at_level("WARNING"):
+        auto = group_datasets(names, G, n_groups="auto", seed=0)
+    assert auto.alike and auto.chosen_by == "alike" and auto.groups == [names]
+    assert auto.max_distance < 0.02 and "look alike" in auto.warning and "look alike" in caplog.text
+    # the RBF with the median σ alone would have split them (the behaviour this replaces)
+    assert group_datasets(names, G, n_groups="auto", seed=0, alike_distance=0.0).chosen_by == "eigengap"
+    given = group_datasets(names, G, n_groups=2, seed=0)
+    assert len(given.groups) == 2 and "anyway" in given.warning
+    far = group_datasets(*planted(2, 2, seed=1)[:2], seed=0)
+    assert not far.alike and far.warning is None
+
+
+def test_cli_affinity_from_a_trained_run(tmp_path, capsys):
+    """`--model runs/NAME` loads the run's trained weights (latest checkpoint, its tokenizer and model section):
+    the written gradients are those of the trained model, not of a fresh random one."""
+    import torch
+
+    from jadwal.cli import main
+    from jadwal.pipelines.affinity import dataset_gradients
+    from jadwal.sched_index import build_index
+    from jadwal.trainer.loop import Trainer
+    from jadwal.trainer.model import load_trained
+    from jadwal.workspace import Workspace
+
+    ws = _workspace(tmp_path / "ws")
+    build_index(ws, {"seed": 1, "batch_size": 4, "steps": 3, "world_size": 1, "buffer": 0,
+                     "phases": [{"policy": "mix", "by": "dataset", "weights": "uniform"}]}, "p1", progress=False)
+    model = {"lora": {"r": 4, "init_b_std": 0.02}, "tokenizer": {"vocab_size": 300},
+             "lm": {"tiny_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                      "num_key_value_heads": 1}},
+             "encoder": {"kind": "tiny", "tiny_config": {"d_model": 32, "encoder_layers": 1,
+                                                          "encoder_attention_heads": 2, "encoder_ffn_dim": 64}}}
+    tr = Trainer({"run": "phase1", "seed": 4, "model": model, "num_workers": 0, "plot": False,
+                  "stages": [{"name": "p1", "index": "p1", "train": ["encoder", "aligner", "lora"], "lr": 5e-2}]}, ws)
+    tr.run()
+    loaded = load_trained(ws / "runs" / "phase1")
+    want = tr.model.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())  # LM base rebuilt, rest loaded
+    argv = ["affinity", "-w", str(ws), "--model", "runs/phase1", "--samples-per-dataset", "4", "--batch-size", "4",
+            "--name", "trained", "--projection-dim", "64", "--no-progress"]
+    assert main(argv) == 0
+    assert "trained weights of" in capsys.readouterr().out
+    datasets = json.loads((ws / "groups" / "trained" / "groups.json").read_text())["datasets"]
+    G = np.load(ws / "groups" / "trained" / "gradients.npy")
+    ref = dataset_gradients(Workspace(ws), tr.model, "affinity-trained", datasets, "lora", projection_dim=64,
+                            seed=0, progress=False)
+    assert np.allclose(G, ref, rtol=1e-5, atol=1e-8)
+    assert main(["affinity", "-w", str(ws), "--model", "tiny", "--samples-per-dataset", "4", "--batch-size", "4",
+                 "--name", "random", "--projection-dim", "64", "--no-progress"]) == 0
+    assert not np.allclose(np.load(ws / "groups" / "random" / "gradients.npy"), G)
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        (ws / "runs" / "empty" / "checkpoints").mkdir(parents=True)
+        load_trained(ws / "runs" / "empty")

@@ -364,6 +364,38 @@ def test_extractive_is_deterministic(built):
     assert [r["instruction"] for r in a] != [r["instruction"] for r in b]
 
 
+class Decorating:
+    """Extractive summaries with a tatweel and a right-to-left mark added; records its inputs."""
+
+    name, version = "decorating", "test-1"
+
+    def __init__(self):
+        self.inputs: list[str] = []
+
+    def summarize(self, texts, target_ratio):
+        self.inputs += texts
+        return [s[:1] + "ـ" + s[1:] + "‏" for s in ExtractiveSummarizer().summarize(texts, target_ratio)]
+
+
+@pytest.mark.parametrize("form", ["train", "raw"])
+def test_summarizer_input_and_output_in_the_declared_text_form(built, form):
+    from jadwal.textforms import train_text
+
+    ws, _, _ = built
+    summ = Decorating()
+    build_ssum(ws, "src", name=f"src_{form}", summarizer=summ, **{**KW, "text_form": form})
+    rows = read(ws, f"src_{form}")
+    assert rows and all(json.loads(r["extra"])["text_form"] == form for r in rows)
+    for r in rows:
+        if form == "train":
+            assert r["target"] == train_text(r["target"]) and "ـ" not in r["target"]
+        else:
+            assert r["target"].startswith(r["target"][:1] + "ـ") and r["target"].endswith("‏")
+    assert all(doc == "\n".join(train_text(line) for line in doc.split("\n")) for doc in summ.inputs)
+    with pytest.raises(ValueError, match="text-form"):
+        build_ssum(ws, "src", name="src_bad", **{**KW, "text_form": "score"})
+
+
 def test_cli(built):
     from jadwal.cli import main
 

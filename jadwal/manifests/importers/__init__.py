@@ -10,7 +10,12 @@ as a whole is unusable (wrong folder, no index file).
 
 Text read from files is decoded with ``errors="surrogateescape"``: a line with bytes that are not
 UTF-8 survives parsing with lone surrogates in its strings, and the common path rejects exactly
-that row with ``bad_encoding`` (the rejects table shows the bytes as ``\\xNN``).
+that row with ``bad_encoding`` (the rejects table shows the bytes as ``\\xNN``).  A UTF-8 byte-order
+mark at the start of a file is dropped (the first row is kept).
+
+Audio values that are URLs (``s3://…``, ``ftp://…``) are passed through unchanged; the core refuses
+them (``remote_audio_not_allowed``) unless the user's :class:`~jadwal.access.Access` grant names
+the scheme.  An importer never opens a URL itself.
 """
 from __future__ import annotations
 
@@ -25,8 +30,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ...access import LOCAL_ONLY, Access
 
-FORMATS = ("kaldi", "commonvoice", "audiofolder", "hf", "lhotse", "jsonl", "csv")
+FORMATS = ("kaldi", "commonvoice", "audiofolder", "hf", "lhotse", "jsonl", "csv", "nemo")
 _MODULES = {
+    "nemo": "tabular",
     "kaldi": "kaldi",
     "commonvoice": "commonvoice",
     "audiofolder": "audiofolder",
@@ -35,6 +41,9 @@ _MODULES = {
     "jsonl": "tabular",
     "csv": "tabular",
 }
+
+#: Longest line (bytes) a line-oriented reader accepts; a longer one is one ``bad_row`` reject.
+MAX_LINE_BYTES = 64 << 20
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".sph", ".webm")
 
@@ -65,6 +74,10 @@ class RawRow:
     audio: str | None = None  # absolute path of the audio file
     audio_bytes: bytes | None = None  # embedded audio (HF); extracted by the core
     audio_ext: str | None = None  # extension for audio_bytes (".wav", …)
+    audio_key: str | None = None  # name of the extracted audio_bytes file (default: source_id); rows
+    #   sharing one recording (Kaldi segments of a command entry) share one key and one file
+    file_duration: Any = None  # seconds the source says the whole audio file lasts (Kaldi reco2dur/utt2dur);
+    #   checked against the probe (``duration_mismatch`` beyond the end tolerance)
     offset: Any = None  # seconds (segment start); None → whole file
     duration: Any = None  # seconds (segment length); None → to the end of the file
     text: str | None = None
@@ -88,10 +101,13 @@ class ImportContext:
     columns: dict[str, str] = field(default_factory=dict)  # logical field → column name (user-given)
     options: dict = field(default_factory=dict)  # format-specific options
     access: Access = LOCAL_ONLY  # what the user allowed: remote schemes, commands (jadwal/access.py)
+    defaults: dict[str, tuple[str, ...]] | None = None  # a format preset's column candidates (nemo)
 
     def column_candidates(self, name: str) -> tuple[str, ...]:
         if name in self.columns:
             return (self.columns[name],)
+        if self.defaults and name in self.defaults:
+            return self.defaults[name]
         return DEFAULT_COLUMNS.get(name, (name,))
 
     def pick_columns(self, available: Iterable[str], strict: bool = True) -> dict[str, str]:
@@ -124,7 +140,7 @@ def get_importer(fmt: str) -> Callable[[ImportContext], Source]:
     if fmt not in _MODULES:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     mod = importlib.import_module(f"{__name__}.{_MODULES[fmt]}")
-    if fmt in ("jsonl", "csv"):
+    if fmt in ("jsonl", "csv", "nemo"):
         return lambda ctx: mod.open_source(ctx, fmt)
     return mod.open_source
 
@@ -135,10 +151,24 @@ def open_bytes(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, text)`` for each non-blank line, decoded with surrogateescape (see module doc)."""
+def read_lines(path: Path, max_bytes: int | None = None) -> Iterator[tuple[int, str | None]]:
+    """``(line_number, text)`` for each non-blank line, decoded with surrogateescape (see module doc);
+    a leading BOM is dropped.  With ``max_bytes``, a longer line is skipped without being held in
+    memory and yields ``(line_number, None)`` (the caller rejects it)."""
     with open_bytes(path) as f:
-        for n, line in enumerate(f, 1):
+        n = 0
+        while True:
+            line = f.readline() if max_bytes is None else f.readline(max_bytes + 1)
+            if not line:
+                return
+            n += 1
+            if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if max_bytes is not None and len(line) > max_bytes and not line.endswith(b"\n"):
+                while (more := f.readline(1 << 20)) and not more.endswith(b"\n"):
+                    pass  # skip the rest of the over-long line
+                yield n, None
+                continue
             s = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
             if s.strip():
                 yield n, s

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import AUDIO_EXTENSIONS, SPLIT_TOKENS, ImportContext, RawRow, Source, rel_source, relpath_no_ext
-from .tabular import iter_records, record_to_row
+from .tabular import iter_records, safe_record_to_row
 
 FORMAT = "audiofolder"
 METADATA = ("metadata.csv", "metadata.jsonl")
@@ -79,7 +79,7 @@ def _rows(ctx: ImportContext, metas: list[Path], info: dict):
                 if audio_col in rec:
                     colmap["audio"] = audio_col
                 has_label = "label" in colmap
-            row = record_to_row(rec, colmap, meta.parent, src, None)
+            row = safe_record_to_row(rec, colmap, meta.parent, src, None)
             if row.audio is None:
                 if row.reject is None:
                     row.reject = ("bad_row", f"no {audio_col!r} value")

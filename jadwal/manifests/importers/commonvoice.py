@@ -8,14 +8,20 @@
 * id = clip file name without extension; speaker = ``client_id``; audio = ``clips/<path>``;
   ``up_votes``, ``down_votes``, ``age``, ``gender``, ``accents``/``accent``, ``variant``, ``locale``,
   ``segment`` go to ``extra`` (empty values are left out).
-* TSVs are read without quoting (as Common Voice writes them: sentences may contain quotes).
+* TSVs are read without quoting (as Common Voice writes them: sentences may contain quotes), one
+  line per record, with no field-size limit (a 200,000-character sentence is read, then judged
+  like any other).  A line whose field count differs from the header's, or a TSV whose header has
+  no ``path`` column, gives ``bad_row`` rejects for those lines only.
+* A ``path`` that is a URL (``https://…/x.mp3``) is taken as is (refused unless ``--allow-remote``
+  names its scheme); other paths are below ``clips/``.
 """
 from __future__ import annotations
 
 import csv
-import io
 
-from . import ImportContext, RawRow, Source, read_text
+from ...access import url_scheme
+from . import ImportContext, RawRow, Source
+from .tabular import csv_lines
 
 FORMAT = "commonvoice"
 EXTRA_COLUMNS = ("up_votes", "down_votes", "age", "gender", "accents", "accent", "variant", "locale", "segment")
@@ -37,33 +43,45 @@ def _rows(ctx: ImportContext, paths):
     for path in paths:
         name = path.name[: -len(".tsv")]
         split = name if name in ("train", "dev", "test") else None
-        reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            continue
-        if "path" not in header:
-            raise ValueError(f"{path}: no 'path' column in header {header}")
-        for values in reader:
-            n = reader.line_num
-            if not any(v.strip() for v in values):
-                continue
-            raw = dict(zip(header, values))
+        header: list[str] | None = None
+        header_error: str | None = None
+        for n, values, line, err in csv_lines(path, "\t", csv.QUOTE_NONE):
             src = f"{path.name}:{n}"
+            if header is None and header_error is None:
+                if values is not None and "path" in values:
+                    header = values
+                    continue
+                header_error = err or f"no 'path' column in header {values}"
+                yield RawRow(source_id=None, source=src, raw={"line": line[:10000]}, split=split,
+                             reject=("bad_row", f"header: {header_error}"))
+                continue
+            if header_error is not None:
+                yield RawRow(source_id=None, source=src, raw={"line": line[:10000]}, split=split,
+                             reject=("bad_row", f"unusable TSV, header: {header_error}"))
+                continue
+            if values is None:
+                yield RawRow(source_id=None, source=src, raw={"line": line[:10000]}, split=split, reject=("bad_row", err))
+                continue
             if len(values) != len(header):
-                yield RawRow(source_id=None, source=src, raw={"line": "\t".join(values)}, split=split,
+                yield RawRow(source_id=None, source=src, raw={"line": line[:10000]}, split=split,
                              reject=("bad_row", f"{len(values)} fields, header has {len(header)}"))
                 continue
+            raw = dict(zip(header, values))
             clip = raw["path"]
             stem = clip.rsplit(".", 1)[0] if "." in clip else clip
             extra = {k: raw[k] for k in EXTRA_COLUMNS if raw.get(k)}
             if not clip:
                 yield RawRow(source_id=None, source=src, raw=raw, split=split, reject=("bad_row", "empty path"))
                 continue
+            if url_scheme(clip):
+                audio, stem = clip, stem.rstrip("/").rsplit("/", 1)[-1]
+            else:
+                audio = str(clips / clip)
             yield RawRow(
                 source_id=stem,
                 source=src,
                 raw=raw,
-                audio=str(clips / clip),
+                audio=audio,
                 text=raw.get(text_col),
                 speaker=raw.get("client_id") or None,
                 recording_id=stem,

@@ -124,6 +124,17 @@ class _Mapper:
         return row
 
 
+def _safe_row(mapper: _Mapper, rec: dict, split: str | None, index: int, source: str) -> RawRow:
+    """``mapper.row``; a value it cannot map (an odd type) makes this row a ``bad_row``, never an abort."""
+    try:
+        return mapper.row(rec, split, index, source)
+    except Exception as e:  # noqa: BLE001 - one row never aborts an import
+        raw = {k: (f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else v) for k, v in rec.items()
+               if k != mapper.audio_col}
+        return RawRow(source_id=None, source=source, raw=raw, split=split,
+                      reject=("bad_row", f"cannot map row: {type(e).__name__}: {e}"))
+
+
 def _rows_saved(ctx: ImportContext) -> Iterator[RawRow]:
     import datasets
 
@@ -135,7 +146,7 @@ def _rows_saved(ctx: ImportContext) -> Iterator[RawRow]:
         index = 0
         for batch in ds.with_format("arrow").iter(batch_size=256):
             for rec in batch.to_pylist():
-                yield mapper.row(rec, split, index, f"{split or 'dataset'}:{index}")
+                yield _safe_row(mapper, rec, split, index, f"{split or 'dataset'}:{index}")
                 index += 1
 
 
@@ -153,5 +164,5 @@ def _rows_parquet(ctx: ImportContext, files: list[Path]) -> Iterator[RawRow]:
             for rec in batch.to_pylist():
                 index = counters.get(split, 0)
                 counters[split] = index + 1
-                yield mapper.row(rec, split, index, f"{rel}:{local}")
+                yield _safe_row(mapper, rec, split, index, f"{rel}:{local}")
                 local += 1
