@@ -9,6 +9,10 @@ straightforward per-slot Python planner (one cursor per stream, the usual sample
 mix composition — what jadwal's vectorized resolver replaces.
 
     .venv/bin/python benchmarks/bench_plan.py --sizes 1000000 10000000
+
+``--policies … amend``: after the ``mix`` index is planned, amend it at half the run (the ``tpc``
+spec, the run extended by 20%): the ledger of what was delivered (built from the old index), the
+remaining supply of every stream's current pass, and the amended index, timed like a fresh plan.
 """
 from __future__ import annotations
 
@@ -64,6 +68,8 @@ def make(ws: str, n: int) -> None:
 def run_one(ws: str, policy: str, n: int) -> dict:
     from jadwal.sched_index.planner import build_index
 
+    if policy == "amend":
+        return run_amend(ws, n)
     batch = 8 * 64
     spec = {"seed": 1, "batch_size": batch, "steps": n // batch, "world_size": 8, "readers_per_rank": 4,
             "buffer": 0, "phases": SPECS[policy]}
@@ -79,6 +85,26 @@ def run_one(ws: str, policy: str, n: int) -> dict:
     index_mb = sum(os.path.getsize(os.path.join(ws, "index", policy, f)) for f in os.listdir(os.path.join(ws, "index", policy))) / 2**20
     return {"policy": policy, "n": n, "slots": slots, "seconds": dt, "samples_per_s": slots / dt,
             "rss_before_mb": r0, "peak_rss_mb": rss_mb(), "index_mb": index_mb, "streams": len(meta["streams"])}
+
+
+def run_amend(ws: str, n: int) -> dict:
+    """Amend the ``mix`` index at half its steps to the ``tpc`` spec run 20% longer (ledger included)."""
+    from jadwal.sched_index.amend import amend
+
+    batch = 8 * 64
+    steps = n // batch
+    spec = {"seed": 1, "batch_size": batch, "steps": int(steps * 1.2), "world_size": 8, "readers_per_rank": 4,
+            "buffer": 0, "phases": SPECS["tpc"]}
+    r0 = cur_rss_mb()
+    t = time.perf_counter()
+    meta = amend(ws, spec, "amend", old="mix", at_step=steps // 2, progress=False)
+    dt = time.perf_counter() - t
+    slots = (meta["num_steps"] - meta["start_step"]) * batch
+    d = os.path.join(ws, "index", "amend")
+    index_mb = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) / 2**20
+    return {"policy": f"amend(mix→tpc at {steps // 2}, +20%; ledger {meta['ledger']['samples']:,} ids)",
+            "n": n, "slots": slots, "seconds": dt, "samples_per_s": slots / dt, "rss_before_mb": r0,
+            "peak_rss_mb": rss_mb(), "index_mb": index_mb, "streams": len(meta["streams"])}
 
 
 def baseline(ws: str, n: int) -> dict:
@@ -117,7 +143,7 @@ def baseline(ws: str, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    ap.add_argument("--policies", nargs="+", default=list(SPECS))
+    ap.add_argument("--policies", nargs="+", default=list(SPECS) + ["amend"])
     ap.add_argument("--child", nargs=3, metavar=("WS", "POLICY", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--baseline-max", type=int, default=1_000_000, help="largest size for the baseline loop")
     ap.add_argument("--repeat", type=int, default=3,

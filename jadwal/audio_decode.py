@@ -91,7 +91,11 @@ class DecodeError(Exception):
 
 def duration_tolerance(expected_s: float) -> float:
     """Allowed |decoded − expected| duration in seconds: ``max(0.1 s, 0.1 % of expected)`` (codec
-    frames and container durations are not sample-exact; a truncated file is off by far more)."""
+    frames and container durations are not sample-exact; a truncated file is off by far more).
+
+    The one tolerance for "decoded audio vs a stated duration", wherever it is checked: the header vs
+    the decoded length (probe and shard), the manifest's duration vs the decoded segment (shard), and
+    a duration the source states (Kaldi ``reco2dur``/``utt2dur``, checked at import)."""
     return max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_FRACTION * max(0.0, expected_s))
 
 

@@ -100,15 +100,16 @@ def remove_dead_temps(folder: Path, prefix: str | None = None, *, recursive: boo
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_file: Path, held_message: str) -> Iterator[None]:
+def exclusive_lock(lock_file: Path, held_message: str, *, shared: bool = False) -> Iterator[None]:
     """Hold an exclusive, non-blocking ``fcntl`` lock on ``lock_file`` (created) for the block; when
     another process holds it, :class:`StageError` with ``held_message``.  Released when the block ends
-    or the process dies (a killed run never leaves a stale lock)."""
+    or the process dies (a killed run never leaves a stale lock).  ``shared``: a shared lock instead
+    (any number of shared holders at once; refused while an exclusive holder runs, and vice versa)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 raise StageError(held_message) from None
@@ -164,21 +165,24 @@ class Workspace:
         return self.root.joinpath(*parts)
 
     @contextlib.contextmanager
-    def stage(self, stage: str, name: str, *, what: str = "--name", incomplete: bool = False) -> Iterator[Path]:
+    def stage(self, stage: str, name: str, *, what: str = "--name", incomplete: bool = False,
+              shared: bool = False) -> Iterator[Path]:
         """Write ``<stage>/<name>`` (``stage``: a :data:`STAGE_DIRS` folder) as its only writer.
 
         Validates ``name`` (:func:`check_name`, ``what`` names the option in the message), takes the
         exclusive lock ``<stage>/.<name>.lock`` (:class:`StageError` "another jadwal run is writing …"
         when held), removes killed runs' temp outputs (dead PIDs only), and with ``incomplete`` removes
         ``meta.json`` (the output is marked unfinished until the stage writes it again).  Yields the
-        output folder (not created)."""
+        output folder (not created).  ``shared``: one of several cooperating writers of disjoint parts
+        of the output (``embed --part I/N``): a shared lock on the same file, so they run together
+        while an exclusive writer (the merge, ``--force``) is refused and refuses them."""
         if stage not in STAGE_DIRS:
             raise ValueError(f"unknown stage folder {stage!r}; one of {STAGE_DIRS}")
         check_name(name, what)
         base = self.path(stage)
         out = base / name
         with exclusive_lock(base / f".{name}.lock", f"another jadwal run is writing {stage}/{name} (lock held); "
-                                                   f"wait for it to finish or pick another {what}"):
+                                                   f"wait for it to finish or pick another {what}", shared=shared):
             remove_dead_temps(base, name)
             remove_dead_temps(out, recursive=True)
             if incomplete and (out / META).exists():

@@ -16,8 +16,8 @@ Per row, in source order (the importer's order is deterministic):
 7. probing (parallel over unique files, each probed and hashed once): ``missing_audio``,
    ``unreadable_audio``, ``zero_length``, ``segment_out_of_range`` (beyond the end by more than
    :data:`END_TOLERANCE_S`; a smaller overshoot is clipped to the end), ``duration_mismatch`` (the
-   source states the file's duration, e.g. Kaldi ``reco2dur``, and the file differs by more than
-   :data:`END_TOLERANCE_S`), ``too_short``, ``too_long``;
+   source states the file's duration, e.g. Kaldi ``reco2dur``, and the decoded file differs by more
+   than :func:`jadwal.audio_decode.duration_tolerance`, the decoder's own tolerance), ``too_short``, ``too_long``;
 8. ``duplicate_audio``: same sha1 and same offset/duration (to the millisecond) as an accepted row.
 
 Every row seen ends in exactly one of the manifest or the rejects table (asserted).  One row never
@@ -44,6 +44,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from ..access import COMMAND_NOT_ALLOWED, LOCAL_ONLY, REMOTE_NOT_ALLOWED, Access, chain_schemes
+from ..audio_decode import duration_tolerance
 from ..executors import Done
 from ..workspace import Workspace, atomic_path, atomic_write
 from .audio import Probe, Prober, probe_file
@@ -399,7 +400,7 @@ class _Importer:
             except ValueError as e:
                 self.reject(p.seq, p.id, row, "bad_row", str(e))
                 return
-            if stated is not None and abs(stated - file_dur) > END_TOLERANCE_S:
+            if stated is not None and abs(stated - file_dur) > duration_tolerance(stated):  # the decoder's
                 self.reject(p.seq, p.id, row, "duration_mismatch",
                             f"source says the file lasts {stated:.3f}s, {p.path} has {file_dur:.3f}s")
                 return

@@ -11,6 +11,7 @@ def _print_stats(stats: dict) -> None:
 
 
 def _ssum(args) -> int:
+    from ..access import Access, parse_schemes
     from .ssum import SsumConfig, build_ssum
 
     cfg = SsumConfig(
@@ -42,7 +43,8 @@ def _ssum(args) -> int:
     )
     with Workspace(args.workspace).stage("manifests", name, incomplete=True):  # name check + one writer
         stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
-                           ray_address=args.ray_address, actors=args.actors)
+                           ray_address=args.ray_address, actors=args.actors,
+                           access=Access(allow_remote=parse_schemes(args.allow_remote)))
     _print_stats(stats)
     return 0
 
@@ -93,6 +95,9 @@ def register(sub, common) -> None:
                    help="where summarizer batches run: this process (default) or Ray actors (same output)")
     s.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray instance)")
     s.add_argument("--actors", type=int, help="Ray actors for the summarizer (default: one per GPU, else per CPU)")
+    s.add_argument("--allow-remote", default=None, metavar="SCHEMES",
+                   help="URL schemes long files may be read from, e.g. s3,gs,https (default: none; local paths, "
+                        "file:// and memory:// always)")
     f = s.add_argument_group("filters")
     f.add_argument("--min-words", type=int, default=20, help="skip windows with fewer transcript words (default 20)")
     f.add_argument("--near-dup", type=float, default=0.8, help="MinHash Jaccard for near-duplicate windows (default 0.8)")

@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import storage
 from ..access import LOCAL_ONLY, Access
-from ..workspace import Workspace, atomic_path, sha256_file
+from ..workspace import Workspace, atomic_path, check_name, sha256_file
 
 log = logging.getLogger("jadwal.embed")
 
@@ -202,16 +202,6 @@ class Embedder:
 # --------------------------------------------------------------------------------------------
 # shard set access
 # --------------------------------------------------------------------------------------------
-def check_name(name: str, what: str) -> str:
-    """A folder name given by the user (``--name``, ``--set``): one plain path component, so it can never
-    point outside ``embeddings/`` or ``shards/`` (no ``/``, ``\\``, ``..``, leading dot, NUL)."""
-    if (not name or any(c in name for c in "/\\\0") or ".." in name or name.startswith(".")
-            or name != name.strip()):
-        raise EmbedError(f"{what} {name!r}: a name is one plain folder name (no path separators, '..', "
-                         "leading dot or surrounding spaces)")
-    return name
-
-
 def find_shard_set(ws: Workspace, name: str | None) -> Path:
     from ..shards.schema import SAMPLES_FILE
 
@@ -438,6 +428,40 @@ def embed_shard_set(
 ) -> dict:
     """Embed every audio sample of a shard set; returns a summary dict (see module doc).
 
+    Runs inside :meth:`Workspace.stage` (``--name`` checked, ``embeddings/.<name>.lock`` held, killed
+    runs' temp files removed): a run without ``part`` (the merge, ``force``) is the only writer of
+    ``embeddings/<name>``; ``--part I/N`` runs hold the lock shared, so the parts of one output run
+    together (one per GPU) while a merge or a ``--force`` run (with or without ``--part``: it discards
+    every part) is refused until they end, and refuses them while it runs.
+    See :func:`_embed_shard_set` for the rest of the contract.
+    """
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    name = check_name(name or cfg.encoder, "--name")
+    the_part = parse_part(part)
+    # parts share the output; --force discards every part's results, so it runs alone even with --part
+    with ws.stage("embeddings", name, shared=the_part is not None and not force):
+        return _embed_shard_set(ws, cfg, shard_set=shard_set, name=name, part=part, force=force, progress=progress,
+                                sleep_per_shard=sleep_per_shard, executor=executor, ray_address=ray_address,
+                                actors=actors, access=access)
+
+
+def _embed_shard_set(
+    ws: Workspace,
+    cfg: EmbedConfig,
+    *,
+    shard_set: str | None,
+    name: str,
+    part: str | None,
+    force: bool,
+    progress: bool,
+    sleep_per_shard: float,
+    executor: str,
+    ray_address: str | None,
+    actors: int | None,
+    access: Access,
+) -> dict:
+    """Embed every audio sample of a shard set; returns a summary dict (see module doc).
+
     ``executor="ray"``: shards are streamed to Ray actors (one per GPU of the cluster at ``ray_address``
     with ``num_gpus=1``; on a CPU-only cluster ``actors`` actors of one CPU each, default one per CPU),
     each running the same per-shard loop and writing the same per-shard parts; the merge is local.
@@ -451,13 +475,11 @@ def embed_shard_set(
 
     from ..shards.schema import SAMPLES_FILE, SHARDS_FILE, member_key
 
-    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     if cfg.pool != "mean":
         raise EmbedError(f"--pool {cfg.pool!r}: only 'mean' is supported")
     if cfg.batch_seconds <= 0:
         raise EmbedError("--batch-seconds must be > 0")
     sdir = find_shard_set(ws, shard_set)
-    name = check_name(name or cfg.encoder, "--name")
     out_dir = ws.path("embeddings", name)
     parts = out_dir / PARTS
     the_part = parse_part(part)
@@ -510,8 +532,9 @@ def embed_shard_set(
         from ..workspace import atomic_write
 
         atomic_write(fp_file, fp_text)
-    for stale in parts.glob(".*.tmp-*"):  # leftovers of a killed run
-        stale.unlink(missing_ok=True)
+    if the_part is None:  # the only writer: every temp file is a killed run's (with --part, other parts'
+        for stale in parts.glob(".*.tmp-*"):  # live temps stay; Workspace.stage removed the dead PIDs' ones)
+            stale.unlink(missing_ok=True)
 
     # -- plan ---------------------------------------------------------------------------------------
     jobs: list[_ShardJob] = []
@@ -753,7 +776,7 @@ def open_embeddings(ws: Workspace | str | os.PathLike, name: str | None = None):
                 else f"several embeddings ({', '.join(have)}); choose one with --embeddings"
             )
         name = have[0]
-    d = base / name
+    d = base / check_name(name, "--embeddings")
     meta = ws.read_meta(d)
     if meta is None:
         raise EmbedError(f"embeddings/{name} is not complete (no meta.json); run `jadwal embed --name {name}`")

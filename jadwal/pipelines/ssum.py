@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import SSUM_REJECT_REASONS  # reason codes live with the rejects schema
 from ..textforms import to_form
 from ..workspace import META, Workspace, atomic_path
@@ -286,36 +287,44 @@ def silence_split(
     return segments
 
 
-def _read_mono(path: Path, offset_s: float, duration_s: float | None):
-    import numpy as np
-    import soundfile as sf
+def _read_mono(path: Path | str, offset_s: float, duration_s: float | None, *, sha1: str | None = None,
+               access: Access = LOCAL_ONLY):
+    """``[offset_s, offset_s + duration_s)`` of ``path`` (to the end when ``duration_s`` is None) as mono
+    float32 (mean of the channels) and its rate, through the one decoder (:mod:`jadwal.audio_decode`,
+    as ``shard`` and ``embed`` read audio): the location under the user's grants, a regular file, the
+    sha1 recorded at import (``sha1``), rate/channel bounds, finite samples, and the decoded length
+    within the tolerance of the requested one.  Raises :class:`~jadwal.audio_decode.DecodeError`."""
+    from .. import audio_decode as D
+
+    loc = str(path)
+    src = D.open_source(loc, access)
+    if sha1 and src.sha1() != sha1:
+        raise D.DecodeError(D.AUDIO_CHANGED, f"{loc}: sha1 {src.sha1()} differs from {sha1} recorded at import "
+                                             "(the file was replaced or modified; re-import it)")
+    with D.open_audio(src) as r:  # header only: the rate the offsets are counted in
+        info = r.info
+    sr = info.sample_rate
+    start = int(round((offset_s or 0.0) * sr))
+    frames = -1 if duration_s is None else int(round(duration_s * sr))
+    x, _ = D.read(src, start, frames)
+    if frames >= 0:
+        D.check_length(len(x), frames, sr, loc)
+    elif info.frames > 0:
+        D.check_length(len(x), info.frames - start, sr, loc, "its header")
+    return x.mean(axis=1), sr
+
+
+def _audio_duration(path: Path | str, access: Access = LOCAL_ONLY) -> float | None:
+    """The file's duration from its header (the one decoder's), or None when it cannot be opened (the
+    read that follows names the reason)."""
+    from .. import audio_decode as D
 
     try:
-        info = sf.info(str(path))
-        sr = info.samplerate
-        start = int(round((offset_s or 0.0) * sr))
-        frames = -1 if duration_s is None else int(round(duration_s * sr))
-        y, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
-        return y.mean(axis=1), sr
-    except Exception:  # formats libsndfile cannot read (e.g. some mp3/m4a): librosa/audioread
-        import warnings
-
-        import librosa
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y, sr = librosa.load(str(path), sr=None, mono=True, offset=offset_s or 0.0, duration=duration_s)
-        return np.asarray(y, dtype=np.float32), sr
-
-
-def _audio_duration(path: Path) -> float | None:
-    try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        return info.frames / info.samplerate
-    except Exception:
+        with D.open_audio(D.open_source(str(path), access, read=False)) as r:
+            info = r.info
+    except D.DecodeError:
         return None
+    return info.frames / info.sample_rate if info.frames >= 0 else None
 
 
 # -- the builder ----------------------------------------------------------------------------------
@@ -338,9 +347,11 @@ def _fmt_ms(t: float) -> str:
 
 def assemble_units(
     ws: Workspace, rows: list[dict], cfg: SsumConfig, name: str, source: str, rejects: list,
-    normalize: Callable[[str], str] | None = None,
+    normalize: Callable[[str], str] | None = None, access: Access = LOCAL_ONLY,
 ) -> list[Unit]:
-    """Group source rows into long-form units (see module docstring)."""
+    """Group source rows into long-form units (see module docstring).  A long file whose audio fails
+    the decoder's checks is an ``unreadable_audio`` reject whose detail starts with the decoder's reason
+    (``audio_changed``, ``not_a_file``, ``remote_audio_not_allowed``, …)."""
     groups: "OrderedDict[tuple[str, str], list[dict]]" = OrderedDict()
     for r in rows:
         if (r.get("modality") or "audio") != "audio" or not r.get("audio_path"):
@@ -374,17 +385,19 @@ def assemble_units(
         off = float(r.get("offset_s") or 0.0)
         dur = r.get("duration_s")
         if dur is None:
-            full = _audio_duration(path)
+            full = _audio_duration(path, access)
             dur = None if full is None else max(0.0, full - off)
         if dur is not None and float(dur) < cfg.min_seconds:
             _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "short_recording",
                     f"{float(dur):.1f}s < min {cfg.min_seconds}s", {"source_id": r["id"], "duration_s": dur})
             continue
         try:
-            y, sr = _read_mono(path, off, None if dur is None else float(dur))
+            y, sr = _read_mono(path, off, None if dur is None else float(dur), sha1=r.get("audio_sha1"),
+                               access=access)
         except Exception as e:  # noqa: BLE001 — recorded, never silently dropped
             _reject(rejects, name, f"{source}:{r['id']}", f"{name}:{rec}", "unreadable_audio",
-                    f"{type(e).__name__}: {e}", {"source_id": r["id"], "audio_path": apath})
+                    str(e) if hasattr(e, "reason") else f"{type(e).__name__}: {e}",
+                    {"source_id": r["id"], "audio_path": apath})
             continue
         segs = silence_split(
             y, sr, r.get("text_raw") or r.get("text") or "",
@@ -465,6 +478,7 @@ def build_ssum(
     executor: str = "local",
     ray_address: str | None = None,
     actors: int | None = None,
+    access: Access = LOCAL_ONLY,
     **overrides,
 ) -> dict:
     """Build ``manifests/<name>/`` (default ``<source>_ssum``) from dataset ``source``; returns stats.
@@ -474,6 +488,8 @@ def build_ssum(
     ``.summarize``) used instead of ``config.summarizer``.  ``executor="ray"``: the summarizer batches
     (same batches, same order of results) run on ``actors`` Ray actors, each holding one summarizer
     (one per GPU with ``num_gpus=1`` when the cluster has GPUs, else one per CPU).
+    ``access``: the user's grants; a long file at a remote URL is read only when its scheme is granted.
+    Long files are decoded by :mod:`jadwal.audio_decode` (the decoder of ``shard`` and ``embed``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -504,7 +520,7 @@ def build_ssum(
     # pieces of long-file transcripts are normalized like the source was at import
     src_meta = ws.read_meta(src_path.parent) or {}
     normalize = manifest_normalizer(src_meta.get("config", {}).get("normalize", True))
-    units = assemble_units(ws, rows, cfg, name, source, rejects, normalize)
+    units = assemble_units(ws, rows, cfg, name, source, rejects, normalize, access)
 
     # windows
     windows: list[dict] = []

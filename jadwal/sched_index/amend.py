@@ -23,12 +23,8 @@ import pyarrow as pa
 
 from ..workspace import Workspace
 from . import format as F
-from .layout import PassLayout
 from .ledger import Ledger, delivered_before, id_hash64
-from .planner import (
-    PlanError, StreamSequences, Supply, apply_exhaustion, chunk_layout, compose, phase_columns, phase_demand,
-    pick_shard_set, resolve_phase, write_index,
-)
+from .planner import PlanError, StreamSequences, Supply, phase_columns, pick_shard_set, plan_index
 from .policies import load_policy_modules
 from .reader import open_index
 from .samples import scan_samples
@@ -43,64 +39,92 @@ def amend(workspace, spec_source, name: str, *, old: str, at_step: int, progress
         raise PlanError(f"amend: --at-step {at_step} is outside index {old!r}'s steps "
                         f"[{prev.start_step}, {prev.num_steps}]")
     spec = load_spec(spec_source)
-    if spec.batch_size is None:
-        raise PlanError("amend: duration-budget specs (max_duration) cannot be amended yet; "
-                        "plan a new index or keep batch_size")
     load_policy_modules(spec.policy_modules)
     shard_set = pick_shard_set(ws, spec.shards)
     st = scan_samples(ws, shard_set, spec, phase_columns(spec))
-    seq = StreamSequences(st, spec.seed)
-    S = len(seq.names)
     ledger = delivered_before(prev, at_step)
-
-    plans = compose(spec, st, ws)
-    if plans[-1].end <= at_step:
-        raise PlanError(f"amend: the new spec ends at step {plans[-1].end}, not after --at-step {at_step}")
-    kept = _from_step(plans, at_step)
-    # deliveries so far of every eligible sample, by id
-    rows_all = st.eligible_row(np.arange(st.n_eligible))
-    ids = _ids(ws, shard_set)
-    d_row = np.zeros(len(ids), dtype=np.int64)
-    d_row[rows_all] = ledger.count(id_hash64(ids.take(pa.array(rows_all))))
-    s_row = st.stream_of_rows(rows_all)
-    p0 = np.full(S, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(p0, s_row, d_row[rows_all])
-    p0[p0 == np.iinfo(np.int64).max] = 0
-    pmax = np.zeros(S, dtype=np.int64)
-    np.maximum.at(pmax, s_row, d_row[rows_all])
-    # capacity before exhaustion (stop/fail streams): the rest of the current pass
-    cur_left = np.bincount(s_row[d_row[rows_all] == p0[s_row]], minlength=S).astype(np.int64)
-    stats: dict = {}
-    apply_exhaustion(spec, kept, seq, stats, capacity=cur_left)
-    demands = [phase_demand(spec, pp, S) for pp in kept]
-    need = sum(demands).sum(axis=1)
-    per_stream, seg_len = [], []
-    for s in range(S):
-        u, lens = _supply(seq, s, int(need[s]), int(p0[s]), int(pmax[s]), d_row)
-        per_stream.append(u)
-        seg_len.append(lens)
-    supply = Supply(per_stream)
-    starts = chunk_layout(demands)
-    layout = PassLayout.build(spec, kept, S, seg_len=seg_len,
-                              rows_of=lambda s_, y: seq.rows_many(s_, supply.virtual(s_, y)))
-    results = []
-    for pp, s0 in zip(kept, starts):
-        res = resolve_phase(spec, pp, seq, s0, stats, supply=supply, layout=layout)
-        if res.max_buffer > spec.buffer:
-            raise PlanError(f"amend: phases[{pp.phase}] needs a buffer of {res.max_buffer} > {spec.buffer}; "
-                            f"raise `buffer` to {res.max_buffer}")
-        results.append(res)
+    cont = Continuation(st, _ids(ws, shard_set), ledger)
     lineage = list(prev.meta.get("lineage", [])) + [{"index": old, "fingerprint": prev.fingerprint,
                                                      "at_step": at_step}]
     extra = {"continues": {"index": old, "fingerprint": prev.fingerprint, "at_step": at_step, "kind": "amendment"},
-             "lineage": lineage,
-             "ledger": {"samples": len(ledger), "deliveries": int(ledger.counts.sum()),
-                        # streams the new spec asks for, by the pass they are in at the amendment step
-                        "streams_in_pass": {str(k): int(c) for k, c in
-                                            zip(*np.unique(p0[need > 0], return_counts=True))}}}
+             "lineage": lineage}
     files = {F.LEDGER_IDS_FILE: ledger.ids, F.LEDGER_COUNTS_FILE: ledger.counts}
-    return write_index(ws, spec, st, shard_set, name, kept, results, stats, start_step=at_step, extra=extra,
-                       all_phases=plans, files=files)
+    try:
+        return plan_index(ws, spec, st, shard_set, name, start_step=at_step, source=cont, progress=progress,
+                          extra=extra, files=files)
+    except PlanError as e:
+        raise PlanError(f"amend: {e}") from None
+
+
+class Continuation:
+    """Where every stream of the new shard set stands after the ledger: deliveries per eligible row
+    (``d_row``), the pass each stream is in (``p0``: its samples' fewest deliveries), the most
+    deliveries (``pmax``), and what is left of the current pass (``capacity``)."""
+
+    exhaust_before_cut = False  # exhaustion is decided from the amendment step, on what is left
+
+    def __init__(self, st, ids, ledger: Ledger):
+        S = len(st.stream_names)
+        self.ledger = ledger
+        self.need = np.zeros(S, np.int64)
+        rows = st.eligible_row(np.arange(st.n_eligible))
+        self.d_row = np.zeros(len(ids), dtype=np.int64)
+        self.d_row[rows] = ledger.count(id_hash64(ids.take(pa.array(rows))))
+        s_row = st.stream_of_rows(rows)
+        d = self.d_row[rows]
+        big = np.iinfo(np.int64).max
+        self.p0 = np.full(S, big, dtype=np.int64)
+        np.minimum.at(self.p0, s_row, d)
+        self.p0[self.p0 == big] = 0
+        self.pmax = np.zeros(S, dtype=np.int64)
+        np.maximum.at(self.pmax, s_row, d)
+        self.capacity = np.bincount(s_row[d == self.p0[s_row]], minlength=S).astype(np.int64)
+
+    def supply(self, need: np.ndarray, seq: StreamSequences):
+        """(:class:`Supply`, segment lengths per stream) covering ``need[s]`` requests of each stream:
+        segment ``j`` lists, in pass ``p0 + j``'s order, the samples delivered at most ``p0 + j`` times;
+        from pass ``pmax`` on, whole passes.  Vectorized over streams (the partial passes resolved in
+        one call)."""
+        S = len(seq.names)
+        n = seq.n.astype(np.int64)
+        need = self.need = np.asarray(need, dtype=np.int64)
+        live = (need > 0) & (n > 0)
+        k = np.where(live, self.pmax - self.p0, 0)  # partial passes per stream
+        # partial passes: every (stream, pass, position), rows, kept where still owed
+        ps = np.repeat(np.arange(S), k)
+        pp = np.repeat(self.p0, k) + _within(k)
+        ln = n[ps]
+        s_all = np.repeat(ps, ln)
+        p_all = np.repeat(pp, ln)
+        v_all = p_all * n[s_all] + _within(ln)
+        keep = self.d_row[seq.rows_many(s_all, v_all)] <= p_all if len(v_all) else np.zeros(0, bool)
+        s_all, p_all, v_all = s_all[keep], p_all[keep], v_all[keep]
+        # at most need[s] of them, in order
+        _, kth = _rank_in_group(s_all)
+        ok = kth < need[s_all]
+        s_all, p_all, v_all = s_all[ok], p_all[ok], v_all[ok]
+        got = np.bincount(s_all, minlength=S)
+        rest = np.where(live, need - got, 0)
+        per_stream, seg_len = [], []
+        bounds = np.searchsorted(s_all, np.arange(S + 1))
+        for s_ in range(S):
+            v = v_all[bounds[s_]:bounds[s_ + 1]]
+            pv = p_all[bounds[s_]:bounds[s_ + 1]]
+            lens = np.bincount(pv - self.p0[s_])[np.unique(pv - self.p0[s_])] if len(pv) else np.zeros(0, np.int64)
+            r = int(rest[s_])
+            if r > 0:  # whole passes from pmax on: consecutive virtual positions
+                nn = int(n[s_])
+                v = np.r_[v, self.pmax[s_] * nn + np.arange(r, dtype=np.int64)]
+                lens = np.r_[lens, [nn] * (r // nn) + ([r % nn] if r % nn else [])]
+            per_stream.append(v.astype(np.int64))
+            seg_len.append(np.asarray(lens, dtype=np.int64))
+        return Supply(per_stream), seg_len
+
+    def meta(self, kept, spec) -> dict:
+        """The ledger's summary, with the streams the new spec asks for by the pass they are in."""
+        u, c = np.unique(self.p0[self.need > 0], return_counts=True)
+        return {"ledger": {"samples": len(self.ledger), "deliveries": int(self.ledger.counts.sum()),
+                           "streams_in_pass": {str(k): int(x) for k, x in zip(u.tolist(), c.tolist())}}}
 
 
 def _ids(ws, shard_set):
@@ -112,44 +136,16 @@ def _ids(ws, shard_set):
     return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
 
-def _from_step(plans, at_step: int):
-    """The phases' compositions from ``at_step`` on (a phase cut there starts there)."""
-    from .elastic import _targets_of
-
-    kept = []
-    for pp in plans:
-        if pp.end <= at_step:
-            continue
-        if pp.start < at_step:
-            pp.comp = pp.comp[at_step - pp.start:]
-            pp.start = at_step
-            pp.targets = _targets_of(pp)
-        kept.append(pp)
-    return kept
+def _within(n: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(x) for x in n])``."""
+    n = np.asarray(n, dtype=np.int64)
+    return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
 
 
-def _supply(seq: StreamSequences, s: int, need: int, p0: int, pmax: int, d_row: np.ndarray):
-    """Virtual positions (sorted) stream ``s`` gives to an amendment, and their segment lengths: segment
-    ``j`` lists, in pass ``p0 + j``'s order, the samples delivered at most ``p0 + j`` times; from pass
-    ``pmax`` on, whole passes.  Only the first ``need`` positions are listed."""
-    n = int(seq.n[s])
-    if need <= 0 or n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    parts, lens, got, p = [], [], 0, p0
-    while got < need and p < pmax:  # partial passes: only the samples still owed a delivery in them
-        v = p * n + np.arange(n, dtype=np.int64)
-        rows = seq.rows_many(np.full(n, s, dtype=np.int64), v)
-        v = v[d_row[rows] <= p][: need - got]
-        if len(v):
-            parts.append(v)
-            lens.append(len(v))
-            got += len(v)
-        p += 1
-    if got < need:  # whole passes from p on: consecutive virtual positions
-        rest = need - got
-        parts.append(p * n + np.arange(rest, dtype=np.int64))
-        lens.extend([n] * (rest // n) + ([rest % n] if rest % n else []))
-    return np.concatenate(parts), np.asarray(lens, dtype=np.int64)
+def _rank_in_group(keys: np.ndarray):
+    """For sorted ``keys``: group starts and each element's rank within its group."""
+    first = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1] if len(keys) else np.zeros(0, np.int64)
+    return first, np.arange(len(keys)) - np.repeat(first, np.diff(np.r_[first, len(keys)]))
 
 
 def continue_index(workspace, spec_source, name: str, *, old: str, at_step: int, progress: bool = True) -> dict:

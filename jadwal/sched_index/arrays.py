@@ -48,3 +48,23 @@ def segmented_cumcount(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = np.empty(len(keys), dtype=np.int64)
     k[order] = np.arange(len(keys)) - run
     return order, k
+
+
+BLOCK_SLOTS = 1 << 20  # slots handled at once: bounds temporaries (no effect on any result)
+
+
+def blocks(comp: np.ndarray):
+    """``(offset, flat block)`` views of a ``[steps, slots]`` array in blocks of about BLOCK_SLOTS."""
+    flat = comp.reshape(-1)
+    step = max(1, BLOCK_SLOTS // max(1, comp.shape[1])) * comp.shape[1]
+    for o in range(0, len(flat), step):
+        yield o, flat[o : o + step]
+
+
+def count_cells(comp: np.ndarray, n: int, lut: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount(comp, minlength=n)`` of a composition's cell ids (mapped through ``lut`` when
+    given), block by block: no temporary of the composition's size."""
+    out = np.zeros(n, dtype=np.int64)
+    for _, b in blocks(comp):
+        out += np.bincount(b if lut is None else lut[b], minlength=n)
+    return out

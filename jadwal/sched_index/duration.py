@@ -8,22 +8,13 @@ taken, together with the samples of nearest duration that still fit (this limits
 sample waits at most one window).  A reader keeps exactly the micro-batches of the steps it serves;
 the rest of its nominal sequence is not read (``unused`` in meta.json, per phase).  Micro-batch sizes
 differ between ranks; every micro-batch is within the budget.
+
+The planning itself is the one pipeline of :func:`jadwal.sched_index.planner.plan_index`; this module
+holds the packing (no imports from the rest of ``sched_index``).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import numpy as np
-
-from .planner import (
-    PlanError, StreamSequences, _write, apply_exhaustion, cells_table, chunk_layout, chunks_table, compose,
-    phase_demand,
-    resolve_phase,
-)
-from .layout import PassLayout
-from .policies import get_policy
-from .spec import Phase, SpecError, resolve_phase_steps
 
 
 def pack(durations: np.ndarray, need: int, budget: float, window: int) -> list[list[int]] | None:
@@ -68,65 +59,27 @@ def pack(durations: np.ndarray, need: int, budget: float, window: int) -> list[l
     return out
 
 
-def build_duration_plan(ws, spec, st, shard_set: str, name: str, *, progress: bool = True) -> dict:
-    W, nw = spec.world_size, spec.readers_per_rank
-    for ph in spec.phases:
-        factor = get_policy(ph.policy, f"phases[{ph.index}]").slots_factor(ph.params)
-        if factor != 1:
-            raise SpecError(f"phases[{ph.index}] ({ph.policy}): candidate pools of {factor} × the batch need "
-                            "`batch_size`; duration mode (`max_duration`) has no fixed batch to multiply")
-    durations = st.durations()  # per row: packing needs every planned sample's duration
-    mu = st.mean_duration or 1.0  # exact now that the durations are loaded
-    budget = spec.max_duration
-    n0 = max(1, int(0.9 * budget / mu))
-    resolve_phase_steps(spec, st.n_eligible, W * budget / mu)  # the real phase steps
-    real = [(ph.start, ph.end) for ph in spec.phases]
-    # the window of read samples bucketing chooses from; it is what the buffer holds
-    window = spec.bucket_window or max(n0 + 1, min(8 * n0, spec.buffer))
-    margin = 1.15
-    seq = StreamSequences(st, spec.seed)
-    for _attempt in range(6):
-        nominal_phases = [Phase(ph.index, ph.policy, int(math.ceil((e - s) * margin)) + nw, dict(ph.params))
-                          for ph, (s, e) in zip(spec.phases, real)]
-        nominal = dataclasses.replace(spec, batch_size=W * n0, max_duration=None, steps=None, epochs=None,
-                                      phases=nominal_phases)
-        stats: dict = {}
-        plans = compose(nominal, st, ws)
-        apply_exhaustion(nominal, plans, seq, stats)
-        starts = chunk_layout([phase_demand(nominal, pp, len(seq.names)) for pp in plans])
-        layout = PassLayout.build(nominal, plans, len(seq.names), pass_len=seq.n, rows_of=seq.rows_many)
-        results = [resolve_phase(nominal, pp, seq, s0, stats, layout=layout) for pp, s0 in zip(plans, starts)]
-        packed = _pack_all(spec, plans, results, real, durations, n0, budget, window, st.stream_of_rows)
-        if packed is not None:
-            break
-        margin *= 1.3
-    else:  # pragma: no cover - needs pathological durations
-        raise PlanError("duration mode: could not fill the micro-batches within the budget; raise max_duration")
-    mb_rows, mb_vpos, mb_req, max_buf, unused = packed
-    sizes = np.array([len(x) for x in mb_rows], dtype=np.int64)
-    if sizes.min() == 0:
-        raise PlanError("duration mode: an empty micro-batch (a sample longer than max_duration?)")
-    rows = np.concatenate(mb_rows)
-    vpos = np.concatenate(mb_vpos)
-    requested = np.concatenate(mb_req)
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    if max_buf > spec.buffer:
-        raise PlanError(f"duration mode: bucketing needs {max_buf} read-but-undelivered samples per reader, over "
-                        f"`buffer: {spec.buffer}`; raise `buffer` or lower `bucket_window` ({window})")
+def nominal_cut(plans, real_all, start_step: int, nw: int, targets_of):
+    """The nominal plans and real step ranges from ``start_step`` on: a phase the step falls in keeps
+    the part of its nominal composition proportional to its remaining real steps (rounded to whole
+    reader rounds, so each reader keeps its own steps; ``targets_of`` recomputes its targets)."""
+    if start_step == 0:
+        return plans, real_all
 
-
-    cells, ph_meta = [], []
-    for pp, (s, e), r, un in zip(plans, real, results, unused):
-        cells.append(cells_table(pp))
-        total_slots = max(1, pp.comp.size)
-        ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": s, "end_step": e,
-                        "slots_per_step": None, "micro_batch": None, "nominal_micro_batch": n0,
-                        "domain": pp.domain, "unused": int(un), "deviations": r.deviations,
-                        "reassigned": pp.reassigned, "max_buffer": int(max_buf),
-                        "targets": {col: {v: x / total_slots for v, x in d.items()} for col, d in pp.targets.items()}})
-    chunk_tab = chunks_table(st, results)
-    return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
-                  {"bucket_window": window, "nominal_margin": margin}, num_steps=real[-1][1])
+    kept, real = [], []
+    for pp, (s, e) in zip(plans, real_all):
+        if e <= start_step:
+            continue
+        if s < start_step:
+            Tn = pp.end - pp.start
+            o = min(Tn - nw, int((start_step - s) / (e - s) * Tn) // nw * nw)
+            pp.comp = pp.comp[o:]
+            pp.start += o
+            pp.targets = targets_of(pp)
+            s = start_step
+        kept.append(pp)
+        real.append((s, e))
+    return kept, real
 
 
 def stream_front_buffer(stream: np.ndarray, vpos: np.ndarray) -> int:
@@ -144,10 +97,11 @@ def stream_front_buffer(stream: np.ndarray, vpos: np.ndarray) -> int:
     return int(np.cumsum(events).max()) if len(vpos) else 0
 
 
-def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream_of=None):
-    """Per phase and reader: pack the nominal sequence; returns micro-batches in (step, rank) order."""
+def pack_all(spec, plans, results, real, duration, n0, budget, window, stream_of=None, start_step: int = 0):
+    """Per phase and reader: pack the nominal sequence; returns micro-batches in (step, rank) order,
+    steps from ``start_step``."""
     W, nw = spec.world_size, spec.readers_per_rank
-    T = real[-1][1]
+    T = real[-1][1] - start_step
     mb_rows: list = [None] * (T * W)
     mb_vpos: list = [None] * (T * W)
     mb_req: list = [None] * (T * W)
@@ -172,9 +126,10 @@ def _pack_all(spec, plans, results, real, duration, n0, budget, window, stream_o
                 delivered = 0
                 for t, mb in zip(steps, mbs):
                     idx = np.asarray(mb, dtype=np.int64)
-                    mb_rows[t * W + rank] = seq_rows[idx]
-                    mb_vpos[t * W + rank] = seq_v[idx]
-                    mb_req[t * W + rank] = seq_q[idx]
+                    i = (t - start_step) * W + rank
+                    mb_rows[i] = seq_rows[idx]
+                    mb_vpos[i] = seq_v[idx]
+                    mb_req[i] = seq_q[idx]
                     for j in mb:  # buffer: read up to the furthest index delivered, minus delivered
                         last = max(last, j)
                         delivered += 1

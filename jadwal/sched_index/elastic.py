@@ -4,29 +4,63 @@ The composition of every step does not depend on the world size, so the re-plan 
 schedule; what changes is who reads what.  The remaining supply of each stream is exactly the set of
 virtual positions the old index would deliver from step S on (``vpos.npy``), so samples delivered
 before S are never repeated and none planned after S is lost.  New readers take contiguous runs of
-that (sorted) supply, so each still reads its shards front to back (skipping forward over what was
-delivered before S).  The new index holds steps [S, num_steps) (``start_step = S``).
+that (sorted) supply pass by pass (the pass-major layout), so each still reads its shards front to
+back (skipping forward over what was delivered before S).  The new index holds steps [S, num_steps)
+(``start_step = S``).  Any other change of the spec is an amendment (:mod:`.amend`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .planner import (
-    PlanError, StreamSequences, Supply, apply_exhaustion, chunk_layout, compose, phase_columns,
-    phase_demand, pick_shard_set, resolve_phase, write_index,
-)
-from .layout import PassLayout
+from ..workspace import Workspace
+from .planner import PlanError, Supply, phase_columns, pick_shard_set, plan_index, targets_of
 from .policies import load_policy_modules
 from .reader import open_index
 from .samples import scan_samples
 from .spec import load_spec
 
 ELASTIC_KEYS = {"world_size", "readers_per_rank", "buffer"}
+_targets_of = targets_of  # the name this module used to define
+
+
+class Remaining:
+    """What index ``prev`` delivers from ``at_step`` on, per stream (sorted virtual positions): the
+    supply of an elastic re-plan (a :func:`.planner.plan_index` source)."""
+
+    exhaust_before_cut = True  # the old index decided exhaustion over the whole run
+    capacity = None
+
+    def __init__(self, prev, at_step: int, st):
+        self.prev, self.at_step, self.st = prev, at_step, st
+
+    def supply(self, need: np.ndarray, seq):
+        prev, at_step = self.prev, self.at_step
+        lo = (at_step - prev.start_step) * prev.world_size
+        rows = np.asarray(prev._plan[prev._offsets[lo]:])
+        vpos = np.asarray(prev._vpos[prev._offsets[lo]:])
+        s_of = self.st.stream_of_rows(rows)
+        order = np.lexsort((vpos, s_of))
+        S = len(seq.names)
+        bounds = np.searchsorted(s_of[order], np.arange(S + 1))
+        supply = Supply([vpos[order[bounds[s]:bounds[s + 1]]] for s in range(S)])
+        if not np.array_equal(need, supply.n):
+            bad = np.flatnonzero(need != supply.n)[:3]
+            raise PlanError(f"re-plan: demand and remaining supply differ for streams {[seq.names[b] for b in bad]} "
+                            "(the shards or the spec changed)")
+        # pass order: the remaining supply of each stream, cut at its pass boundaries
+        seg_len = []
+        for s in range(S):
+            u = supply.U[supply.off[s]:supply.off[s + 1]]
+            c = np.bincount(u // max(1, int(seq.n[s]))) if len(u) else np.zeros(0, np.int64)
+            seg_len.append(c[c > 0])
+        return supply, seg_len
+
+    def meta(self, kept, spec) -> dict:
+        return {"continues": {"index": self.prev.name, "fingerprint": self.prev.fingerprint,
+                              "at_step": self.at_step}}
 
 
 def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progress: bool = True) -> dict:
-    from ..workspace import Workspace
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     prev = open_index(ws, old)  # raises if the shards changed since it was planned
     spec = load_spec(spec_source)
@@ -36,74 +70,12 @@ def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progres
         raise PlanError(f"re-plan: only {sorted(ELASTIC_KEYS)} may change; the spec differs from index {old!r} in "
                         f"{sorted(changed)}")
     if spec.batch_size is None:
-        raise PlanError("re-plan: duration-budget indexes cannot be re-planned yet (plan a new index instead)")
+        raise PlanError("re-plan: a duration-budget index is continued by an amendment "
+                        f"(`jadwal plan SPEC --continue-from {old} --at-step {at_step}`, or `amend`)")
     if not (prev.start_step <= at_step < prev.num_steps):
         raise PlanError(f"re-plan: --at-step {at_step} is outside index {old!r}'s steps [{prev.start_step}, {prev.num_steps})")
     load_policy_modules(spec.policy_modules)
     shard_set = pick_shard_set(ws, spec.shards)
     st = scan_samples(ws, shard_set, spec, phase_columns(spec))
-    seq = StreamSequences(st, spec.seed)
-    stats: dict = {}
-    plans = compose(spec, st, ws)
-    apply_exhaustion(spec, plans, seq, stats)
-    # keep only steps ≥ at_step
-    kept = []
-    for pp in plans:
-        if pp.end <= at_step:
-            continue
-        if pp.start < at_step:
-            pp.comp = pp.comp[at_step - pp.start:]
-            pp.start = at_step
-            pp.targets = _targets_of(pp)
-        kept.append(pp)
-    # remaining supply per stream: what the old index delivers from at_step on
-    lo = (at_step - prev.start_step) * prev.world_size
-    rows = np.asarray(prev._plan[prev._offsets[lo]:])
-    vpos = np.asarray(prev._vpos[prev._offsets[lo]:])
-    s_of = st.stream_of_rows(rows)
-    order = np.lexsort((vpos, s_of))
-    bounds = np.searchsorted(s_of[order], np.arange(len(seq.names) + 1))
-    supply = Supply([vpos[order[bounds[s]:bounds[s + 1]]] for s in range(len(seq.names))])
-    demands = [phase_demand(spec, pp, len(seq.names)) for pp in kept]
-    need = sum(demands).sum(axis=1)
-    if not np.array_equal(need, supply.n):
-        bad = np.flatnonzero(need != supply.n)[:3]
-        raise PlanError(f"re-plan: demand and remaining supply differ for streams {[seq.names[b] for b in bad]} "
-                        "(the shards or the spec changed)")
-    starts = chunk_layout(demands)
-    # pass order: the remaining supply of each stream, cut at its pass boundaries
-    seg_len = [np.bincount(u // max(1, int(seq.n[k])))[np.bincount(u // max(1, int(seq.n[k]))) > 0]
-               if len(u) else np.zeros(0, np.int64)
-               for k, u in enumerate(supply.U[supply.off[i]:supply.off[i + 1]] for i in range(len(seq.names)))]
-    layout = PassLayout.build(spec, kept, len(seq.names), seg_len=seg_len,
-                              rows_of=lambda s, y: seq.rows_many(s, supply.virtual(s, y)))
-    results = []
-    for pp, s0 in zip(kept, starts):
-        res = resolve_phase(spec, pp, seq, s0, stats, supply=supply, layout=layout)
-        if res.max_buffer > spec.buffer:
-            raise PlanError(f"re-plan: phases[{pp.phase}] needs a buffer of {res.max_buffer} > {spec.buffer}")
-        results.append(res)
-    meta = write_index(ws, spec, st, shard_set, name, kept, results, stats, start_step=at_step,
-                       extra={"continues": {"index": old, "fingerprint": prev.fingerprint, "at_step": at_step}},
-                       all_phases=plans)
-    return meta
-
-
-def _targets_of(pp) -> dict:
-    """Requested shares of a truncated phase, from the cells its remaining steps request (as slot
-    counts, the unit :class:`PolicyContext.add_target` uses)."""
-    counts = np.bincount(pp.comp.reshape(-1), minlength=len(pp.cells))
-    out = {}
-    for col in pp.targets:
-        parts = col.split("/") if col not in pp.cells.columns else [col]
-        if len(parts) == 1:  # the checker's and add_target's spelling: str(value), None → "None"
-            vals = ["None" if v is None or v != v else str(v) for v in pp.cells[col].tolist()]
-        else:
-            vals = ["/".join("" if v is None or v != v else str(v) for v in xs)
-                    for xs in zip(*[pp.cells[c].tolist() for c in parts])]
-        d: dict = {}
-        for v, c in zip(vals, counts.tolist()):
-            if c:
-                d[v] = d.get(v, 0.0) + float(c)
-        out[col] = d
-    return out
+    return plan_index(ws, spec, st, shard_set, name, start_step=at_step, source=Remaining(prev, at_step, st),
+                      progress=progress)

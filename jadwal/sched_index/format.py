@@ -18,8 +18,9 @@ An index lives in ``index/<name>/`` of a workspace:
                   cell), ``target`` (requested share of the phase's slots), then one string column per
                   composition column of any phase (null where a phase does not use it).
 ``chunks.parquet`` the supply layout: per (phase, stream, reader) the virtual ranges of the stream's
-                  sample sequence the reader owns (``start``, ``length``; virtual position
-                  ``v = pass * n_stream + i`` addresses the i-th sample of pass ``pass``).
+                  sample sequence the reader owns, one per pass (``start``, ``length``; virtual position
+                  ``v = pass * n_stream + i`` addresses the i-th sample of pass ``pass``; the layout is
+                  pass-major, :mod:`jadwal.sched_index.layout`).
 ``ledger_ids.npy``, ``ledger_counts.npy``  (an amended index only) the delivery ledger before
                   ``start_step``: uint64 sorted hashes of sample ids and uint32 delivery counts, over the
                   whole chain of indexes (:mod:`jadwal.sched_index.ledger`).

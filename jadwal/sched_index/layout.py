@@ -79,11 +79,14 @@ class PassLayout:
         kbase = np.r_[0, np.cumsum(supply)][:-1]
         ends = np.cumsum(lens)  # global (stream-major) sequence coordinate where each segment ends
         G = len(lens)
-        counts = np.zeros(G * R, dtype=np.int64)
+        keys, vals = [], []  # requests per (segment, reader), sparse: a tiny stream can have many passes
         running = np.zeros(S, dtype=np.int64)
         bs, bt = [], []  # (stream, step) where a segment after a stream's first one begins
         bnd: list = []  # per such segment: (segment, readers, segments) of the stream's slots in that step
         starts_ = np.r_[0, ends][:-1]
+        nmax = np.zeros(S, dtype=np.int64)  # a pass of the stream (its longest segment)
+        if G:
+            np.maximum.at(nmax, np.repeat(np.arange(S), nseg), lens)
         for pp in plans:
             cs = pp.cells["stream_code"].to_numpy().astype(np.int64)
             for b0, _, s_of, reader in slot_blocks(spec, pp, cs):
@@ -91,30 +94,44 @@ class PassLayout:
                 k += running[s_of]
                 gk = kbase[s_of] + k
                 g = np.searchsorted(ends, gk, side="right")
-                counts += np.bincount(g * R + reader, minlength=G * R)
+                u, cnt = _count_keys(g * R + reader)
+                keys.append(u)
+                vals.append(cnt)
                 running += np.bincount(s_of, minlength=S)
                 new = np.flatnonzero((gk == starts_[np.minimum(g, G - 1)]) & (g > seg_first[s_of]))
+                if len(new):  # only streams holding that step's requests can avoid a repeat in it
+                    st_key = (np.arange(len(s_of)) // pp.slots) * S + s_of
+                    u, cnt = np.unique(st_key, return_counts=True)
+                    new = new[cnt[np.searchsorted(u, st_key[new])] <= nmax[s_of[new]]]
                 bs.append(s_of[new])
                 bt.append(pp.start + b0 + new // pp.slots)
                 for i in new.tolist():  # who takes what of the two passes in that step
                     lo = i // pp.slots * pp.slots
                     sel = lo + np.flatnonzero(s_of[lo:lo + pp.slots] == s_of[i])
                     bnd.append((int(g[i]), reader[sel].copy(), g[sel].copy()))
-        c = counts.reshape(G, R)
+        m = _Counts(np.concatenate(keys) if keys else np.zeros(0, np.int64),
+                    np.concatenate(vals) if vals else np.zeros(0, np.int64), R)
         seg_s = np.repeat(np.arange(S, dtype=np.int64), nseg)
         seg_y = np.r_[0, ends][:-1] - kbase[seg_s]  # segment start within its stream's sequence
-        y_in = np.cumsum(c, axis=1) - c  # readers in order inside a segment
         rotated = 0
-        if rows_of is not None:
-            for g_new, rr, gg in sorted(bnd, key=lambda b: b[0]):
-                rotated += _rotate_segment(c, y_in, seg_s, seg_y, g_new, rr, gg, R, rows_of)
-        g, r = np.nonzero(c)
+        if rows_of is not None and bnd:
+            bnd.sort(key=lambda b: b[0])
+            # the reader order in place for every segment at once; rotate only where a step repeats
+            recheck = set(_repeating(bnd, m, seg_s, seg_y, R, rows_of).tolist())
+            rotated_last = 0
+            for i, (g_new, rr, gg) in enumerate(bnd):
+                if i in recheck or (i and bnd[i - 1][0] == g_new - 1 and rotated_last):
+                    rotated_last = _rotate_segment(m, seg_s, seg_y, g_new, rr, gg, R, rows_of)
+                    rotated += rotated_last
+                else:
+                    rotated_last = 0
+        g, r = m.g, m.r
         order = np.lexsort((g, r, seg_s[g]))  # by (stream, reader, segment)
         g, r = g[order], r[order]
-        ln = c[g, r]
+        ln = m.val[order]
         xbase = np.r_[0, np.cumsum(total)][:-1].astype(np.int64)
         gx0 = np.cumsum(ln) - ln  # stream-major, reader-major: the chunk_layout coordinates + xbase
-        y0 = seg_y[g] + y_in[g, r]
+        y0 = seg_y[g] + m.y[order]
         out = cls(gx0.astype(np.int64), y0.astype(np.int64), ln, xbase, seg_s[g], r.astype(np.int64),
                   (g - seg_first[seg_s[g]]).astype(np.int64))
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
@@ -148,28 +165,78 @@ class PassLayout:
         return np.repeat(s, m), self.y0[i] + (lo - self.gx0[i]), hi - lo
 
 
-def _rotate_segment(c, y_in, seg_s, seg_y, g, rr, gg, R, rows_of) -> int:
+def _count_keys(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(k, return_counts=True)`` for non-negative ints, by a bincount over their range when
+    it is small (the usual case: a block touches few segments)."""
+    if not len(k):
+        return k, k
+    lo, hi = int(k.min()), int(k.max())
+    if hi - lo < 4 * len(k) + 1024:
+        cnt = np.bincount(k - lo, minlength=hi - lo + 1)
+        u = np.flatnonzero(cnt)
+        return u + lo, cnt[u]
+    return np.unique(k, return_counts=True)
+
+
+class _Counts:
+    """Requests per (segment, reader) with ``c > 0``, sorted by (segment, reader): ``g``, ``r``, ``val``,
+    and ``y`` — each reader's start inside its segment (readers in order, unless rotated)."""
+
+    def __init__(self, keys: np.ndarray, cnt: np.ndarray, R: int):
+        u, inv = np.unique(keys, return_inverse=True)
+        self.key = u
+        self.val = np.bincount(inv.reshape(-1), weights=cnt, minlength=len(u)).astype(np.int64)
+        self.R = R
+        self.g, self.r = np.divmod(u, R)
+        cs = np.cumsum(self.val)
+        first = np.r_[0, np.flatnonzero(self.g[1:] != self.g[:-1]) + 1] if len(u) else np.zeros(0, np.int64)
+        base = np.repeat(cs[first] - self.val[first], np.diff(np.r_[first, len(u)]))
+        self.y = cs - self.val - base
+
+    def get(self, g: np.ndarray, r: np.ndarray):
+        """``(c, y)`` of (segment, reader) pairs that have requests."""
+        i = np.searchsorted(self.key, g * self.R + r)
+        return self.val[i], self.y[i]
+
+    def _span(self, g: int) -> tuple[int, int]:
+        return int(np.searchsorted(self.key, g * self.R)), int(np.searchsorted(self.key, (g + 1) * self.R))
+
+    def row(self, g: int):
+        """Dense ``(c, y)`` of segment ``g`` over the R readers."""
+        lo, hi = self._span(g)
+        c, y = np.zeros(self.R, np.int64), np.zeros(self.R, np.int64)
+        c[self.r[lo:hi]], y[self.r[lo:hi]] = self.val[lo:hi], self.y[lo:hi]
+        return c, y
+
+    def set_y(self, g: int, y: np.ndarray) -> None:
+        lo, hi = self._span(g)
+        self.y[lo:hi] = y[self.r[lo:hi]]
+
+
+def _rotate_segment(m: _Counts, seg_s, seg_y, g, rr, gg, R, rows_of) -> int:
     """The step where segment ``g`` begins also ends segment ``g - 1``: readers take the tails of their
     ranges of ``g - 1`` and the heads of their ranges of ``g``.  Choose the first rotation of the reader
     order inside ``g`` (readers in order rotated by 0, 1, …, R - 1, then in reverse order rotated;
-    edits ``y_in[g]``) whose heads hold no sample of the tails.
+    edits ``m``'s starts of ``g``) whose heads hold no sample of the tails.
     Returns 1 when the order was rotated.  Streams holding fewer samples than the step asks of them
     cannot avoid a repeat; then the order stays."""
     s = seg_s[g]
     a = np.bincount(rr[gg == g - 1], minlength=R)
     b = np.bincount(rr[gg == g], minlength=R)
+    c_prev, y_prev = m.row(g - 1)
+    c_g, _ = m.row(g)
     ta = np.flatnonzero(a)
-    tail = np.repeat(seg_y[g - 1] + y_in[g - 1, ta] + c[g - 1, ta] - a[ta], a[ta]) + _within(a[ta])
+    tail = np.repeat(seg_y[g - 1] + y_prev[ta] + c_prev[ta] - a[ta], a[ta]) + _within(a[ta])
     tail_rows = set(rows_of(np.full(len(tail), s), tail).tolist())
     hb = np.flatnonzero(b)
     for k in range(2 * R if R > 1 else 1):
         order = np.roll(np.arange(R) if k < R else np.arange(R)[::-1], -(k % R))
         y = np.empty(R, dtype=np.int64)
-        y[order] = np.cumsum(c[g, order]) - c[g, order]
+        y[order] = np.cumsum(c_g[order]) - c_g[order]
         head = np.repeat(seg_y[g] + y[hb], b[hb]) + _within(b[hb])
         if not tail_rows.intersection(rows_of(np.full(len(head), s), head).tolist()):
             if k:
-                y_in[g] = y
+                m.set_y(g, y)
             return int(k > 0)
     return 0
 
@@ -177,3 +244,32 @@ def _rotate_segment(c, y_in, seg_s, seg_y, g, rr, gg, R, rows_of) -> int:
 def _within(n: np.ndarray) -> np.ndarray:
     """``concatenate([arange(x) for x in n])``."""
     return np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+
+
+def _repeating(bnd, m: _Counts, seg_s, seg_y, R, rows_of) -> np.ndarray:
+    """Indexes of the boundaries of ``bnd`` (segment, readers, segments of the step's slots) whose step
+    takes a sample twice with the reader order in place: all at once (two ``rows_of`` calls)."""
+    g_new = np.array([b[0] for b in bnd], dtype=np.int64)
+    sizes = np.array([len(b[1]) for b in bnd], dtype=np.int64)
+    bid = np.repeat(np.arange(len(bnd)), sizes)
+    rr = np.concatenate([b[1] for b in bnd]).astype(np.int64)
+    gg = np.concatenate([b[2] for b in bnd]).astype(np.int64)
+    keys = []
+    for tail in (True, False):
+        g = g_new[bid] - 1 if tail else g_new[bid]
+        sel = gg == g
+        u, cnt = np.unique(bid[sel] * R + rr[sel], return_counts=True)
+        b_, r_ = np.divmod(u, R)
+        gs = g_new[b_] - 1 if tail else g_new[b_]
+        c_, y_ = m.get(gs, r_)
+        first = seg_y[gs] + y_ + ((c_ - cnt) if tail else 0)
+        y = np.repeat(first, cnt) + _within(cnt)
+        bb = np.repeat(b_, cnt)
+        rows = rows_of(seg_s[np.repeat(gs, cnt)], y)
+        keys.append(np.stack([bb, rows]))
+    t, h = keys
+    if not t.shape[1] or not h.shape[1]:
+        return np.zeros(0, np.int64)
+    span = int(max(t[1].max(), h[1].max())) + 1
+    hit = np.isin(h[0] * span + h[1], t[0] * span + t[1])
+    return np.unique(h[0][hit])

@@ -18,30 +18,26 @@ Every array op is vectorized over slots; Python loops run over phases, streams a
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
-import os
-import shutil
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import __version__
 from ..shards.schema import SAMPLES_FILE
-from ..workspace import Workspace, atomic_write, sha256_file
-from . import format as F
-from .policies import PolicyContext, get_policy, load_policy_modules
-from .arrays import dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
+from ..workspace import Workspace
+from .duration import nominal_cut, pack_all
+from .policies import PolicyContext, get_policy, load_policy_modules, read_groups
+from .arrays import blocks, count_cells, dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
 from .layout import PassLayout
 from .samestep import defer_same_step_repeats, pair_slots, undo
 from .samples import CellSet, SampleScan, scan_samples
-from .spec import Spec, SpecError, load_spec, resolve_phase_steps
+from .spec import Phase, Spec, SpecError, load_spec, resolve_phase_steps
+from .writer import cells_table, chunks_table, write_files, write_index
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +197,15 @@ def phase_columns(spec: Spec) -> list[tuple[str, ...]]:
             for ph in spec.phases]
 
 
+def policy_params(ws: Workspace, ph) -> dict:
+    """A phase's parameters as its policy receives them: files named in the spec are read here, once
+    (``gst``'s ``groups: NAME`` → the lists of ``groups/NAME/groups.json``), so policies do no I/O."""
+    params = dict(ph.params)
+    if isinstance(params.get("groups"), str):
+        params["groups"] = read_groups(ws, params["groups"], f"phases[{ph.index}] ({ph.policy})")
+    return params
+
+
 def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
     samples_per_step = spec.batch_size
     n_eligible = scan.n_eligible
@@ -219,6 +224,7 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
         comp = np.empty((T, slots), dtype=np.int32)
         targets: dict = {}
         per_block = max(1, COMPOSE_BLOCK_SLOTS // slots)  # whole steps per block: independent of the world size
+        params = policy_params(ws, ph)
         for b, off in enumerate(range(0, T, per_block)):
             n = min(per_block, T - off)
             rng = _seed(spec.seed, "phase", ph.index, ph.policy) if b == 0 else \
@@ -226,7 +232,7 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
             ctx = PolicyContext(cells=cells, n_steps=n, slots=slots, rng=rng, step0=ph.start + off,
                                 total_steps=total, workspace=ws, phase=ph.index, targets=targets,
                                 phase_steps=T, phase_offset=off)
-            part = np.asarray(pdef.fn(ctx, **ph.params))
+            part = np.asarray(pdef.fn(ctx, **params))
             if part.dtype.kind not in "iu":
                 raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned {part.dtype} values; it must "
                                 "return integer cell ids")
@@ -238,23 +244,6 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
         plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cellset,
                                comp, targets, pdef.domain(ph.params)))
     return plans
-
-
-def _blocks(comp: np.ndarray):
-    """``(offset, flat block)`` views of a ``[steps, slots]`` array in blocks of about BLOCK_SLOTS."""
-    flat = comp.reshape(-1)
-    step = max(1, BLOCK_SLOTS // max(1, comp.shape[1])) * comp.shape[1]
-    for o in range(0, len(flat), step):
-        yield o, flat[o : o + step]
-
-
-def count_cells(comp: np.ndarray, n: int, lut: np.ndarray | None = None) -> np.ndarray:
-    """``np.bincount(comp, minlength=n)`` of a composition's cell ids (mapped through ``lut`` when
-    given), block by block: no temporary of the composition's size."""
-    out = np.zeros(n, dtype=np.int64)
-    for _, b in _blocks(comp):
-        out += np.bincount(b if lut is None else lut[b], minlength=n)
-    return out
 
 
 def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict,
@@ -278,7 +267,7 @@ def apply_exhaustion(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, s
             name, beh = seq.names[s], spec.exhaustion_of(seq.names[s])
             cut = max(0, int(cap[s] - used[s]))
             of_s = np.flatnonzero(cstream == s)
-            pos = np.concatenate([o + np.flatnonzero(np.isin(b, of_s)) for o, b in _blocks(pp.comp)])
+            pos = np.concatenate([o + np.flatnonzero(np.isin(b, of_s)) for o, b in blocks(pp.comp)])
             if beh == "fail":
                 step = pp.start + int(pos[cut]) // pp.slots
                 raise PlanError(f"stream {name!r} ({seq.n[s]} samples) is exhausted at step {step} in "
@@ -594,29 +583,59 @@ def _simulate_buffer(reader, s_of, q, impure, R) -> tuple[int, dict]:
     return int(buf[i]), {"reader": int(rr[i]), "slot": int(sel[o2[i]])}
 
 
-# -- driver ---------------------------------------------------------------------------------------
-def build_index(workspace, spec_source, name: str, *, progress: bool = True, overwrite: bool = True) -> dict:
-    """Plan ``spec_source`` (path, YAML text or dict) into ``index/<name>/``. Returns the meta dict."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    spec = load_spec(spec_source)
-    load_policy_modules(spec.policy_modules)
-    shard_set = pick_shard_set(ws, spec.shards)
-    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
-    if spec.batch_size is None:
-        from .duration import build_duration_plan
+# -- the pipeline ---------------------------------------------------------------------------------
+def targets_of(pp: PhasePlan) -> dict:
+    """Requested shares of a truncated phase, from the cells its remaining steps request (as slot
+    counts, the unit :class:`PolicyContext.add_target` uses)."""
+    counts = np.bincount(pp.comp.reshape(-1), minlength=len(pp.cells))
+    out = {}
+    for col in pp.targets:
+        parts = col.split("/") if col not in pp.cells.columns else [col]
+        if len(parts) == 1:  # the checker's and add_target's spelling: str(value), None → "None"
+            vals = ["None" if v is None or v != v else str(v) for v in pp.cells[col].tolist()]
+        else:
+            vals = ["/".join("" if v is None or v != v else str(v) for v in xs)
+                    for xs in zip(*[pp.cells[c].tolist() for c in parts])]
+        d: dict = {}
+        for v, c in zip(vals, counts.tolist()):
+            if c:
+                d[v] = d.get(v, 0.0) + float(c)
+        out[col] = d
+    return out
 
-        return build_duration_plan(ws, spec, st, shard_set, name, progress=progress)
-    seq = StreamSequences(st, spec.seed)
-    stats: dict = {}
-    plans = compose(spec, st, ws)
-    apply_exhaustion(spec, plans, seq, stats)
-    demands = [phase_demand(spec, pp, len(seq.names)) for pp in plans]
+
+def cut_at(plans: list[PhasePlan], step: int) -> list[PhasePlan]:
+    """The phases' compositions from ``step`` on (a phase cut there starts there; edited in place)."""
+    kept = []
+    for pp in plans:
+        if pp.end <= step:
+            continue
+        if pp.start < step:
+            pp.comp = pp.comp[step - pp.start:]
+            pp.start = step
+            pp.targets = targets_of(pp)
+        kept.append(pp)
+    return kept
+
+
+def resolve_all(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats: dict, source=None,
+                progress: bool = False, name: str = "", check_buffer: bool = True) -> list[Resolved]:
+    """exhaustion (already applied by the caller) → demand → supply → chunk layout → pass-major layout →
+    resolve → buffer bound, for the phases ``plans`` (in global step order).  ``source``: where the
+    streams' samples come from when the index continues another (``source.supply(need, seq)`` →
+    (:class:`Supply`, segment lengths per stream)); none: the streams' own passes."""
+    S = len(seq.names)
+    demands = [phase_demand(spec, pp, S) for pp in plans]
+    supply, rows_of, seg = None, seq.rows_many, {"pass_len": seq.n}
+    if source is not None:
+        supply, seg_len = source.supply(sum(demands).sum(axis=1) if demands else np.zeros(S, np.int64), seq)
+        rows_of, seg = (lambda s_, y: seq.rows_many(s_, supply.virtual(s_, y))), {"seg_len": seg_len}
     starts = chunk_layout(demands)
-    layout = PassLayout.build(spec, plans, len(seq.names), pass_len=seq.n, rows_of=seq.rows_many)
+    layout = PassLayout.build(spec, plans, S, rows_of=rows_of, **seg)
     results = []
     for pp, start in zip(tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress), starts):
-        res = resolve_phase(spec, pp, seq, start, stats, layout=layout)
-        if res.max_buffer > spec.buffer:
+        res = resolve_phase(spec, pp, seq, start, stats, supply=supply, layout=layout)
+        if check_buffer and res.max_buffer > spec.buffer:
             at = res.buffer_at
             step = pp.start + at["slot"] // pp.slots
             raise PlanError(
@@ -625,124 +644,115 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
                 f"Fix: regroup the shards by the policy's columns (`jadwal shard regroup --by …`) or raise "
                 f"`buffer` to {res.max_buffer}.")
         results.append(res)
-    return write_index(ws, spec, st, shard_set, name, plans, results, stats)
+    return results
 
 
-def cells_table(pp: PhasePlan) -> pa.Table:
-    """One phase's cells: phase, cell, stream, n, target (requested share) and its composition columns
-    (as strings)."""
-    c = pp.cells
-    req = count_cells(pp.comp, len(c)) / max(pp.comp.size, 1)
-    t = pa.table({"phase": pa.array(np.full(len(c), pp.phase), pa.int32()),
-                  "cell": pa.array(c["cell"].to_numpy(), pa.int32()),
-                  "stream": pa.array(c["stream"].astype(str).tolist(), pa.string()),
-                  "n": pa.array(c["n"].to_numpy(), pa.int64()), "target": pa.array(req, pa.float64())},
-                 schema=F.CELLS_SCHEMA)
-    for col in c.columns:
-        if col not in ("cell", "stream", "n", "duration_s", "stream_code"):
-            t = t.append_column(col, pa.array(c[col].to_numpy(), from_pandas=True).cast(pa.string()))
-    return t
+def plan_index(ws: Workspace, spec: Spec, st: SampleScan, shard_set: str, name: str, *, start_step: int = 0,
+               source=None, progress: bool = True, extra: dict | None = None, files: dict | None = None) -> dict:
+    """The one planning pipeline: compose → exhaustion → cut at ``start_step`` → demand → supply →
+    chunk layout → pass-major layout → resolve → buffer bound (→ packing in duration mode) → write.
 
-
-def chunks_table(st: SampleScan, results: list[Resolved]) -> pa.Table:
-    """The supply layout of every phase (``chunks.parquet``)."""
-    names = np.asarray(st.stream_names, dtype=object)
-    cat = {k: np.concatenate([r.chunks[k] for r in results]) for k in ("phase", "stream", "reader", "start", "length")}
-    return pa.table({"phase": pa.array(cat["phase"], pa.int32()), "stream": pa.array(names[cat["stream"]], pa.string()),
-                     "reader": pa.array(cat["reader"], pa.int32()), "start": pa.array(cat["start"], pa.int64()),
-                     "length": pa.array(cat["length"], pa.int64())}, schema=F.CHUNKS_SCHEMA)
-
-
-def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_step: int = 0,
-                extra: dict | None = None, all_phases: list | None = None, files: dict | None = None) -> dict:
-    W = spec.world_size
-    rows = [r.rows for r in results]  # per phase: written one after the other, never concatenated
-    vpos = [r.vpos for r in results]
-    requested = [pp.comp.reshape(-1) for pp in plans]
-    sizes = np.concatenate([np.full((pp.end - pp.start) * W, pp.slots // W, dtype=np.int64) for pp in plans])
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    cells = [cells_table(pp) for pp in plans]
-    chunk_tab = chunks_table(st, results)
-    ph_meta = []
-    for pp, r in zip(plans, results):
-        ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
-                        "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain,
-                        "targets": {col: {v: x / max(1, (pp.end - pp.start) * pp.slots) for v, x in d.items()}
-                                    for col, d in pp.targets.items()},
-                        "deviations": r.deviations, "reassigned": pp.reassigned, "max_buffer": r.max_buffer})
-    if all_phases is not None:  # a re-plan lists every phase (those before start_step unchanged)
-        done = {p["index"] for p in ph_meta}
-        ph_meta = [{"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
-                    "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain, "targets": {},
-                    "deviations": {}, "reassigned": 0, "max_buffer": 0}
-                   for pp in all_phases if pp.phase not in done] + ph_meta
-    return _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta,
-                  stats, num_steps=plans[-1].end, start_step=start_step, extra=extra, files=files)
-
-
-def save_npy(path: Path, parts, dtype) -> None:
-    """``np.save(path, np.concatenate(parts).astype(dtype))`` without building the concatenation
-    (same bytes: a version-1.0 header, then each part); ``parts``: an array or a list of 1-d arrays."""
-    dtype = np.dtype(dtype)
-    parts = [parts] if isinstance(parts, np.ndarray) else parts
-    n = sum(len(p) for p in parts)
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)})
-        for p in parts:
-            f.write(np.ascontiguousarray(p, dtype=dtype).data)
-
-
-def _write(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunk_tab, ph_meta, stats,
-           *, num_steps: int, start_step: int = 0, extra: dict | None = None, files: dict | None = None) -> dict:
-    """Write the index files (and ``files``: name → 1-d array, e.g. the ledger) atomically."""
-    final = ws.path("index", name)
-    tmp = ws.path("index", f".{name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_npy(tmp / F.PLAN_FILE, rows, np.int64)
-    save_npy(tmp / F.OFFSETS_FILE, offsets, np.int64)
-    save_npy(tmp / F.REQUESTED_FILE, requested, np.int32)
-    save_npy(tmp / F.VPOS_FILE, vpos, np.int64)
-    pq.write_table(pa.concat_tables(cells, promote_options="default"), tmp / F.CELLS_FILE)
-    pq.write_table(chunk_tab, tmp / F.CHUNKS_FILE)
-    for fname, arr in (files or {}).items():
-        save_npy(tmp / fname, arr, arr.dtype)
-    outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
-                                                 F.CELLS_FILE, F.CHUNKS_FILE, *sorted(files or {}))}
-    inputs = {ws.rel(p): sha256_file(p) for p in st.input_files}
-    for mod in spec.policy_modules:
-        inputs[ws.rel(mod)] = sha256_file(mod)
-    for ph in spec.phases:
-        g = ph.params.get("groups")
-        if isinstance(g, str) and ws.path("groups", g, "groups.json").exists():
-            p = ws.path("groups", g, "groups.json")
-            inputs[ws.rel(p)] = sha256_file(p)
-    meta = {
-        "format_version": F.FORMAT_VERSION, "jadwal_version": __version__, "stage": "index", "name": name,
-        "spec": spec.raw, "seed": spec.seed, "world_size": spec.world_size,
-        "readers_per_rank": spec.readers_per_rank, "batch_size": spec.batch_size,
-        "max_duration": spec.max_duration, "buffer": spec.buffer, "num_steps": int(num_steps),
-        "start_step": int(start_step), "shard_set": shard_set, "split": spec.split,
-        "eligible_samples": st.n_eligible, "phases": ph_meta,
-        "streams": {n: int(x) for n, x in zip(st.stream_names, st.stream_n)},
-        "inputs_sha256": inputs, "outputs_sha256": outputs,
-        # the workspace's meta.json convention (paths relative to the workspace), for `jadwal status`
-        "inputs": inputs, "outputs": {f"index/{name}/{f}": h for f, h in outputs.items()},
-        "max_buffer": max([p["max_buffer"] for p in ph_meta] + [0]),
-        "deviations": int(sum(sum(p["deviations"].values()) for p in ph_meta)),
-        "stats": stats,
-    }
-    if extra:
-        meta.update(extra)
-    # no timestamps: the same inputs + spec + seed give a byte-identical index
-    atomic_write(tmp / F.META_FILE, json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True, default=str))
-    if final.exists():
-        trash = ws.path("index", f".{name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash)
+    Modes are parameters: a fresh plan (``start_step`` 0, no ``source``); an elastic re-plan (a source
+    replaying what the old index had left, ``source.exhaust_before_cut``: exhaustion decided on the
+    whole run, as the old index did); an amendment (a ledger source: ``source.capacity`` is what is
+    left of each stream's current pass, exhaustion decided from ``start_step``); duration budget
+    (``spec.max_duration``: nominal micro-batches packed per reader)."""
+    seq = StreamSequences(st, spec.seed)
+    if spec.batch_size is None:
+        return _plan_duration(ws, spec, st, seq, shard_set, name, start_step=start_step, source=source,
+                              progress=progress, extra=extra, files=files)
+    stats: dict = {}
+    plans = compose(spec, st, ws)
+    if plans[-1].end <= start_step:
+        raise PlanError(f"the spec ends at step {plans[-1].end}, not after step {start_step}")
+    all_phases = list(plans)
+    if source is None or source.exhaust_before_cut:
+        apply_exhaustion(spec, plans, seq, stats)
+        kept = cut_at(plans, start_step)
     else:
-        os.replace(tmp, final)
-    return meta
+        kept = cut_at(plans, start_step)
+        apply_exhaustion(spec, kept, seq, stats, capacity=source.capacity)
+    results = resolve_all(spec, kept, seq, stats, source, progress, name)
+    if source is not None:
+        extra = {**(extra or {}), **source.meta(kept, spec)}
+    return write_index(ws, spec, st, shard_set, name, kept, results, stats, start_step=start_step, extra=extra,
+                       all_phases=all_phases if start_step else None, files=files)
+
+
+def _plan_duration(ws, spec, st, seq, shard_set: str, name: str, *, start_step: int = 0, source=None,
+                   progress: bool = True, extra: dict | None = None, files: dict | None = None) -> dict:
+    """Duration mode (see :mod:`.duration`): the schedule planned as in count mode with a nominal
+    micro-batch and a margin of steps, then each reader's sequence packed within the budget.  From
+    ``start_step`` each phase's nominal composition is cut where its real steps reach it."""
+    W, nw = spec.world_size, spec.readers_per_rank
+    for ph in spec.phases:
+        factor = get_policy(ph.policy, f"phases[{ph.index}]").slots_factor(ph.params)
+        if factor != 1:
+            raise SpecError(f"phases[{ph.index}] ({ph.policy}): candidate pools of {factor} × the batch need "
+                            "`batch_size`; duration mode (`max_duration`) has no fixed batch to multiply")
+    durations = st.durations()  # per row: packing needs every planned sample's duration
+    mu = st.mean_duration or 1.0  # exact now that the durations are loaded
+    budget = spec.max_duration
+    n0 = max(1, int(0.9 * budget / mu))
+    resolve_phase_steps(spec, st.n_eligible, W * budget / mu)  # the real phase steps
+    real_all = [(ph.start, ph.end) for ph in spec.phases]
+    if real_all[-1][1] <= start_step:
+        raise PlanError(f"the spec ends at step {real_all[-1][1]}, not after step {start_step}")
+    # the window of read samples bucketing chooses from; it is what the buffer holds
+    window = spec.bucket_window or max(n0 + 1, min(8 * n0, spec.buffer))
+    margin = 1.15
+    for _attempt in range(6):
+        nominal_phases = [Phase(ph.index, ph.policy, int(math.ceil((e - s) * margin)) + nw, dict(ph.params))
+                          for ph, (s, e) in zip(spec.phases, real_all)]
+        nominal = dataclasses.replace(spec, batch_size=W * n0, max_duration=None, steps=None, epochs=None,
+                                      phases=nominal_phases)
+        stats: dict = {}
+        plans, real = nominal_cut(compose(nominal, st, ws), real_all, start_step, nw, targets_of)
+        apply_exhaustion(nominal, plans, seq, stats, capacity=None if source is None else source.capacity)
+        results = resolve_all(nominal, plans, seq, stats, source, check_buffer=False)
+        packed = pack_all(spec, plans, results, real, durations, n0, budget, window, st.stream_of_rows, start_step)
+        if packed is not None:
+            break
+        margin *= 1.3
+    else:  # pragma: no cover - needs pathological durations
+        raise PlanError("duration mode: could not fill the micro-batches within the budget; raise max_duration")
+    mb_rows, mb_vpos, mb_req, max_buf, unused = packed
+    sizes = np.array([len(x) for x in mb_rows], dtype=np.int64)
+    if sizes.min() == 0:
+        raise PlanError("duration mode: an empty micro-batch (a sample longer than max_duration?)")
+    rows = np.concatenate(mb_rows)
+    vpos = np.concatenate(mb_vpos)
+    requested = np.concatenate(mb_req)
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    if max_buf > spec.buffer:
+        raise PlanError(f"duration mode: bucketing needs {max_buf} read-but-undelivered samples per reader, over "
+                        f"`buffer: {spec.buffer}`; raise `buffer` or lower `bucket_window` ({window})")
+    cells, ph_meta = [], []
+    for pp, (s, e), r, un in zip(plans, real, results, unused):
+        cells.append(cells_table(pp))
+        total_slots = max(1, pp.comp.size)
+        ph_meta.append({"index": pp.phase, "policy": pp.policy, "start_step": s, "end_step": e,
+                        "slots_per_step": None, "micro_batch": None, "nominal_micro_batch": n0,
+                        "domain": pp.domain, "unused": int(un), "deviations": r.deviations,
+                        "reassigned": pp.reassigned, "max_buffer": int(max_buf),
+                        "targets": {col: {v: x / total_slots for v, x in d.items()} for col, d in pp.targets.items()}})
+    done = {p["index"] for p in ph_meta}  # phases over before start_step are listed, as in a re-plan
+    ph_meta = [{"index": ph.index, "policy": ph.policy, "start_step": s, "end_step": e, "slots_per_step": None,
+                "micro_batch": None, "nominal_micro_batch": n0, "domain": None, "unused": 0, "deviations": {},
+                "reassigned": 0, "max_buffer": 0, "targets": {}}
+               for ph, (s, e) in zip(spec.phases, real_all) if ph.index not in done] + ph_meta
+    if source is not None:
+        extra = {**(extra or {}), **source.meta(plans, spec)}
+    return write_files(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, cells, chunks_table(st, results),
+                       ph_meta, {"bucket_window": window, "nominal_margin": margin}, num_steps=real[-1][1],
+                       start_step=start_step, extra=extra, files=files)
+
+
+def build_index(workspace, spec_source, name: str, *, progress: bool = True, overwrite: bool = True) -> dict:
+    """Plan ``spec_source`` (path, YAML text or dict) into ``index/<name>/``. Returns the meta dict."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    spec = load_spec(spec_source)
+    load_policy_modules(spec.policy_modules)
+    shard_set = pick_shard_set(ws, spec.shards)
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
+    return plan_index(ws, spec, st, shard_set, name, progress=progress)

@@ -464,7 +464,9 @@ def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", wei
     """Grouped sequential training: stage k mixes the datasets of groups 1..k (progressive, cumulative)."""
     where = f"phases[{ctx.phase}] (gst)"
     _check_params(extra, set(), where)
-    grp = read_groups(ctx.workspace, groups, where)
+    if not isinstance(groups, list):  # the planner reads groups files before composing (policy_params)
+        groups = read_groups(ctx.workspace, groups, where)
+    grp = groups
     _check_known(ctx, by, grp, "group", where)
     per_stage = _stage_steps(ctx.phase_steps, len(grp), stage_lengths, where)
     parts = []

@@ -134,7 +134,8 @@ def load_row_audio(
                          f"{path}: offset {offset_s:.3f}s beyond end ({info.frames / sr_in:.3f}s)")
     sr_out = int(sample_rate) if sample_rate else sr_in
     keep_int = info.pcm16 and sr_out == sr_in and not (mono and ch_in > 1)
-    # a row "covers its file" when it starts at 0 and its duration matches within 10 ms
+    # a row "covers its file" when it starts at 0 and its duration matches within 10 ms (which rows keep the
+    # original bytes; not a decode check: lengths are checked with audio_decode.duration_tolerance)
     whole = start == 0 and (want < 0 or info.frames <= 0 or abs(want - info.frames) <= max(1, sr_in // 100))
     if audio_format == "original" and whole and info.backend == "soundfile":
         _, n = D.scan(src)  # every check over the whole file, bounded memory
@@ -145,7 +146,7 @@ def load_row_audio(
         if data is None:
             from .. import storage
 
-            with storage.open_read(path) as fh:
+            with storage.open_read(path) as fh:  # passed D.open_source above: the grant was checked
                 data = fh.read()
         return Encoded(data, original_suffix(path, info.format, info.subtype), n / sr_in, sr_in, ch_in)
     x, _ = D.read(src, start, want, int16=keep_int)

@@ -6,7 +6,7 @@ One command with an optional action word (so ``-w`` works before or after it)::
                          [--sample-rate 16000] [--audio-format flac|original] [--mono]
                          [--workers N] [--seed S] [--datasets a,b] [--executor local|ray] [--ray-address A]
                          [--output URL] [--allow-remote s3,gs,https]
-    jadwal shard verify  -w WS [--set NAME] [--workers N]
+    jadwal shard verify  -w WS [--set NAME] [--workers N] [--allow-remote s3,gs,https]
     jadwal shard regroup -w WS --by cluster:k500,task,label [--from SET] [--set NAME]
                          [--target-size 256MB] [--max-samples N] [--seed S] [--memory 1GiB] [--output URL]
                          [--allow-remote s3,gs,https]
@@ -64,7 +64,7 @@ def register(sub, common) -> None:
                    help="write the tars and sidecars under URL/<set>/ (fsspec: s3://…, gs://…, file://…, or a "
                         "folder) instead of the workspace; the shard index stays in shards/<set>/ and records the URLs")
     p.add_argument("--allow-remote", default=None, metavar="SCHEMES",
-                   help="URL schemes audio (and regroup's source shards) may be read from, comma-separated, e.g. "
+                   help="URL schemes audio (and the shards regroup and verify read) may be read from, comma-separated, e.g. "
                         "s3,gs,https (default: none; local paths, file:// and memory:// are always allowed). Rows "
                         "whose audio URL uses another scheme are rejected as remote_audio_not_allowed")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="shuffle seed (default 0)")
@@ -105,9 +105,8 @@ def _run(args) -> int:
     if args.action == "verify":
         from .verify import verify_shards
 
-        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples", "output",
-                                                                            "allow_remote"))
-        rep = verify_shards(ws, args.set_name, workers=args.workers, progress=progress)
+        _check(args, "writing or regrouping", WRITE_ONLY + REGROUP_ONLY + ("by", "max_samples", "output"))
+        rep = verify_shards(ws, args.set_name, workers=args.workers, progress=progress, access=access)
         if args.json:
             print(json.dumps(rep, indent=2, ensure_ascii=False))
         else:

@@ -11,12 +11,9 @@ sha1 to name the damaged samples of a shard.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -241,33 +238,21 @@ def plan_hash(*parts: str) -> str:
 # -- set folder ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def locked_set(ws: Workspace, set_name: str, output: str | None = None):
-    """Create ``shards/<set>/``, take its lock (one writer at a time), mark it incomplete (remove
-    ``meta.json``) and clear temp files of killed runs (also under ``output/<set>/`` when the shards
-    go to a URL).
+    """Write ``shards/<set>/`` as its only writer: :meth:`Workspace.stage` (the one helper of every
+    writing stage: the name checked as ``--set``, the ``fcntl`` lock ``shards/.<set>.lock``, killed
+    runs' temp outputs removed, ``meta.json`` removed so the set reads as incomplete until this run
+    finishes), then the folder created and every temp file in it removed (the lock is held: no other
+    writer of this set is alive, wherever its workers ran), also under ``output/<set>/`` when the
+    shards go to a URL.  Yields the set folder.
 
-    The lock is an ``fcntl`` lock on the local set folder: object stores have no equivalent, so with
-    ``output`` a URL there must be one writer per set (every writer of a set uses the same workspace)."""
-    if not set_name or "/" in set_name or set_name.startswith(".") or set_name in ("..",):
-        raise ShardError(f"bad shard set name {set_name!r}")
-    d = ws.path("shards", set_name)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise ShardError(f"another jadwal run is writing {ws.rel(d)} (lock held)") from None
-            raise
-        meta = d / "meta.json"
-        if meta.exists():
-            meta.unlink()
+    The lock is a local file: object stores have no equivalent, so with ``output`` a URL there must
+    be one writer per set (every writer of a set uses the same workspace)."""
+    with ws.stage("shards", set_name, what="--set", incomplete=True) as d:
+        d.mkdir(parents=True, exist_ok=True)
         remove_temp_files(d)
         if output is not None:
             remove_temp_files(shard_dir(ws, set_name, output))
         yield d
-    finally:
-        os.close(fd)
 
 
 def set_prefix(set_name: str, output: str | None = None) -> str:

@@ -8,14 +8,15 @@ must match the index (name, offset, size) before its data is read.  A source sha
 released only after its sha256 matches the index (a damaged source never leaks into the output); each
 sample's member bytes are copied unchanged (no re-encoding) into the buffer of its output shard, and an output shard is written
 (temp → rename → sidecar) the moment its last sample arrives.  Buffers are bounded by ``memory``:
-beyond it, the largest buffers spill to temp files under ``shards/<set>/.spool/``.
+beyond it, the largest buffers spill to temp files under ``shards/<set>/.spool/`` (plain framed
+bytes, no pickle: :func:`_spool_write` / :func:`_spool_read`).
 """
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
+import struct
 import tarfile
 import time
 
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
-from ..workspace import Workspace, sha256_file
+from ..workspace import Workspace, check_name, sha256_file
 from . import schema as S
 from .common import (
     REJECTS_FILE,
@@ -73,6 +74,43 @@ def _pick_source(ws: Workspace, source: str | None) -> str:
     raise ShardError(f"several shard sets in {ws.root}/shards ({', '.join(sets) or 'none'}): pass --from SET")
 
 
+_ITEM = struct.Struct("<qI")  # position in the output shard, number of members
+_MEMBER = struct.Struct("<HQ")  # suffix length, data length
+
+
+def _spool_write(f, k: int, members: list[tuple[str, bytes]]) -> None:
+    """Append one buffered sample (``k``, ``[(suffix, data)]``) to a spool file: fixed-size headers and
+    raw bytes, nothing that decodes to code (no pickle)."""
+    f.write(_ITEM.pack(k, len(members)))
+    for suffix, data in members:
+        sfx = suffix.encode("utf-8")
+        f.write(_MEMBER.pack(len(sfx), len(data)))
+        f.write(sfx)
+        f.write(data)
+
+
+def _spool_read(f) -> list[tuple[int, list[tuple[str, bytes]]]]:
+    """Every sample :func:`_spool_write` appended to ``f``, in order."""
+    out = []
+
+    def exactly(n: int) -> bytes:
+        b = f.read(n)
+        if len(b) != n:
+            raise ShardError(f"regroup: spool file {getattr(f, 'name', '?')} is truncated")
+        return b
+
+    while head := f.read(_ITEM.size):
+        if len(head) != _ITEM.size:
+            raise ShardError(f"regroup: spool file {getattr(f, 'name', '?')} is truncated")
+        k, n = _ITEM.unpack(head)
+        members = []
+        for _ in range(n):
+            ls, ld = _MEMBER.unpack(exactly(_MEMBER.size))
+            members.append((exactly(ls).decode("utf-8"), exactly(ld)))
+        out.append((k, members))
+    return out
+
+
 class _Buffers:
     """Per-output-shard buffers of copied samples, spilled to disk beyond ``limit`` bytes."""
 
@@ -98,8 +136,8 @@ class _Buffers:
     def _spill(self, out: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / f"{out}.spool", "ab") as f:
-            for item in self.mem.pop(out):
-                pickle.dump(item, f, protocol=pickle.HIGHEST_PROTOCOL)
+            for k, members in self.mem.pop(out):
+                _spool_write(f, k, members)
         self.total -= self.mem_bytes.pop(out)
         self.spilled.add(out)
         self.spills += 1
@@ -107,15 +145,9 @@ class _Buffers:
     def take(self, out: int) -> list:
         items = []
         if out in self.spilled:
-            # pickle here is safe: only spool files this very run wrote are read (`out` in self.spilled),
-            # and the .spool folder is removed under the set's lock before a run starts (see regroup)
             p = self.dir / f"{out}.spool"
             with open(p, "rb") as f:
-                while True:
-                    try:
-                        items.append(pickle.load(f))
-                    except EOFError:
-                        break
+                items.extend(_spool_read(f))
             p.unlink()
             self.spilled.discard(out)
         items.extend(self.mem.pop(out, []))
@@ -151,8 +183,9 @@ def regroup(
     mem_limit = parse_size(memory)
     if max_samples is not None and max_samples < 1:
         raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
-    src_name = _pick_source(ws, source)
+    src_name = check_name(_pick_source(ws, source), "--from")
     name = set_name or S.set_name(keys)
+    check_name(name, "--set")  # before planning (the lock is taken, and checks it again, to write)
     output = check_output(output)
     if name == src_name:
         raise ShardError(f"regroup would overwrite its source set {src_name!r}: pass another --set")

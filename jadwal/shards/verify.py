@@ -6,6 +6,10 @@ names are safe (no ``/``, ``..``, drive or hidden names; regular files only).  A
 named together with its damaged samples: those whose bytes lie past the end of a truncated file, whose
 members disagree with the index, or whose byte range no longer has the sha1 recorded in the shard's
 sidecar (when the sidecar is missing, every sample of a shard with a bad checksum is named).
+
+A stored path is opened only when the loader would open it (:func:`jadwal.trainer.shardio.shard_path_refusal`):
+a URL whose scheme the user's grant (``--allow-remote``) does not name, or a ``pipe:`` value, is a
+problem of its shard (naming the option), never read.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..workspace import Workspace
+from ..access import LOCAL_ONLY, Access
+from ..workspace import Workspace, check_name
 from .. import storage
 from .common import SIDECAR_SUFFIX, ShardError, load_sidecar, pool_map
 from .schema import SAMPLES_FILE, SHARDS_FILE, member_key
@@ -36,6 +41,14 @@ def _verify_task(task: dict) -> dict:
 
     def flag(i, why):
         bad.setdefault(i, why)
+
+    from ..trainer.shardio import shard_path_refusal
+
+    refusal = shard_path_refusal(task["path"], task["access"].allow_remote)
+    if refusal is not None:  # nothing is opened: the same rule as the loader's
+        problems.append(f"not read: {refusal}")
+        out["samples"] = [{"id": s, "problem": "shard not read (path refused)"} for s in ids]
+        return out
 
     actual = storage.size(path)  # path: a local Path or an fsspec URL (shards written with --output)
     if actual is None:
@@ -108,28 +121,30 @@ def list_sets(ws: Workspace) -> list[str]:
 
 def verify_shards(
     ws: Workspace | str | os.PathLike, set_name: str | None = None, *, workers: int | None = None,
-    progress: bool = True,
+    progress: bool = True, access: Access = LOCAL_ONLY,
 ) -> dict:
     """Verify shard set ``set_name`` (default: every set) with ``workers`` threads (hashing and file
-    reads release the GIL).
+    reads release the GIL).  ``access``: shards at remote URLs (sets written with ``--output``) are
+    read only when their scheme is granted (``file://`` and ``memory://`` always), as in ``shard`` and
+    ``regroup``; a refused shard is reported as a bad shard naming the option.
 
     Returns ``{"sets": {name: {"shards", "samples", "bytes_read", "bad_shards": [{"shard_id", "path",
     "problems", "samples": [{"id", "problem"}]}], "bad_samples", "index_problems"}}, "ok"}``.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    sets = [set_name] if set_name else list_sets(ws)
+    sets = [check_name(set_name, "--set")] if set_name else list_sets(ws)
     if not sets:
         raise ShardError(f"no shard sets in {ws.root}/shards (run `jadwal shard` first)")
     workers = max(1, int(workers or os.cpu_count() or 1))
     report = {"sets": {}, "ok": True}
     for name in sets:
-        r = report["sets"][name] = _verify_set(ws, name, workers, progress)
+        r = report["sets"][name] = _verify_set(ws, name, workers, progress, access)
         if r["bad_shards"] or r["index_problems"]:
             report["ok"] = False
     return report
 
 
-def _verify_set(ws: Workspace, name: str, workers: int, progress: bool) -> dict:
+def _verify_set(ws: Workspace, name: str, workers: int, progress: bool, access: Access = LOCAL_ONLY) -> dict:
     from tqdm import tqdm
 
     d = ws.path("shards", name)
@@ -167,6 +182,7 @@ def _verify_set(ws: Workspace, name: str, workers: int, progress: bool) -> dict:
                 )
             yield {
                 "root": str(ws.root),
+                "access": access,
                 "shard_id": s["shard_id"],
                 "path": s["path"],
                 "bytes": s["bytes"],

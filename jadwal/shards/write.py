@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
-from ..workspace import Workspace
+from ..workspace import Workspace, check_name
 from . import schema as S
 from .audio import AudioError, estimate_audio_bytes, load_row_audio
 from .common import (
@@ -215,6 +215,7 @@ def write_shards(
         raise ShardError(f"--sample-rate must be positive (0 keeps the source rate), got {sample_rate}")
     workers = max(1, int(workers or os.cpu_count() or 1))
     name = set_name or S.set_name(keys)
+    check_name(name, "--set")  # before planning (the lock is taken, and checks it again, to write)
     output = check_output(output)
     t0 = time.time()
 

@@ -38,7 +38,7 @@ def run_dir(workspace, run: str) -> Path:
         if (cand / "eval.csv").exists():
             return cand
     raise FileNotFoundError(f"run {run!r}: no eval.csv in {p} or {Path(workspace) / 'runs' / run} "
-                            "(train with `eval: {{index: DEV}}` and `eval_every: N`)")
+                            "(train with `eval: {index: DEV}` and `eval_every: N`)")
 
 
 def _series(rows: list[dict], task: str, metric: str) -> list[tuple[int, float, float]]:
@@ -76,7 +76,13 @@ def summarize(runs: dict[str, list[dict]], threshold: float | None = None) -> di
                     rec[f"final_{m}"] = sm[-1][2]
                     rec[f"best_{m}"] = pick(v for _, _, v in sm)
             recs[name] = rec
-        out[t] = {"threshold": thr, "metrics": shown, "all_metrics": metrics, "runs": recs}
+        note = None
+        if threshold is None and bests:
+            slow = max((n for n in loss if loss[n]), key=lambda n: min(v for _, _, v in loss[n]))
+            if recs[slow]["best_step"] == loss[slow][0][0]:
+                note = (f"{slow} never improved on its first evaluation, so every run starts at or below the "
+                        "threshold: the step columns say nothing for this task")
+        out[t] = {"threshold": thr, "metrics": shown, "all_metrics": metrics, "runs": recs, "note": note}
     return out
 
 
@@ -106,6 +112,8 @@ def markdown(summary: dict) -> str:
             for m in s["metrics"]:
                 row += [_fmt(r.get(f"final_{m}")), _fmt(r.get(f"best_{m}"))]
             lines.append("| " + " | ".join(row) + " |")
+        if s.get("note"):
+            lines += ["", f"Note: {s['note']}."]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -378,7 +378,8 @@ class ScheduleDataset(IterableDataset):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue at ``state["step"]``.  A state saved with another index is accepted only when this index
-        was re-planned to start exactly there (elastic resume: ``start_step == state["step"]``)."""
+        continues that one exactly there (``jadwal plan … --continue-from OLD --at-step S``: an elastic
+        re-plan or an amendment, ``start_step == state["step"] == S``): the switch needs no restart."""
         try:
             step = int(state["step"])
         except (KeyError, TypeError, ValueError):

@@ -170,12 +170,14 @@ def generation_lengths(max_new_tokens, tasks, longest: dict[str, int] | None) ->
 # the evaluation pass
 # ------------------------------------------------------------------------------------------------
 def evaluate(model, workspace, index: str, *, max_batches: int | None = None, max_new_tokens=None,
-             device=None, autocast=None) -> tuple[dict[str, dict[str, float]], dict[str, int], list[dict]]:
+             device=None, autocast=None,
+             allow_remote=frozenset()) -> tuple[dict[str, dict[str, float]], dict[str, int], list[dict]]:
     """Greedy-decode the eval index (this rank's part), gather on rank 0, score per task.
 
     ``max_new_tokens``: an int for every task, ``{task: n}``, or None; tasks left unset decode up to the
     longest target of the task (:func:`longest_targets`).  Returns (metrics per task, sample count per
-    task, predictions: ``{id, task, pred, ref, form, scored_form}``) — full on rank 0, empty elsewhere."""
+    task, predictions: ``{id, task, pred, ref, form, scored_form}``) — full on rank 0, empty elsewhere.
+    ``allow_remote``: URL schemes the index's stored shard paths may use (the loader's grant; default local only)."""
     import contextlib
 
     import torch.distributed as dist
@@ -199,7 +201,7 @@ def evaluate(model, workspace, index: str, *, max_batches: int | None = None, ma
             return fmt.target(task, text=get("text"), target=get("target"), label=get("label"), text_raw=get("text_raw"))
         return target_of(task, get("text"), get("target"), get("label"), text_raw=get("text_raw"))
 
-    ds = ScheduleDataset(workspace, index, features="whisper_mel", prefetch=0)
+    ds = ScheduleDataset(workspace, index, features="whisper_mel", prefetch=0, allow_remote=allow_remote)
     was = model.training
     model.eval()
     recs: list[dict] = []

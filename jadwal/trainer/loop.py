@@ -6,7 +6,13 @@ optimizer, warmup + cosine LR schedule and optional online selector.  The two-ph
     stages:
       - {name: align, index: asr-only, train: [encoder, aligner, lora], lr: 1e-3}   # phase 1: ASR
       - {name: sched, index: hybrid,   train: [lora], lr: 5e-4}                     # phase 2: any schedule
-      - {name: psel,  index: pool,     train: [lora], selector: {kind: partitionsel}}
+      - {name: psel,  index: pool,     train: [lora], selector: {kind: partitionsel, anchor_index: dev}}
+
+Evaluation (:mod:`.periodic_eval`): ``eval: {index: dev}`` with ``eval_every: N`` gives the per-task dev loss
+every N micro-batches of the run and at stage ends, generation metrics every ``eval_generate_every``-th
+time, in ``runs/NAME/eval.csv``; ``jadwal compare`` (:mod:`.compare`) sets runs side by side.
+``init_from: runs/NAME`` starts from another run's trained weights.  Parts a stage does not train stay
+in eval mode for the whole stage (:meth:`AudioLLM.train`).
 
 Distributed: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) or :func:`spawn` (``--nproc``), gloo on
 CPU and NCCL on GPU; the model is wrapped in ``DistributedDataParallel`` (rebuilt per stage, since the

@@ -40,6 +40,7 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
     VALUE parsed as YAML (``3``, ``1e-3``, ``[lora]``, ``mix``).  Only existing keys/items (or a new key
     under an existing mapping) can be set."""
     import copy
+    import re
 
     import yaml
 
@@ -51,10 +52,15 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
         *path, last = key.split(".")
         node = out
         for part in path:
-            node = node[int(part)] if isinstance(node, list) else node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, list):
+                node = node[int(part)] if part.isdigit() and int(part) < len(node) else None
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 raise ValueError(f"--set {item!r}: {key!r} is not a path into the config")
         value = yaml.safe_load(raw)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
                 raise ValueError(f"--set {item!r}: no item {last!r} in a list of {len(node)}")

@@ -118,14 +118,15 @@ def amendments(draw, steps0):
     return out
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), kind=st.sampled_from(["mix", "tpc", "hybrid", "two"]), world=st.integers(1, 3),
        readers=st.integers(1, 3), micro=st.integers(1, 5), steps=st.integers(8, 60), seed=st.integers(0, 999))
 def test_random_amendment_chains_keep_the_guarantee(tmp_path_factory, data, kind, world, readers, micro, steps, seed):
     root = tmp_path_factory.mktemp("am")
-    ws = corpus_ws(root, CORPUS, stream_by=("dataset",), seed=seed % 7)
-    # the same samples regrouped by (task, label): a different shard set, samples matched by id
-    corpus_ws(root, CORPUS, stream_by=("task", "label"), set_name="regrouped", shard_size=7, seed=seed % 7)
+    ws = corpus_ws(root, CORPUS, stream_by=("cluster", "task", "label"), seed=seed % 7)
+    # the same samples regrouped (other stream names and shard boundaries): samples matched by id
+    corpus_ws(root, CORPUS, stream_by=("cluster", "dataset", "label"), set_name="regrouped", shard_size=7,
+              seed=seed % 7)
     spec = {"seed": seed, "shards": "syn", "batch_size": micro * world, "steps": steps, "world_size": world,
             "readers_per_rank": readers, "buffer": 0, "phases": phases_of(kind)}
     build_index(ws, spec, "i0", progress=False)
@@ -312,3 +313,27 @@ def test_amendment_is_deterministic(amended):
     spec = json.loads((d / "meta.json").read_text())["spec"]
     amend(ws, spec, "new", old="old", at_step=7, progress=False)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == first
+
+
+def test_duration_budget_indexes_are_amended_and_replanned(tmp_path):
+    """A duration-budget run re-planned on 3 ranks at step 30 (the same spec: the same phases, policies
+    and targets from S, packed anew per reader), then amended at step 55 to a count-mode batch."""
+    ws = corpus_ws(tmp_path / "w", CORPUS, stream_by=("cluster", "task", "label"), shard_size=8, seed=5)
+    spec = {"seed": 4, "max_duration": 60.0, "steps": 80, "world_size": 2, "readers_per_rank": 2, "buffer": 64,
+            "phases": phases_of("hybrid", 0.5)}
+    build_index(ws, spec, "d", progress=False)
+    m = continue_index(ws, {**spec, "world_size": 3}, "d3", old="d", at_step=30, progress=False)
+    assert m["continues"]["kind"] == "amendment" and m["start_step"] == 30 and m["num_steps"] == 80
+    rep = check_index(ws, "d3")
+    assert rep.ok, str(rep)
+    idx = open_index(ws, "d3")
+    dur = idx.samples.column("duration_s").to_numpy()
+    for t in (30, 55, 79):
+        for r in range(3):
+            assert 0 < dur[idx.rows(t, r)].sum() <= 60.0
+    count = {k: v for k, v in spec.items() if k != "max_duration"}
+    m = continue_index(ws, {**count, "world_size": 3, "batch_size": 24}, "c", old="d3", at_step=55, progress=False)
+    assert [x["index"] for x in m["lineage"]] == ["d", "d3"]
+    rep = check_index(ws, "c")
+    assert rep.ok and rep.numbers["pass_order_slack"] == 0, str(rep)
+    assert_guarantee(ws, "c")

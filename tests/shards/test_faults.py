@@ -19,7 +19,7 @@ from jadwal.cli import main as cli_main
 from jadwal.shards import ShardError, verify_shards, write_shards
 from jadwal.shards.common import locked_set
 from jadwal.shards.tario import UnsafeMember, iter_members
-from jadwal.workspace import Workspace
+from jadwal.workspace import StageError, Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 # `jadwal shard …` with only the shards stage registered (the full `jadwal` entry point also imports the
@@ -102,8 +102,13 @@ def test_resume_from_partial_states(small_ws):
 def test_one_writer_per_set(small_ws):
     ws = Workspace(small_ws)
     with locked_set(ws, "by-dataset"):
-        with pytest.raises(ShardError, match="another jadwal run is writing shards/by-dataset"):
+        with pytest.raises(StageError, match="another jadwal run is writing shards/by-dataset"):
             write_shards(small_ws, "dataset", workers=1, progress=False)
+    # the shard stage's lock is every writing stage's (Workspace.stage), not one of its own
+    with ws.stage("shards", "by-dataset", what="--set"):
+        with pytest.raises(StageError, match=r"shards/by-dataset \(lock held\)"):
+            write_shards(small_ws, "dataset", workers=1, progress=False)
+    write_shards(small_ws, "dataset", workers=1, progress=False)  # released: the run goes ahead
 
 
 @pytest.fixture

@@ -111,3 +111,29 @@ def test_compare_threshold_option_and_errors(two_runs, tmp_path):
     assert re.search(r"\| mix \| 4 \| 6 \| [0-9.]+ \| [0-9.]+ \(\d\) \| — \| — \|", res["markdown"])
     with pytest.raises(FileNotFoundError, match="no eval.csv"):
         compare(two_runs, ["mix", "nope"])
+
+
+def test_demo_trains_with_periodic_eval_and_ends_with_compare():
+    """The demo's configs load (selector options, eval keys validated) with periodic evaluation, and its
+    steps train two schedules with the same phase 1 and compare them at equal steps."""
+    from pathlib import Path
+
+    from jadwal.demo import EXAMPLES, steps
+    from jadwal.trainer.loop import load_config
+
+    runs = {}
+    for name in ("demo.yaml", "demo_mix.yaml", "experiment/train.yaml"):
+        cfg = load_config(EXAMPLES / "train" / name)
+        assert cfg["eval"]["index"] and cfg["eval_every"] > 0
+        runs[cfg["run"]] = cfg
+    assert runs["demo"]["stages"][0] == runs["demo-mix"]["stages"][0]  # the same phase 1
+    psel = runs["demo"]["stages"][-1]["selector"]
+    assert psel["kind"] == "partitionsel" and psel["anchor_index"] == "dev"
+    phase2 = lambda c: sum(s["max_steps"] for s in c["stages"][:2])  # noqa: E731
+    argv = steps("ws", Path(EXAMPLES))
+    trains = [a for a in argv if a[0] == "train"]
+    assert [Path(a[3]).name for a in trains] == ["demo.yaml", "demo_mix.yaml"]
+    cmp = next(a for a in argv if a[0] == "compare")
+    assert argv.index(cmp) > argv.index(trains[-1])
+    assert cmp[3:5] == ["demo", "demo-mix"] and cmp[cmp.index("--until-step") + 1] == str(phase2(runs["demo"]))
+    assert phase2(runs["demo"]) == phase2(runs["demo-mix"])

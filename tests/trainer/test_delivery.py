@@ -121,3 +121,32 @@ def test_rank_and_world_from_torch_distributed(workspace, lh, tmp_path):
             ScheduleDataset(workspace, lh.index_name("mix", 1), rank=1, world_size=2)
     finally:
         dist.destroy_process_group()
+
+
+def test_switch_to_an_amended_index_without_restart(fresh_workspace, lh):
+    """A running job amends its schedule at step S (new weights, one reader per rank, 25% more steps):
+    in the same process, a ScheduleDataset over the amended index takes the old dataset's state at S
+    and delivers the amended plan; old-before-S + new-from-S passes the checker's pass order."""
+    from jadwal.sched_index import amend, check_index
+
+    old_name, S = lh.index_name("mix", 2), 6
+    old = open_index(fresh_workspace, old_name)
+    spec = {**old.meta["spec"], "readers_per_rank": 1, "steps": 20,
+            "phases": [{"policy": "mix", "by": "dataset", "weights": "size"}]}
+    amend(fresh_workspace, spec, "amended", old=old_name, at_step=S, progress=False)
+    new = open_index(fresh_workspace, "amended")
+    rep = check_index(fresh_workspace, "amended")
+    assert rep.ok and rep.numbers["pass_order_slack"] == 0, str(rep)
+    for rank in (0, 1):
+        ds = ScheduleDataset(fresh_workspace, old_name, rank=rank, world_size=2, decode_audio=False)
+        got = []
+        for b in DataLoader(ds, batch_size=None, num_workers=2):
+            got.append((b["step"], b["ids"]))
+            if b["step"] == S - 1:
+                break
+        state = ds.state_dict(step=got[-1][0] + 1)
+        ds2 = ScheduleDataset(fresh_workspace, "amended", rank=rank, world_size=2, decode_audio=False)
+        ds2.load_state_dict(state)
+        got += [(b["step"], b["ids"]) for b in DataLoader(ds2, batch_size=None, num_workers=1)]
+        assert got == lh.planned_ids(old, rank)[:S] + lh.planned_ids(new, rank)
+        assert [t for t, _ in got] == list(range(20))

@@ -123,3 +123,29 @@ def test_resumed_run_has_the_same_evaluations(ews):
     assert [float(r["value"]) for r in a] == pytest.approx([float(r["value"]) for r in b], rel=1e-5, abs=1e-6)
     walls = [float(r["wall_s"]) for r in b]
     assert walls == sorted(walls)  # training wall time carried over the resumes
+
+
+def test_init_from_and_set_overrides(ews):
+    """`init_from: runs/NAME` starts from that run's trained weights; `jadwal train --set` overrides values."""
+    import torch
+
+    from jadwal.trainer.loop import Trainer
+    from jadwal.trainer.model import load_trained
+    from jadwal.trainer.train_cli import apply_overrides
+
+    if not (ews / "runs" / "pe" / "checkpoints").exists():
+        Trainer(_cfg("pe", eval_every=2), ews).run()
+    src = load_trained(ews / "runs" / "pe")
+    tr = Trainer({**_cfg("from_pe"), "init_from": "runs/pe"}, ews)
+    own = tr.model.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in src.state_dict().items())
+    fresh = Trainer(_cfg("fresh"), ews).model.state_dict()
+    assert not all(torch.equal(fresh[k], own[k]) for k in own if "lora_A" in k)
+
+    cfg = apply_overrides(_cfg("x"), ["stages.1.index=mix", "eval_every=3", "stages.0.train=[lora]", "stages.0.lr=1e-4"])
+    assert cfg["stages"][1]["index"] == "mix" and cfg["eval_every"] == 3
+    assert cfg["stages"][0]["train"] == ["lora"] and cfg["stages"][0]["lr"] == 1e-4
+    assert _cfg("x")["stages"][1]["index"] == "tpc"  # a copy
+    for bad in ("stages.5.index=mix", "nokey.x=1", "eval_every"):
+        with pytest.raises(ValueError, match="--set"):
+            apply_overrides(_cfg("x"), [bad])

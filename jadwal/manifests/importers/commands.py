@@ -3,9 +3,13 @@
 Only called when the user passed ``--allow-commands`` (``Access.allow_commands``); the caller checks.
 
 * :func:`parse_pipeline`: ``"flac -c -d -s a.flac"`` or ``"sph2pipe -f wav a.sph | sox -t wav - -t wav -"``
-  → argument lists (``shlex.split``; ``|`` tokens separate stages).  Shell syntax other than ``|``
-  (redirections, ``;``, ``&&``, ``$(…)``, backquotes, globs are not expanded) is refused: there is
-  no shell to interpret it.
+  → argument lists (POSIX ``shlex`` with ``punctuation_chars``, so an operator is a token even when
+  glued to a word: ``a.wav;rm x``; ``|`` tokens separate stages).  Any other shell syntax is refused
+  with the token named, since there is no shell to interpret it: control operators and redirections
+  (``;`` ``&`` ``&&`` ``||`` ``|&`` ``>`` ``>>`` ``<`` ``>&`` ``(`` ``)``), substitutions and
+  variables (``$``, backquotes), comments (a word starting with ``#``) and line breaks.  A quoted
+  argument made only of those characters (``';'``) is refused too (shlex does not say it was
+  quoted); globs and ``~`` are passed as they are (not expanded).
 * :func:`run_pipeline`: the stages chained stdin→stdout with ``subprocess.Popen`` (argument lists,
   ``shell=False``), stdin from ``/dev/null``, stdout read until EOF, at most ``max_bytes`` and
   ``timeout_s`` seconds; every stage must exit 0.  On failure :class:`CommandError` carries the exit
@@ -26,7 +30,7 @@ import time
 
 DEFAULT_TIMEOUT_S = 600.0  # per command
 DEFAULT_MAX_BYTES = 4 << 30  # output of one command (a 16 kHz 16-bit mono hour is 115 MB)
-_SHELL_TOKENS = (";", "&&", "||", "&", ">", ">>", "<", "2>", "2>&1", "&>", "|&")
+_OPERATOR_CHARS = frozenset("();<>|&")  # shlex's punctuation_chars: a token made of these is an operator
 
 
 class CommandError(Exception):
@@ -34,20 +38,33 @@ class CommandError(Exception):
 
 
 def parse_pipeline(spec: str) -> list[list[str]]:
-    """Stages of a pipe entry (without its trailing ``|``) as argument lists; ``CommandError`` when
-    it is not a plain pipeline."""
+    """Stages of a pipe entry (without its trailing ``|``) as argument lists; ``CommandError`` naming
+    the problem when it is not a plain ``a | b`` pipeline (see the module doc)."""
+    if any(c in spec for c in "\n\r\0"):
+        raise CommandError(f"command {spec!r} holds a line break or NUL (shell syntax); jadwal runs commands "
+                           "without a shell (only `a | b` pipelines)")
+    lexer = shlex.shlex(spec, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # a '#' is refused below, not silently dropped with the rest of the line
     try:
-        tokens = shlex.split(spec)
-    except ValueError as e:  # unbalanced quotes
+        tokens = list(lexer)
+    except ValueError as e:  # unbalanced quotes, a trailing backslash
         raise CommandError(f"cannot parse command {spec!r}: {e}") from None
     stages: list[list[str]] = [[]]
     for t in tokens:
         if t == "|":
             stages.append([])
             continue
-        if t in _SHELL_TOKENS or t.startswith((">", "<", "2>")) or "$(" in t or "`" in t:
-            raise CommandError(f"command {spec!r} uses shell syntax {t!r}; jadwal runs commands without a shell "
-                               "(only `a | b` pipelines)")
+        what = None
+        if t and set(t) <= _OPERATOR_CHARS:
+            what = "a control operator or redirection"
+        elif "$" in t or "`" in t:
+            what = "a substitution or variable"
+        elif t.startswith("#"):
+            what = "a comment"
+        if what:
+            raise CommandError(f"command {spec!r} uses shell syntax {t!r} ({what}); jadwal runs commands without "
+                               "a shell (only `a | b` pipelines)")
         stages[-1].append(t)
     if any(not s for s in stages):
         raise CommandError(f"command {spec!r} has an empty pipeline stage")

@@ -22,7 +22,8 @@
 * ``text``: ``utt transcript``; ``utt2spk``: ``utt speaker``; ``utt2lang`` sets the row's ``lang``;
   ``spk2gender`` (``gender``) and ``utt2category`` (``category``) go to ``extra``.
 * ``reco2dur`` (and ``utt2dur`` of whole-file rows) state the file's duration: the core rejects a
-  row whose audio differs from it by more than its end tolerance (``duration_mismatch``).  With
+  row whose decoded audio differs from it by more than the decoder's tolerance
+  (:func:`jadwal.audio_decode.duration_tolerance`: ``duration_mismatch``).  With
   ``segments``, ``utt2dur`` must agree with ``end - start`` (else ``bad_row``).
 * Split: from the folder name when it names one (``train``, ``dev``, ``test_clean`` …).
 """
