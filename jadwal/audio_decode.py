@@ -16,6 +16,11 @@ Checks, each a :class:`DecodeError` with its own reason code (see ``docs/shards.
   (``bad_sample_rate``), channels in [1, :data:`MAX_CHANNELS`] (``bad_channels``);
 * the samples: all finite (``nonfinite_audio``); the decoded length equals the header's (or the
   manifest's) within :func:`duration_tolerance` (``duration_mismatch``: a truncated file);
+* the container, at import (:func:`scan`): libsndfile shrinks a cut file's length to what is there,
+  so the header is read too: a WAV/RF64/W64 ``data`` or AIFF ``SSND`` chunk that declares more bytes
+  than the file holds (:func:`pcm_layout`; the 0/0xFFFFFFFF sizes of streaming writers are accepted)
+  and an Ogg stream whose last complete page lacks the end-of-stream flag (:func:`ogg_truncation`)
+  are ``duration_mismatch``;
 * the bytes: sha1 equal to the one recorded at import (``audio_changed``).
 
 Samples come out as float32 ``[frames, channels]`` in [-1, 1] full scale (any sample format); only
@@ -24,10 +29,12 @@ Samples come out as float32 ``[frames, channels]`` in [-1, 1] full scale (any sa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
 import stat
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,6 +198,188 @@ def open_source(loc: str, access: Access = LOCAL_ONLY, *, read: bool = True) -> 
     return Source(loc, st.st_size, data)
 
 
+# -- container headers (truncation) ------------------------------------------------------------------
+STREAMING_SIZES = (0, 0xFFFFFFFF)  # data sizes a writer that cannot seek back leaves in the header
+_MAX_CHUNKS = 4096  # chunks walked before the data chunk (a header is a few; junk is refused, not looped)
+_W64_GUID_TAIL = bytes.fromhex("f3acd3118cd100c04f8edb8a")  # Sony Wave64 chunk GUIDs: 4-byte tag + this
+OGG_MAX_PAGE = 27 + 255 + 255 * 255  # bytes: the largest Ogg page
+
+
+@dataclass(frozen=True)
+class PcmLayout:
+    """Where the samples of a WAV/WAVEX/RF64/W64/AIFF file lie, from its header (offsets in bytes).
+
+    ``kind``: ``RIFF`` (WAV and WAVEX), ``RF64``, ``W64`` or ``AIFF`` (and AIFF-C); ``data_at``: the
+    first byte of the samples; ``declared``: the sample bytes the header states, ``None`` for a
+    streaming writer's placeholder (:data:`STREAMING_SIZES`; for RF64 a zero ``ds64`` size);
+    ``byte_rate``: bytes per second of audio (0 when the header does not say);
+    ``block_align``: bytes per frame (0 when unknown); ``size_at``: offset of the data chunk's size
+    field; ``ds64_at``: offset of an RF64 ``ds64`` body (-1 otherwise)."""
+
+    kind: str
+    data_at: int
+    declared: int | None
+    byte_rate: int
+    block_align: int
+    size_at: int
+    ds64_at: int = -1
+
+
+def _read_at(f, pos: int, n: int) -> bytes:
+    f.seek(pos)
+    return f.read(n)
+
+
+def pcm_layout(f) -> PcmLayout | None:
+    """Walk the chunks of the seekable binary file ``f`` up to its sample data; ``None`` when it is
+    not a WAV/RF64/W64/AIFF file or the walk does not reach a data chunk (libsndfile judges those)."""
+    head = _read_at(f, 0, 16)
+    if len(head) < 12:
+        return None
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return _riff_layout(f, head[:4].decode())
+    if head[:4] == b"riff" and head[4:16] == bytes.fromhex("2e91cf11a5d628db04c10000"):
+        return _w64_layout(f)
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return _aiff_layout(f, aifc=head[8:12] == b"AIFC")
+    return None
+
+
+def _riff_layout(f, kind: str) -> PcmLayout | None:
+    pos, ds64_at, data64, byte_rate, align = 12, -1, 0, 0, 0
+    for _ in range(_MAX_CHUNKS):
+        hdr = _read_at(f, pos, 8)
+        if len(hdr) < 8:
+            return None
+        cid, n = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+        if cid == b"ds64":
+            body = _read_at(f, pos + 8, 16)
+            if len(body) == 16:
+                ds64_at, data64 = pos + 8, struct.unpack("<QQ", body)[1]
+        elif cid == b"fmt ":
+            body = _read_at(f, pos + 8, 16)
+            if len(body) == 16:
+                byte_rate, align = struct.unpack("<IH", body[8:14])
+        elif cid == b"data":
+            if kind == "RF64" and n == 0xFFFFFFFF:
+                declared = data64 or None
+            else:
+                declared = None if n in STREAMING_SIZES else n
+            return PcmLayout(kind, pos + 8, declared, byte_rate, align, pos + 4, ds64_at)
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def _w64_layout(f) -> PcmLayout | None:
+    pos, byte_rate, align = 40, 0, 0
+    for _ in range(_MAX_CHUNKS):
+        hdr = _read_at(f, pos, 24)
+        if len(hdr) < 24 or hdr[4:16] != _W64_GUID_TAIL:
+            return None
+        cid, n = hdr[:4], struct.unpack("<Q", hdr[16:])[0]  # n counts the 24-byte chunk header
+        if cid == b"fmt ":
+            body = _read_at(f, pos + 24, 16)
+            if len(body) == 16:
+                byte_rate, align = struct.unpack("<IH", body[8:14])
+        elif cid == b"data":
+            body = n - 24 if n >= 24 else 0
+            declared = None if n in STREAMING_SIZES or n == 0xFFFFFFFFFFFFFFFF else body
+            return PcmLayout("W64", pos + 24, declared, byte_rate, align, pos + 16)
+        if n < 24:
+            return None
+        pos += (n + 7) & ~7
+    return None
+
+
+def _aiff_layout(f, aifc: bool) -> PcmLayout | None:
+    pos, byte_rate, align = 12, 0, 0
+    for _ in range(_MAX_CHUNKS):
+        hdr = _read_at(f, pos, 8)
+        if len(hdr) < 8:
+            return None
+        cid, n = hdr[:4], struct.unpack(">I", hdr[4:])[0]
+        if cid == b"COMM":
+            body = _read_at(f, pos + 8, 22)
+            if len(body) >= 18:
+                channels, _, bits = struct.unpack(">hIh", body[:8])
+                exp, mant = struct.unpack(">HQ", body[8:18])  # 80-bit IEEE extended sample rate
+                rate = mant * 2.0 ** ((exp & 0x7FFF) - 16383 - 63) if mant else 0.0
+                compression = body[18:22] if aifc and n >= 22 and len(body) >= 22 else b"NONE"
+                if compression in (b"NONE", b"twos", b"sowt", b"fl32", b"FL32", b"fl64", b"FL64", b"") \
+                        and 0 < rate < 1e7 and channels > 0 and bits > 0:
+                    align = channels * ((bits + 7) // 8)
+                    byte_rate = round(rate * align)
+        elif cid == b"SSND":
+            body = _read_at(f, pos + 8, 4)
+            skip = struct.unpack(">I", body)[0] if len(body) == 4 else 0  # SSND offset field
+            declared = None if n in STREAMING_SIZES else max(0, n - 8 - skip)
+            return PcmLayout("AIFF", pos + 16 + skip, declared, byte_rate, align, pos + 4)
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def pcm_truncation(f, size: int) -> tuple[float, float] | None:
+    """``(declared_s, present_s)`` when ``f`` (``size`` bytes) is a WAV/RF64/W64/AIFF whose data chunk
+    declares more sample bytes than the file holds; ``None`` when complete, streaming-sized, or not
+    such a file.  Trailing chunks and pad bytes after the data are fine."""
+    layout = pcm_layout(f)
+    if layout is None or layout.declared is None or layout.byte_rate <= 0:
+        return None
+    present = max(0, size - layout.data_at)
+    if present >= layout.declared:
+        return None
+    return layout.declared / layout.byte_rate, present / layout.byte_rate
+
+
+def ogg_truncation(f, size: int) -> str | None:
+    """A reason text when the Ogg file ``f`` (``size`` bytes) is cut: its last complete page (found by
+    seeking to the last :data:`OGG_MAX_PAGE` bytes) lacks the end-of-stream flag, or it has none.
+    ``None`` when complete or not an Ogg file."""
+    if _read_at(f, 0, 4) != b"OggS":
+        return None
+    start = max(0, size - 2 * OGG_MAX_PAGE)
+    tail = _read_at(f, start, size - start)
+    i = len(tail)
+    while (i := tail.rfind(b"OggS", 0, i)) >= 0:
+        if len(tail) - i >= 27 and tail[i + 4] == 0:
+            nseg = tail[i + 26]
+            if len(tail) - i >= 27 + nseg:
+                end = i + 27 + nseg + sum(tail[i + 27:i + 27 + nseg])
+                if end <= len(tail):  # the last complete page
+                    if tail[i + 5] & 0x04:
+                        return None
+                    return (f"its last Ogg page (at byte {start + i}) lacks the end-of-stream flag: the stream "
+                            f"is cut")
+    return "no complete Ogg page in its last bytes: the stream is cut"
+
+
+def check_container(src: Source) -> None:
+    """``duration_mismatch`` when the header shows ``src`` was cut: sample bytes missing beyond
+    :func:`duration_tolerance` (:func:`pcm_truncation`), an Ogg stream without its end
+    (:func:`ogg_truncation`).  Reads a few header bytes and, for Ogg, the last pages."""
+    with _as_decode_error(src.loc), _binary(src) as f:
+        cut = pcm_truncation(f, src.size)
+        if cut is not None and cut[0] - cut[1] > duration_tolerance(cut[0]):
+            raise DecodeError(DURATION_MISMATCH, f"{src.loc}: its header declares {cut[0]:.3f} s of samples, the "
+                                                 f"file holds {cut[1]:.3f} s (truncated)")
+        why = ogg_truncation(f, src.size)
+        if why is not None:
+            raise DecodeError(DURATION_MISMATCH, f"{src.loc}: {why} (truncated)")
+
+
+@contextlib.contextmanager
+def _binary(src: Source) -> Iterator[object]:
+    """``src`` as a seekable binary file."""
+    if src.data is not None:
+        yield io.BytesIO(src.data)
+    elif storage.is_url(src.loc):
+        with storage.open_read(src.loc) as f:
+            yield f
+    else:
+        with open(src.loc, "rb") as f:
+            yield f
+
+
 # -- headers and decoders ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AudioInfo:
@@ -268,36 +457,88 @@ def _av_to_float(frame) -> np.ndarray:
     raise DecodeError("unreadable_audio", f"unsupported decoded sample format {name!r}")
 
 
+def opus_pre_skip(extradata: bytes | None) -> int | None:
+    """The pre-skip of an Opus stream (samples at 48 kHz the decoder must drop at the start: the
+    encoder's look-ahead), from its ``OpusHead`` (RFC 7845 §5.1: bytes 10–11, little-endian), which
+    Ogg, Matroska/WebM and MP4 all carry as the codec's extradata; ``None`` for anything else."""
+    if extradata and len(extradata) >= 12 and extradata[:8] == b"OpusHead":
+        return struct.unpack("<H", extradata[10:12])[0]
+    return None
+
+
+def _signalled_skip(packet) -> int | None:
+    """Samples the demuxer told the decoder to drop before this packet's first sample (ffmpeg's
+    ``AV_PKT_DATA_SKIP_SAMPLES`` side data: u32 LE start skip, u32 LE end discard, …); 0 without
+    it; ``None`` when this PyAV cannot read packet side data."""
+    if not hasattr(packet, "has_sidedata"):
+        return None
+    if not packet.has_sidedata("skip_samples"):
+        return 0
+    data = bytes(packet.get_sidedata("skip_samples"))
+    return struct.unpack("<I", data[:4])[0] if len(data) >= 4 else 0
+
+
 class _AvReader:
+    """Decodes with PyAV, from the first sample after the codec's start padding.
+
+    ffmpeg drops the samples the demuxer signals on the first packet (``skip_samples`` side data:
+    the container's codec delay) or, without it, the decoder's own pre-skip.  For Opus the stream's
+    ``OpusHead`` pre-skip (:func:`opus_pre_skip`) is the codec's truth; a container that signals less
+    (WebM written by ffmpeg from 16 kHz input states 104 of 312 samples in ``CodecDelay``) would leave
+    encoder look-ahead in the audio, so the difference is dropped too and taken off the declared
+    length (``info`` is updated once the first packet is read).  AAC in mp4/m4a is trimmed by its
+    edit list, by ffmpeg."""
+
     def __init__(self, container, stream, info: AudioInfo, loc: str):
         self.c = container
         self.st = stream
         self.info = info
         self.loc = loc
+        self.pre_skip = opus_pre_skip(bytes(stream.codec_context.extradata or b"")) \
+            if stream.codec_context.name == "opus" else None
+
+    def _extra_skip(self, packet) -> int:
+        """Samples to drop after ffmpeg's own start trimming (see the class doc)."""
+        if self.pre_skip is None:
+            return 0
+        signalled = _signalled_skip(packet)
+        if not signalled:  # no side data: the decoder applied the OpusHead pre-skip itself
+            return 0
+        return max(0, self.pre_skip - signalled)
 
     def blocks(self, start: int, frames: int, int16: bool = False) -> Iterator[np.ndarray]:
         """Decode from the beginning (no seek: sample-exact), keep ``[start, start + frames)``; the
-        decoder's trailing padding past the declared length is dropped."""
-        end = start + frames if frames >= 0 else None
-        if self.info.frames > 0:
-            end = self.info.frames if end is None else min(end, self.info.frames)
+        codec's start padding (class doc) and the decoder's trailing padding past the declared length
+        are dropped."""
         pos = 0
-        for frame in self.c.decode(self.st):
-            if frame.sample_rate != self.info.sample_rate or len(frame.layout.channels) != self.info.channels:
-                raise DecodeError("unreadable_audio", f"{self.loc}: sample rate or channel layout changes "
-                                                      f"mid-stream ({frame.sample_rate} Hz, "
-                                                      f"{len(frame.layout.channels)} ch)")
-            x = _av_to_float(frame)
-            a, b = pos, pos + len(x)
-            pos = b
-            if b <= start:
-                continue
-            lo = max(0, start - a)
-            hi = len(x) if end is None else min(len(x), end - a)
-            if hi > lo:
-                yield x[lo:hi]
-            if end is not None and pos >= end:
-                return
+        skip = end = None  # samples still to drop at the start; end of the kept span (-1: none)
+        for packet in self.c.demux(self.st):
+            if skip is None:  # the first packet: it carries the demuxer's start skip
+                skip = self._extra_skip(packet)
+                if skip and self.info.frames > 0:
+                    self.info = dataclasses.replace(self.info, frames=max(1, self.info.frames - skip))
+                end = start + frames if frames >= 0 else -1
+                if self.info.frames > 0:
+                    end = self.info.frames if end < 0 else min(end, self.info.frames)
+            for frame in packet.decode():
+                if frame.sample_rate != self.info.sample_rate or len(frame.layout.channels) != self.info.channels:
+                    raise DecodeError("unreadable_audio", f"{self.loc}: sample rate or channel layout changes "
+                                                          f"mid-stream ({frame.sample_rate} Hz, "
+                                                          f"{len(frame.layout.channels)} ch)")
+                x = _av_to_float(frame)
+                if skip:
+                    drop = min(skip, len(x))
+                    x, skip = x[drop:], skip - drop
+                a, b = pos, pos + len(x)
+                pos = b
+                if b <= start:
+                    continue
+                lo = max(0, start - a)
+                hi = len(x) if end < 0 else min(len(x), end - a)
+                if hi > lo:
+                    yield x[lo:hi]
+                if end >= 0 and pos >= end:
+                    return
 
 
 def _av_open(src: Source, f, sf_error: str):
@@ -381,6 +622,7 @@ def scan(src: Source) -> tuple[AudioInfo, int]:
     """Decode the whole file block by block (bounded memory): header bounds, finite samples, decoded
     length vs the declared one.  Returns ``(info, frames)``, ``frames`` being what :func:`read`
     delivers for the whole file (the probe's duration)."""
+    check_container(src)
     with open_audio(src) as r:
         n = 0
         for x in r.blocks(0, -1, False):
@@ -409,6 +651,7 @@ def read(src: Source, start: int = 0, frames: int = -1, *, int16: bool = False) 
             _check_finite(x, src.loc, start + got)
             parts.append(x)
             got += len(x)
+        info = r.info  # a PyAV reader corrects the declared length at the first packet
     if not parts:
         return np.zeros((0, info.channels), np.int16 if int16 and info.pcm16 else np.float32), info
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)), info

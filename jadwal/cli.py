@@ -2,7 +2,8 @@
 
 Errors a user can act on (bad input or arguments, YAML errors, disk full, permissions, a dead pool
 worker, out of memory) end as one line ``jadwal STAGE: error: …`` naming the file when known, with exit
-code 2 (input) or 1 (the machine), and no traceback unless ``-v`` (:func:`describe_error`).
+code 2 (input) or 1 (the machine), and no traceback unless ``-v`` (:func:`describe_error`); so do such
+errors raised in a DataLoader worker or a spawned rank, described as the original error.
 
 A stage's ``register(subparsers, common)`` adds its commands; ``common`` is a parent parser carrying
 ``-w/--workspace``.  Each command sets ``func(args) -> int``.  Heavy imports happen inside ``func``.
@@ -128,15 +129,71 @@ def _file_in_traceback(e: BaseException) -> str | None:
     return None
 
 
+_TB_HEAD = "Traceback (most recent call last):\n"
+
+
+def _exception_class(name: str) -> type[BaseException] | None:
+    """The exception class a formatted traceback names (``ValueError``, ``jadwal.trainer.shardio.ShardError``):
+    a builtin, a class of jadwal (its module imported if needed), or one of a module already imported."""
+    import builtins
+
+    mod, _, attr = name.rpartition(".")
+    owner = sys.modules.get(mod) if mod else builtins
+    if owner is None and (mod == "jadwal" or mod.startswith("jadwal.")):  # a rank's process imported it, not we
+        try:
+            owner = importlib.import_module(mod)
+        except ImportError:
+            owner = None
+    cls = getattr(owner, attr, None) if owner is not None else None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def unwrap_worker_error(e: BaseException) -> BaseException | None:
+    """The original error a child process raised, rebuilt from the formatted traceback that carries it;
+    ``None`` when ``e`` is not such a wrapper.
+
+    Two wrappers carry a child's error as traceback text: a DataLoader worker's, re-raised by torch as
+    the same type (or ``RuntimeError``) with the message ``"Caught ShardError in DataLoader worker
+    process 0.\nOriginal Traceback (most recent call last): …"``, and ``torch.multiprocessing.spawn``'s
+    ``ProcessRaisedException`` (``jadwal train --nproc N``), possibly one inside the other.  The last
+    exception line of the innermost traceback is the original ``Type: message``; the type is resolved
+    to a builtin, a jadwal class or an already imported class (else ``None``: a bug keeps its traceback)."""
+    text = str(e)
+    wrapped = text.startswith("Caught ") and "\nOriginal " + _TB_HEAD in text
+    spawn = type(e).__name__ == "ProcessRaisedException" and _TB_HEAD in text
+    if not (wrapped or spawn):
+        return None
+    block = text.rsplit(_TB_HEAD, 1)[1].split("\n")
+    i = 0
+    while i < len(block) and (not block[i].strip() or block[i][:1].isspace()):  # frames, source lines, carets
+        i += 1
+    last = "\n".join(block[i:]).strip()
+    name, _, message = last.partition(": ")
+    cls = _exception_class(name.strip())
+    if cls is None:
+        return None
+    try:
+        return cls(message.strip())
+    except Exception:  # noqa: BLE001 - a class that cannot be built from its message: keep the traceback
+        return None
+
+
 def describe_error(e: BaseException) -> tuple[str, int] | None:
     """``(one-line message, exit code)`` for errors a user can act on (exit 2: bad input or arguments;
-    1: the machine: disk full, permissions, a dead worker, memory); ``None`` for anything else (a bug)."""
+    1: the machine: disk full, permissions, a dead worker, memory); ``None`` for anything else (a bug).
+    An error raised in a DataLoader worker or a spawned rank is described as the original error
+    (:func:`unwrap_worker_error`), without the worker's traceback."""
     import errno
     import os
     from concurrent.futures.process import BrokenProcessPool
 
     def one_line(text: str) -> str:
         return " ".join(str(text).split())
+
+    original = unwrap_worker_error(e)
+    if original is not None:
+        known = describe_error(original)
+        return None if known is None else (one_line(known[0]), known[1])
 
     yaml = sys.modules.get("yaml")
     if yaml is not None and isinstance(e, yaml.YAMLError):

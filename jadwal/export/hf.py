@@ -11,9 +11,13 @@ and hands ``datasets`` one row per sample:
   ``{"bytes": binary, "path": string}`` column (``datasets`` encodes ``Audio`` values of an
   ``IterableDataset`` row by row, and that needs torchcodec even for bytes).
 * the manifest fields of the sample's ``<key>.json``: ``id``, ``dataset``, ``task``, ``lang``,
-  ``split``, ``modality``, ``text``, ``target``, ``instruction``, ``label``, ``speaker``,
+  ``split``, ``modality``, ``text``, ``text_raw``, ``target``, ``instruction``, ``label``, ``speaker``,
   ``duration_s``, ``sample_rate``, ``channels``, ``extra`` (JSON text); and where it was: ``shard_id``,
   ``pos``.
+* ``text`` is the transcript in ``text_form`` (:mod:`jadwal.textforms`): ``train`` by default (the
+  orthography jadwal's trainer teaches: hamza forms, ``ى``, punctuation kept), ``raw`` (as found) or
+  ``score`` (the manifest's ``text``, the WER normalization); ``text_raw`` is the transcript as found,
+  whatever the form.  ``target``, ``instruction`` and ``label`` are as stored.
 
 ``streaming=False`` (default) builds an Arrow ``Dataset`` cached under ``WS/exports/hf/<set>/`` (or
 ``cache_dir``; rebuilt when ``shards.parquet`` changes); ``streaming=True`` returns an
@@ -25,10 +29,11 @@ import importlib.util
 import json
 import os
 
-from .shardread import iter_samples, set_dir
+from ..textforms import DEFAULT_FORM, check_form
+from .shardread import iter_samples, row_transcript, set_dir
 
-STRING_FIELDS = ("dataset", "task", "lang", "split", "modality", "text", "target", "instruction", "label",
-                 "speaker", "extra")
+STRING_FIELDS = ("dataset", "task", "lang", "split", "modality", "text", "text_raw", "target", "instruction",
+                 "label", "speaker", "extra")
 
 
 def features():
@@ -43,12 +48,13 @@ def features():
     return datasets.Features(f)
 
 
-def _rows(root: str, set_name: str, allow_remote: tuple, fingerprint: str = ""):
+def _rows(root: str, set_name: str, allow_remote: tuple, fingerprint: str = "", text_form: str = DEFAULT_FORM):
     from ..shards.schema import member_key
     from ..workspace import Workspace
 
     for s in iter_samples(Workspace(root), set_name, frozenset(allow_remote)):
-        r = s.row
+        r = dict(s.row)
+        r["text"] = row_transcript(s.row, text_form)
         extra = r.get("extra")
         yield {
             "id": s.id,
@@ -65,16 +71,19 @@ def has_torchcodec() -> bool:
 
 
 def load_shard_set(ws, set_name: str, *, streaming: bool = False, decode: bool | None = None,
-                   cache_dir: str | os.PathLike | None = None, allow_remote=frozenset()):
+                   cache_dir: str | os.PathLike | None = None, allow_remote=frozenset(),
+                   text_form: str = DEFAULT_FORM):
     """A ``datasets.Dataset`` (``streaming=True``: ``IterableDataset``) over ``shards/<set_name>``.
 
     ``decode``: type the audio ``Audio()`` (decoded on access; needs torchcodec) or
     ``Audio(decode=False)`` (bytes); default: decode when torchcodec is installed.  ``allow_remote``:
-    URL schemes shard paths may use.  See the module doc for the columns."""
+    URL schemes shard paths may use.  ``text_form``: the form of the ``text`` column (``train`` |
+    ``raw`` | ``score``; ``text_raw`` holds the transcript as found).  See the module doc for the columns."""
     import datasets
 
     from ..workspace import Workspace, sha256_file
 
+    check_form(text_form)
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     d = set_dir(ws, set_name)
     decode = has_torchcodec() if decode is None else bool(decode)
@@ -82,7 +91,7 @@ def load_shard_set(ws, set_name: str, *, streaming: bool = False, decode: bool |
         raise ValueError("load_shard_set(decode=True) needs torchcodec (pip install torchcodec); "
                          "decode=False gives the audio bytes")
     kwargs = {"root": str(ws.root), "set_name": set_name, "allow_remote": tuple(sorted(allow_remote)),
-              "fingerprint": sha256_file(d / "shards.parquet")}
+              "fingerprint": sha256_file(d / "shards.parquet"), "text_form": text_form}
     if streaming:
         ds = datasets.IterableDataset.from_generator(_rows, features=features(), gen_kwargs=kwargs)
     else:

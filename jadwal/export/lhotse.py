@@ -30,19 +30,22 @@ import os
 import shutil
 from pathlib import Path
 
-from .shardread import ExportError, count_samples, iter_samples, set_dir
+from ..textforms import DEFAULT_FORM, TrainOptions, check_form
+from .shardread import ExportError, count_samples, iter_samples, row_transcript, set_dir
 
 CUT_CUSTOM = ("dataset", "task", "split")
-SUP_CUSTOM = ("label", "target", "instruction")
+SUP_CUSTOM = ("text_raw", "label", "target", "instruction")
 
 
-def sample_cut(sample_id: str, audio: bytes | None, row: dict, custom: dict | None = None):
+def sample_cut(sample_id: str, audio: bytes | None, row: dict, custom: dict | None = None, *,
+               text_form: str = DEFAULT_FORM, train_options: TrainOptions = TrainOptions()):
     """The Lhotse cut of one jadwal sample: an in-memory recording holding ``audio`` (the encoded member
-    bytes, as stored), one supervision over it, and ``row``'s fields (see the module doc); ``custom`` is
-    merged into the cut's ``custom``.  ``audio=None`` (text-only): a ``MonoCut`` without a recording,
-    duration 0."""
+    bytes, as stored), one supervision over it whose ``text`` is the transcript in ``text_form``, and
+    ``row``'s fields (see the module doc); ``custom`` is merged into the cut's ``custom``.
+    ``audio=None`` (text-only): a ``MonoCut`` without a recording, duration 0."""
     from lhotse import MonoCut, Recording, SupervisionSegment
 
+    check_form(text_form)
     if audio is not None:
         rec = Recording.from_bytes(audio, recording_id=sample_id)
         cut = rec.to_cut()
@@ -51,7 +54,8 @@ def sample_cut(sample_id: str, audio: bytes | None, row: dict, custom: dict | No
     sup_custom = {k: row[k] for k in SUP_CUSTOM if row.get(k) is not None}
     cut.supervisions = [SupervisionSegment(
         id=sample_id, recording_id=sample_id, start=0.0, duration=cut.duration, channel=cut.channel,
-        text=row.get("text"), speaker=row.get("speaker"), language=row.get("lang"), custom=sup_custom or None)]
+        text=row_transcript(row, text_form, train_options), speaker=row.get("speaker"), language=row.get("lang"),
+        custom=sup_custom or None)]
     cc = {k: row[k] for k in CUT_CUSTOM if row.get(k) is not None}
     if row.get("extra"):
         cc["extra"] = json.loads(row["extra"]) if isinstance(row["extra"], str) else row["extra"]
@@ -61,10 +65,12 @@ def sample_cut(sample_id: str, audio: bytes | None, row: dict, custom: dict | No
 
 
 def export_lhotse(ws, set_name: str, output: str | os.PathLike | None = None, *, shard_size: int = 1000,
-                  allow_remote=frozenset(), progress: bool = False) -> dict:
+                  text_form: str = DEFAULT_FORM, allow_remote=frozenset(), progress: bool = False) -> dict:
     """Write ``set_name`` as Lhotse Shar to ``output/shar`` (default ``WS/exports/lhotse/<set>``); see the module doc.
 
-    ``shard_size``: cuts per Shar shard.  Returns a summary (``cuts``, ``skipped_text_only``, ``files``,
+    ``shard_size``: cuts per Shar shard.  ``text_form``: the supervisions' transcript form (``raw`` |
+    ``train`` | ``score``; ``text_raw`` is in the supervision's ``custom`` whatever the form).
+    Returns a summary (``cuts``, ``skipped_text_only``, ``files``,
     ``output``).  The folder is replaced atomically (written beside it under a temp name)."""
     from lhotse.shar import SharWriter
     from tqdm import tqdm
@@ -75,6 +81,10 @@ def export_lhotse(ws, set_name: str, output: str | os.PathLike | None = None, *,
     src = set_dir(ws, set_name)
     if shard_size < 1:
         raise ExportError(f"--shard-size must be ≥ 1, got {shard_size}")
+    try:
+        check_form(text_form)
+    except ValueError as e:
+        raise ExportError(f"--text-form: {e}") from None
     out = Path(output) if output is not None else ws.path("exports", "lhotse", set_name)
     out = out.absolute()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -93,7 +103,7 @@ def export_lhotse(ws, set_name: str, output: str | os.PathLike | None = None, *,
                     skipped += 1
                     continue
                 try:
-                    writer.write(sample_cut(sample.id, sample.audio, sample.row))
+                    writer.write(sample_cut(sample.id, sample.audio, sample.row, text_form=text_form))
                 except Exception as e:  # noqa: BLE001 - undecodable audio: name the sample, write nothing more
                     raise ExportError(f"sample {sample.id!r} (shard {sample.shard_id}, position {sample.pos}): "
                                       f"Lhotse cannot read its audio: {type(e).__name__}: {e}") from None
@@ -114,7 +124,8 @@ def export_lhotse(ws, set_name: str, output: str | os.PathLike | None = None, *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ws.write_meta(out, "export", config={"format": "lhotse-shar", "set": set_name, "shard_size": shard_size},
+    ws.write_meta(out, "export", config={"format": "lhotse-shar", "set": set_name, "shard_size": shard_size,
+                                                "text_form": text_form},
                   inputs=[src / "samples.parquet", src / "shards.parquet"], outputs=[out / "shar" / n for n in names],
                   extra={"counts": {"cuts": cuts, "skipped_text_only": skipped},
                          "load": f"lhotse.CutSet.from_shar(in_dir={str(out / 'shar')!r})"})

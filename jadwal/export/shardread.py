@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..textforms import DEFAULT_FORM, TrainOptions, transcript_in
+
 AUDIO_SUFFIXES = ("flac", "wav", "mp3", "ogg", "opus", "oga", "aiff", "aif", "au", "w64", "caf", "sph")
 
 
@@ -48,6 +50,16 @@ def set_dir(ws, set_name: str) -> Path:
     if not (d / "meta.json").is_file():
         raise ExportError(f"shard set {set_name!r} is incomplete (no meta.json); finish `jadwal shard` first")
     return d
+
+
+def row_transcript(row: dict, text_form: str = DEFAULT_FORM,
+                   train_options: TrainOptions = TrainOptions()) -> str | None:
+    """The transcript of a manifest ``row`` in ``text_form`` (``raw`` | ``train`` | ``score``, see
+    :func:`jadwal.textforms.transcript_in`); ``None`` when the row has no transcript at all."""
+    text, raw = row.get("text"), row.get("text_raw")
+    if not text and not raw:
+        return None
+    return transcript_in(text_form, text=text, text_raw=raw, opts=train_options)
 
 
 def count_samples(ws, set_name: str) -> int:

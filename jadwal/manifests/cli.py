@@ -26,17 +26,23 @@ def register(sub, common) -> None:
 
     imp = msub.add_parser(
         "import", parents=[common],
-        help="import one source (Kaldi, Common Voice, audiofolder, HF, Lhotse, JSONL, CSV, NeMo)",
-        description="Import SRC into WORKSPACE/manifests/NAME/{manifest,rejects}.parquet + stats.json + meta.json. "
+        help="import sources (Kaldi, Common Voice, audiofolder, HF, Lhotse, JSONL, CSV, NeMo) into one dataset",
+        description="Import SRC [SRC ...] into WORKSPACE/manifests/NAME/{manifest,rejects}.parquet + stats.json + "
+                    "meta.json. Several sources (e.g. Kaldi data/train data/dev) become one dataset, each source's "
+                    "split from its folder/file name; a dataset already imported from other sources is refused "
+                    "unless --replace. "
                     "Rows that cannot be imported go to rejects.parquet with a reason; one bad row never stops "
                     "the import. Nothing in the source is fetched or executed unless you allow it "
                     "(--allow-remote, --allow-commands). See docs/manifests.md.",
     )
-    imp.add_argument("src", help="source folder or file")
+    imp.add_argument("src", nargs="+", help="source folder(s) or file(s), all of one --format")
     imp.add_argument("--format", "-f", required=True, choices=FORMATS)
     imp.add_argument("--dataset", "-d", required=True,
                      help="dataset name: letters, digits, '_', '.', '-' (no '/' or leading '.'); ids become NAME/<source id>")
     imp.add_argument("--task", "-t", required=True, help="task of every row: asr, did, ser, ssum, aqa, slu, …")
+    imp.add_argument("--replace", action="store_true",
+                     help="replace a dataset imported earlier from other sources (default: refuse; sources of one "
+                          "dataset are imported together in one call)")
     imp.add_argument("--lang", default="ar", help="language code of the rows (default: ar)")
     imp.add_argument("--label-column", help="column holding the class label (default: label)")
     imp.add_argument("--text-column", help="column holding the transcript (default: text/sentence/transcript/…)")
@@ -121,7 +127,7 @@ def _import(args) -> int:
         seed=args.seed, split=args.split, workers=args.workers, normalize=normalize, require=args.require,
         hash_audio=args.hash_audio, format_options=options,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
-        executor=args.executor, ray_address=args.ray_address, access=access,
+        executor=args.executor, ray_address=args.ray_address, access=access, replace=args.replace,
     )
     print(summary)
     return 0

@@ -25,6 +25,11 @@ aborts an import: an unexpected error while checking a row, or while probing one
 row's reject.  ``manifests/<dataset>`` is locked for the whole import (:meth:`Workspace.stage`): a
 second import into the same dataset fails at once with a one-line error.  The manifest is
 sorted by id and holds no timestamps, so importing the same source twice gives byte-identical files.
+
+Several sources are one import (one dataset, every source in ``meta.json``); an import into a
+dataset that holds an import of other sources is refused unless ``replace`` (it would drop rows).
+A row's channel selection (``RawRow.channels``, e.g. a Lhotse cut on one channel of a stereo file) is
+checked against the probe, recorded in ``extra.channels`` and counted in ``channels``.
 """
 from __future__ import annotations
 
@@ -163,6 +168,11 @@ def _num(v: Any, name: str) -> float | None:
     return f
 
 
+def _secs(x: float) -> str:
+    """Seconds for a reject detail: 3 decimals, ``%g`` from 10⁶ s on (never a 300-digit number)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:g}"
+
+
 def _row_hash(raw: Any) -> str:
     data = json.dumps(raw, ensure_ascii=True, sort_keys=True, default=str).encode("ascii")
     return "h" + hashlib.sha1(data).hexdigest()[:16]
@@ -190,6 +200,7 @@ class _Pending:
     split: str
     recording_id: str | None
     extra: str | None
+    channels: tuple[int, ...] | None = None  # the file's channels the row uses (None: all)
 
 
 class _Importer:
@@ -273,6 +284,15 @@ class _Importer:
                 self.reject(seq, rid, row, "bad_encoding", f"{name} is not valid UTF-8: {_clean(v)[:80]!r}")
                 return None
         extra = dict(row.extra) if row.extra else {}
+        if "channels" in extra:  # a source column named "channels": kept, but never read as a selection
+            extra["source_channels"] = extra.pop("channels")
+        channels = None
+        if row.channels is not None:
+            channels = tuple(sorted({int(c) for c in row.channels}))
+            if not channels or channels[0] < 0:
+                self.reject(seq, rid, row, "bad_row", f"bad channel selection {list(row.channels)}")
+                return None
+            extra["channels"] = list(channels)
         try:
             offset = _num(row.offset, "offset")
             duration = _num(row.duration, "duration")
@@ -351,7 +371,7 @@ class _Importer:
             self.inflight.add(path)
             new_files.append(path)
         return _Pending(seq, row, rid, path, offset, duration, text, label, target, split, recording_id,
-                        _json(extra, sort_keys=True) if extra else None)
+                        _json(extra, sort_keys=True) if extra else None, channels)
 
     def store_path(self, path: str) -> str:
         """Like :meth:`Workspace.rel` (relative inside the workspace, else absolute), resolving symlinks
@@ -393,6 +413,14 @@ class _Importer:
             self.reject(p.seq, p.id, row, "unreadable_audio",
                         f"{p.path}: header says {probe.channels} channels at {probe.sample_rate} Hz")
             return
+        channels = probe.channels
+        if p.channels is not None:  # a channel selection: the row's audio is those channels only
+            if p.channels[-1] >= probe.channels:
+                self.reject(p.seq, p.id, row, "bad_channels",
+                            f"{p.path} has {probe.channels} channel(s); the row selects channel(s) {list(p.channels)} "
+                            "(0-based)")
+                return
+            channels = len(p.channels)
         file_dur = probe.frames / probe.sample_rate
         if row.file_duration is not None:
             try:
@@ -402,31 +430,31 @@ class _Importer:
                 return
             if stated is not None and abs(stated - file_dur) > duration_tolerance(stated):  # the decoder's
                 self.reject(p.seq, p.id, row, "duration_mismatch",
-                            f"source says the file lasts {stated:.3f}s, {p.path} has {file_dur:.3f}s")
+                            f"source says the file lasts {_secs(stated)}s, {p.path} has {_secs(file_dur)}s")
                 return
         if p.offset is None:
             offset, dur = 0.0, file_dur
         else:
             offset = p.offset
             if offset >= file_dur:
-                self.reject(p.seq, p.id, row, "segment_out_of_range", f"offset {offset:.3f}s >= file duration {file_dur:.3f}s")
+                self.reject(p.seq, p.id, row, "segment_out_of_range", f"offset {_secs(offset)}s >= file duration {_secs(file_dur)}s")
                 return
             dur = file_dur - offset if p.duration is None else p.duration
             end = offset + dur
             if end > file_dur + END_TOLERANCE_S:
                 self.reject(p.seq, p.id, row, "segment_out_of_range",
-                            f"segment ends at {end:.3f}s, file is {file_dur:.3f}s long")
+                            f"segment ends at {_secs(end)}s, file is {_secs(file_dur)}s long")
                 return
             if end > file_dur:
                 dur = file_dur - offset
         if self.min_duration is not None and dur < self.min_duration:
-            self.reject(p.seq, p.id, row, "too_short", f"{dur:.3f}s < min {self.min_duration}s")
+            self.reject(p.seq, p.id, row, "too_short", f"{_secs(dur)}s < min {self.min_duration}s")
             return
         if self.max_duration is not None and dur > self.max_duration:
-            self.reject(p.seq, p.id, row, "too_long", f"{dur:.3f}s > max {self.max_duration}s")
+            self.reject(p.seq, p.id, row, "too_long", f"{_secs(dur)}s > max {self.max_duration}s")
             return
         if probe.sha1 is not None:
-            key = (probe.sha1, round(offset * 1000), round(dur * 1000))
+            key = (probe.sha1, round(offset * 1000), round(dur * 1000), p.channels)
             first = self.audio_keys.get(key)
             if first is not None:
                 self.reject(p.seq, p.id, row, "duplicate_audio", f"same audio as {first!r}")
@@ -448,7 +476,7 @@ class _Importer:
         c["offset_s"].append(round(offset, 6))
         c["duration_s"].append(round(dur, 6))
         c["sample_rate"].append(probe.sample_rate)
-        c["channels"].append(probe.channels)
+        c["channels"].append(channels)
         c["text"].append(p.text or None)
         c["text_raw"].append(row.text)
         c["target"].append(p.target)
@@ -605,7 +633,7 @@ def _stats(table: pa.Table, imp: _Importer, source_info: dict) -> dict:
 
 def import_source(
     ws: Workspace | str | os.PathLike,
-    src: str | os.PathLike,
+    src: str | os.PathLike | list[str | os.PathLike] | tuple,
     fmt: str,
     *,
     dataset: str,
@@ -631,8 +659,16 @@ def import_source(
     executor: str = "local",
     ray_address: str | None = None,
     access: Access = LOCAL_ONLY,
+    replace: bool = False,
 ) -> ImportSummary:
-    """Import one source into ``manifests/<dataset>/`` of workspace ``ws``; see the module doc.
+    """Import one source, or several (``src`` a list), into ``manifests/<dataset>/`` of workspace ``ws``;
+    see the module doc.
+
+    Several sources are read one after the other in sorted path order (duplicates dropped), each with
+    its own split from its folder/file name, as one import: one manifest, one rejects table, every
+    source recorded in ``meta.json`` (``config.sources``).  A dataset that already holds an import of
+    other sources is refused (``ValueError`` naming both) unless ``replace``; importing the same
+    sources again rewrites the same bytes.
 
     ``fmt``: one of :data:`FORMATS`.  ``columns``: logical field → source column (``label_column``
     etc. are shortcuts).  ``normalize``: ``True`` (defaults), ``False``/``None`` (strip only) or a
@@ -671,9 +707,13 @@ def import_source(
         norm_opts = None
     else:
         norm_opts = normalize
-    src_path = Path(os.path.abspath(os.fspath(src)))
-    if not src_path.exists():
-        raise FileNotFoundError(f"source {src_path} does not exist")
+    srcs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
+    if not srcs:
+        raise ValueError("no source given")
+    src_paths = sorted({Path(os.path.abspath(os.fspath(s))) for s in srcs})
+    for src_path in src_paths:
+        if not src_path.exists():
+            raise FileNotFoundError(f"source {src_path} does not exist")
     cols = dict(columns or {})
     for name, v in (("label", label_column), ("text", text_column), ("audio", audio_column),
                     ("id", id_column), ("speaker", speaker_column)):
@@ -684,9 +724,37 @@ def import_source(
         raise ValueError(f"unknown column field(s) {', '.join(unknown)}; fields: {', '.join(DEFAULT_COLUMNS)}")
 
     with _locked_dataset(ws, dataset) as out:
-        return _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios,
+        if not replace:
+            _refuse_other_sources(ws, out, dataset, src_paths)
+        return _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios,
                               seed, split, workers, norm_opts, require, hash_audio, format_options, progress, executor,
                               ray_address, access, t0)
+
+
+def recorded_sources(meta: dict | None) -> list[str] | None:
+    """The sources a dataset's ``meta.json`` says it was imported from (``None``: no finished import)."""
+    if not meta:
+        return None
+    config = meta.get("config") or {}
+    if "sources" in config:
+        return [str(s) for s in config["sources"]]
+    return [str(config["source"])] if config.get("source") else []
+
+
+def _refuse_other_sources(ws: Workspace, out: Path, dataset: str, src_paths: list[Path]) -> None:
+    """``ValueError`` when ``manifests/<dataset>`` holds a finished import of other sources (an import
+    would silently drop its rows)."""
+    if not (out / "manifest.parquet").exists():
+        return
+    had = recorded_sources(ws.read_meta(out))
+    if had is None:  # an interrupted import: nothing finished to lose
+        return
+    want = [str(p) for p in src_paths]
+    if sorted(had) != want:
+        raise ValueError(
+            f"dataset {dataset!r} already holds an import of {', '.join(had) or '(no recorded source)'}; "
+            f"importing {', '.join(want)} would replace it: import all sources in one call "
+            f"(jadwal manifest import SRC1 SRC2 … -d {dataset}), use another --dataset, or pass --replace")
 
 
 @contextlib.contextmanager
@@ -699,24 +767,48 @@ def _locked_dataset(ws: Workspace, dataset: str):
         yield out
 
 
-def _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios, seed, split,
+def _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios, seed, split,
                    workers, norm_opts, require, hash_audio, format_options, progress, executor, ray_address, access,
                    t0) -> ImportSummary:
     (out / "meta.json").unlink(missing_ok=True)  # an interrupted import shows as incomplete
     _resolve.cache_clear()  # path resolution is cached per import (files may have appeared since)
-    ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(format_options or {}), access=access)
-    source = get_importer(fmt)(ctx)
-    imp = _Importer(ws, src_path, fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
+    options = dict(format_options or {})
+    imp = _Importer(ws, src_paths[0], fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
                     Normalizer(norm_opts), require, out, access=access, hash_audio=hash_audio)
+    sources = []  # (path, Source) per source, as opened
+    common = os.path.commonpath([str(p) for p in src_paths]) if len(src_paths) > 1 else None
+
+    def rows() -> Iterable[RawRow]:
+        """Every source's rows in turn; with several sources, a row's ``source`` names its source."""
+        for src_path in src_paths:
+            ctx = ImportContext(src=src_path, dataset=dataset, columns=cols, options=dict(options), access=access)
+            source = get_importer(fmt)(ctx)
+            sources.append((src_path, source, ctx))
+            imp.src, imp.src_root = src_path, (src_path if src_path.is_dir() else src_path.parent)
+            prefix = ""
+            if common:  # a row's source is relative to its source's folder (a file source: the file's folder)
+                rel = os.path.relpath(src_path if src_path.is_dir() else src_path.parent, common)
+                prefix = "" if rel == "." else rel + "/"
+            for row in source.rows:
+                if prefix:
+                    row.source = prefix + row.source
+                yield row
+
     if executor == "local" and not ray_address:
         with Prober(workers, hash_audio=hash_audio, inline_files=INLINE_PROBE_FILES, access=access) as prober:
-            imp.run(source.rows, prober, progress)
+            imp.run(rows(), prober, progress)
     else:
         from ..executors import get_executor
 
         with get_executor(executor, ray_address, workers) as ex, \
                 Prober(max(workers, ex.parallelism), hash_audio=hash_audio, executor=ex, access=access) as prober:
-            imp.run(source.rows, prober, progress)
+            imp.run(rows(), prober, progress)
+    if len(sources) == 1:
+        source_info = sources[0][1].info
+    else:
+        source_info = {os.path.relpath(p, common): src.info for p, src, _ in sources if src.info}
+    inputs = [i for _, src, _ in sources for i in src.inputs]
+    options = sources[0][2].options if sources else options  # as the importer completed them
     table = imp.table()
     rejects = imp.rejects_table()
     if table.num_rows + rejects.num_rows != imp.seen:
@@ -729,18 +821,18 @@ def _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_durati
         pq.write_table(table, tmp, compression="zstd")
     with atomic_path(rejects_path) as tmp:
         pq.write_table(rejects, tmp, compression="zstd")
-    stats = _stats(table, imp, source.info)
+    stats = _stats(table, imp, source_info)
     atomic_write(stats_path, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     _remove_stale_audio(imp.audio_dir, imp.kept_audio)
     seconds = time.perf_counter() - t0
     config = {
-        "format": fmt, "source": str(src_path), "dataset": dataset, "task": task, "lang": lang,
-        "columns": cols, "format_options": ctx.options, "min_duration": min_duration, "max_duration": max_duration,
+        "format": fmt, "sources": [str(p) for p in src_paths], "dataset": dataset, "task": task, "lang": lang,
+        "columns": cols, "format_options": options, "min_duration": min_duration, "max_duration": max_duration,
         "split_ratios": list(ratios), "seed": seed, "split": split, "require": require, "hash_audio": hash_audio,
         "normalize": norm_opts.to_dict() if norm_opts else None, "workers": workers,
         "allow_remote": sorted(access.allow_remote), "allow_commands": access.allow_commands,
     }
-    ws.write_meta(out, "manifests", config=config, inputs=source.inputs,
+    ws.write_meta(out, "manifests", config=config, inputs=inputs,
                   outputs=[manifest_path, rejects_path, stats_path],
                   extra={"counts": {k: stats[k] for k in ("rows_seen", "imported", "rejected")}, "seconds": round(seconds, 3)})
     return ImportSummary(
@@ -748,7 +840,7 @@ def _import_locked(ws, out, src_path, fmt, dataset, task, lang, cols, min_durati
         rejected=rejects.num_rows, rejects=stats["rejects"], hours=stats["hours"],
         splits={k: v["rows"] for k, v in stats["splits"].items()}, audio_files=stats["audio_files"],
         audio_file_hours=stats["audio_file_hours"], seconds=seconds, manifest=ws.rel(manifest_path),
-        rejects_path=ws.rel(rejects_path), stats_path=ws.rel(stats_path), extra={"source": source.info},
+        rejects_path=ws.rel(rejects_path), stats_path=ws.rel(stats_path), extra={"source": source_info},
     )
 
 

@@ -176,9 +176,11 @@ PARAM_SETS = {"lora": ["lora"], "aligner": ["aligner"], "all": ["encoder", "alig
 
 
 def dataset_gradients(ws: Workspace, model, index_name: str, datasets: list[str], params: str = "lora", *,
-                      projection_dim: int = 0, seed: int = 0, progress: bool = True) -> np.ndarray:
+                      projection_dim: int = 0, seed: int = 0, progress: bool = True,
+                      allow_remote=frozenset()) -> np.ndarray:
     """Mean loss gradient per dataset over ``params``, from the micro-batches of ``index_name`` (phase k
-    of the index draws dataset k).  Returns ``[len(datasets), P or projection_dim]`` float64."""
+    of the index draws dataset k).  Returns ``[len(datasets), P or projection_dim]`` float64.
+    ``allow_remote``: URL schemes the shard set's stored paths may use (``--allow-remote``)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -197,7 +199,8 @@ def dataset_gradients(ws: Workspace, model, index_name: str, datasets: list[str]
     sums = np.zeros((len(datasets), dim), dtype=np.float64)
     counts = np.zeros(len(datasets), dtype=np.int64)
     idx = open_index(ws, index_name)
-    ds = ScheduleDataset(ws, index_name, rank=0, world_size=1, features="whisper_mel", prefetch=1)
+    ds = ScheduleDataset(ws, index_name, rank=0, world_size=1, features="whisper_mel", prefetch=1,
+                         allow_remote=allow_remote)
     dl = DataLoader(ds, batch_size=None, num_workers=0, collate_fn=pad_batch)
     model.eval()  # no dropout: the gradient of the loss itself
     try:

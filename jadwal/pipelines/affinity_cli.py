@@ -41,6 +41,7 @@ def _affinity_locked(args) -> int:
     import numpy as np
     import pyarrow.parquet as pq
 
+    from ..access import parse_schemes
     from ..sched_index.planner import build_index, pick_shard_set
     from ..shards.schema import SAMPLES_FILE
     from ..workspace import Workspace
@@ -81,7 +82,8 @@ def _affinity_locked(args) -> int:
         model = build_model(_model_spec(args.model), workspace=str(ws.root), seed=args.seed).to(device)
         print("model: random weights (`--model runs/NAME` uses a trained run)")
     G = dataset_gradients(ws, model, index_name, datasets, args.params, projection_dim=args.projection_dim,
-                          seed=args.seed, progress=not args.no_progress)
+                          seed=args.seed, progress=not args.no_progress,
+                          allow_remote=parse_schemes(args.allow_remote))
     order = [int(x) for x in args.order.split(",")] if args.order else None
     n_groups = "auto" if args.groups == "auto" else int(args.groups)
     grouping = group_datasets(datasets, G, n_groups=n_groups, seed=args.seed, sigma=args.sigma, order=order,
@@ -124,5 +126,7 @@ def register(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--name", default="affinity", help="output folder groups/NAME (default affinity)")
+    p.add_argument("--allow-remote", metavar="SCHEMES", help="URL schemes shard paths stored in the shard index "
+                   "may use (e.g. s3,gs,https); default: local only. pipe: paths there never run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_affinity)

@@ -30,6 +30,8 @@ from .reader import open_index
 from .samples import scan_samples
 from .spec import load_spec
 
+BLOCK = 1 << 20  # positions resolved at once when listing the partial passes (no effect on the result)
+
 
 def amend(workspace, spec_source, name: str, *, old: str, at_step: int, progress: bool = True) -> dict:
     """Plan ``spec_source`` from ``at_step`` on as the continuation of index ``old``; returns meta."""
@@ -69,7 +71,8 @@ class Continuation:
         self.need = np.zeros(S, np.int64)
         rows = st.eligible_row(np.arange(st.n_eligible))
         self.d_row = np.zeros(len(ids), dtype=np.int64)
-        self.d_row[rows] = ledger.count(id_hash64(ids.take(pa.array(rows))))
+        every = len(rows) == len(ids)  # all rows eligible: no need to gather their ids
+        self.d_row[rows] = ledger.count(id_hash64(ids if every else ids.take(pa.array(rows))))
         s_row = st.stream_of_rows(rows)
         d = self.d_row[rows]
         big = np.iinfo(np.int64).max
@@ -84,21 +87,29 @@ class Continuation:
         """(:class:`Supply`, segment lengths per stream) covering ``need[s]`` requests of each stream:
         segment ``j`` lists, in pass ``p0 + j``'s order, the samples delivered at most ``p0 + j`` times;
         from pass ``pmax`` on, whole passes.  Vectorized over streams (the partial passes resolved in
-        one call)."""
+        blocks of about ``BLOCK`` positions)."""
         S = len(seq.names)
         n = seq.n.astype(np.int64)
         need = self.need = np.asarray(need, dtype=np.int64)
         live = (need > 0) & (n > 0)
         k = np.where(live, self.pmax - self.p0, 0)  # partial passes per stream
-        # partial passes: every (stream, pass, position), rows, kept where still owed
+        # partial passes: every (stream, pass, position), rows, kept where still owed — in blocks of
+        # about 2^20 positions (whole passes), so temporaries stay bounded
         ps = np.repeat(np.arange(S), k)
         pp = np.repeat(self.p0, k) + _within(k)
         ln = n[ps]
-        s_all = np.repeat(ps, ln)
-        p_all = np.repeat(pp, ln)
-        v_all = p_all * n[s_all] + _within(ln)
-        keep = self.d_row[seq.rows_many(s_all, v_all)] <= p_all if len(v_all) else np.zeros(0, bool)
-        s_all, p_all, v_all = s_all[keep], p_all[keep], v_all[keep]
+        csum = np.cumsum(ln)
+        parts, a = [], 0
+        while a < len(ps):
+            b = max(a + 1, int(np.searchsorted(csum, (csum[a - 1] if a else 0) + BLOCK, side="right")))
+            s_b = np.repeat(ps[a:b], ln[a:b])
+            p_b = np.repeat(pp[a:b], ln[a:b])
+            v_b = p_b * n[s_b] + _within(ln[a:b])
+            keep = self.d_row[seq.rows_many(s_b, v_b)] <= p_b
+            parts.append((s_b[keep], p_b[keep], v_b[keep]))
+            a = b
+        cat = (lambda i: np.concatenate([x[i] for x in parts]) if parts else np.zeros(0, np.int64))
+        s_all, p_all, v_all = cat(0), cat(1), cat(2)
         # at most need[s] of them, in order
         _, kth = _rank_in_group(s_all)
         ok = kth < need[s_all]

@@ -52,20 +52,24 @@ class PassLayout:
 
     @classmethod
     def build(cls, spec, plans, n_streams: int, seg_len: list[np.ndarray] | None = None,
-              pass_len: np.ndarray | None = None, rows_of=None) -> "PassLayout":
+              pass_len: np.ndarray | None = None, rows_of=None, total: np.ndarray | None = None) -> "PassLayout":
         """Count every reader's requests per segment, sweeping the compositions of ``plans`` in global
         step order.  Segments per stream: ``seg_len[s]`` (finite), or passes of ``pass_len[s]`` samples
         repeated as often as the requests need.  ``rows_of(streams, positions)`` (sample rows of
         sequence positions), when given, lets the layout rotate the reader order inside a segment so
-        that the step where it begins takes no sample twice (see :func:`_rotate_segment`)."""
+        that the step where it begins takes no sample twice (see :func:`_rotate_segment`); ``total``:
+        the requests per stream, when the caller has them."""
         R = spec.world_size * spec.readers_per_rank
         S = n_streams
-        total = np.zeros(S, dtype=np.int64)
-        for pp in plans:
-            cs = pp.cells["stream_code"].to_numpy().astype(np.int64)
-            for _, _, s_of, _ in slot_blocks(spec, pp, cs):
-                total += np.bincount(s_of, minlength=S)
-        if seg_len is None:
+        if total is None:  # requests per stream over the run
+            total = np.zeros(S, dtype=np.int64)
+            for pp in plans:
+                cs = pp.cells["stream_code"].to_numpy().astype(np.int64)
+                for _, _, s_of, _ in slot_blocks(spec, pp, cs):
+                    total += np.bincount(s_of, minlength=S)
+        total = np.asarray(total, dtype=np.int64)
+        uniform = seg_len is None  # whole passes of n samples: a request's segment is k // n
+        if uniform:
             n = np.maximum(np.asarray(pass_len, dtype=np.int64), 1)
             P = np.maximum(-(-total // n), 1)
             seg_len = [np.full(int(P[s]), int(n[s]), dtype=np.int64) for s in range(S)]
@@ -87,18 +91,26 @@ class PassLayout:
         nmax = np.zeros(S, dtype=np.int64)  # a pass of the stream (its longest segment)
         if G:
             np.maximum.at(nmax, np.repeat(np.arange(S), nseg), lens)
+        # streams whose requests go beyond their first segment (the others need no numbering)
+        multi = total > np.where(nseg > 0, lens[np.minimum(seg_first[:-1], max(G - 1, 0))] if G else 0, 0)
         for pp in plans:
             cs = pp.cells["stream_code"].to_numpy().astype(np.int64)
             for b0, _, s_of, reader in slot_blocks(spec, pp, cs):
-                _, k = segmented_cumcount(s_of)
-                k += running[s_of]
-                gk = kbase[s_of] + k
-                g = np.searchsorted(ends, gk, side="right")
+                g = seg_first[s_of]  # streams read within their first segment: nothing to number
+                mi = np.flatnonzero(multi[s_of])
+                gk = None
+                if len(mi):
+                    sm = s_of[mi]
+                    _, k = segmented_cumcount(sm)
+                    k += running[sm]
+                    gk = kbase[sm] + k
+                    g[mi] = seg_first[sm] + k // n[sm] if uniform else np.searchsorted(ends, gk, side="right")
                 u, cnt = _count_keys(g * R + reader)
                 keys.append(u)
                 vals.append(cnt)
                 running += np.bincount(s_of, minlength=S)
-                new = np.flatnonzero((gk == starts_[np.minimum(g, G - 1)]) & (g > seg_first[s_of]))
+                new = np.zeros(0, np.int64) if gk is None else \
+                    mi[(gk == starts_[np.minimum(g[mi], G - 1)]) & (g[mi] > seg_first[s_of[mi]])]
                 if len(new):  # only streams holding that step's requests can avoid a repeat in it
                     st_key = (np.arange(len(s_of)) // pp.slots) * S + s_of
                     u, cnt = np.unique(st_key, return_counts=True)

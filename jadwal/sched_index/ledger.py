@@ -49,7 +49,11 @@ def id_hash64(ids) -> np.ndarray:
     h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
     with np.errstate(over="ignore"):
+        shortest = int(length.min())
         for j in range(int(length.max()) if n else 0):
+            if j < shortest:  # every string has a j-th byte: no selection
+                h = (h ^ data[start + j].astype(np.uint64)) * prime
+                continue
             live = np.flatnonzero(length > j)
             h[live] = (h[live] ^ data[start[live] + j].astype(np.uint64)) * prime
         h ^= length.astype(np.uint64)

@@ -68,6 +68,8 @@ def pick_shard_set(ws: Workspace, name: str | None) -> str:
         if name not in sets:
             raise SpecError(f"spec: `shards` names {name!r}, not a shard set of {ws.root}; found: {sets}")
         return name
+    if not sets:
+        raise SpecError(f"no shard sets in {ws.root}; run `jadwal shard` first")
     if len(sets) != 1:
         raise SpecError(f"spec: `shards` is required when the workspace has {len(sets)} shard sets ({sets})")
     return sets[0]
@@ -358,8 +360,8 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     m = pp.slots // W  # slots per micro-batch
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
     impure = np.bincount(cstream, minlength=S) > 1
-    if supply is None and not impure[cstream[count_cells(pp.comp, len(cstream)) > 0]].any():
-        return _resolve_pure(spec, pp, seq, start, cstream, layout, stats)
+    if not impure[cstream[count_cells(pp.comp, len(cstream)) > 0]].any():
+        return _resolve_pure(spec, pp, seq, start, cstream, layout, stats, supply)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
     # reader of each slot: rank * readers_per_rank + t % readers_per_rank
     reader3 = (np.arange(W, dtype=np.int64)[None, :, None] * nw
@@ -423,10 +425,12 @@ def _count_repeats(stats: dict, moved: int, left: int) -> None:
 
 
 def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.ndarray,
-                  cstream: np.ndarray, layout: PassLayout | None = None, stats: dict | None = None) -> Resolved:
+                  cstream: np.ndarray, layout: PassLayout | None = None, stats: dict | None = None,
+                  supply: Supply | None = None) -> Resolved:
     """Every stream of the phase is one cell: each (stream, reader) takes its range in order.  Resolved
     in blocks of whole steps with running per-(stream, reader) offsets, so temporaries stay
-    O(block + streams × readers) whatever the phase length; rows are generated range by range."""
+    O(block + streams × readers) whatever the phase length; rows are generated range by range (slot by
+    slot through ``supply`` for an index that continues another)."""
     W, nw = spec.world_size, spec.readers_per_rank
     R, S = W * nw, len(seq.names)
     T = pp.end - pp.start
@@ -448,7 +452,12 @@ def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
         lens, st = Db[ck], start_flat[ck] + used[ck]
         o0 = b0 * pp.slots
         x = np.repeat(st - (np.cumsum(lens) - lens), lens) + np.arange(len(key))
-        if layout is None:
+        if supply is not None:
+            s_rep = np.repeat(ck // R, lens)
+            vb = supply.virtual(s_rep, x if layout is None else layout.virtual(s_rep, x))
+            rows[o0 + order] = seq.rows_many(s_rep, vb)
+            v[o0 + order] = vb
+        elif layout is None:
             rows[o0 + order] = seq.range_rows(ck // R, st, lens)
             v[o0 + order] = x
         else:
@@ -631,7 +640,8 @@ def resolve_all(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats:
         supply, seg_len = source.supply(sum(demands).sum(axis=1) if demands else np.zeros(S, np.int64), seq)
         rows_of, seg = (lambda s_, y: seq.rows_many(s_, supply.virtual(s_, y))), {"seg_len": seg_len}
     starts = chunk_layout(demands)
-    layout = PassLayout.build(spec, plans, S, rows_of=rows_of, **seg)
+    total = sum(demands).sum(axis=1) if demands else np.zeros(S, np.int64)
+    layout = PassLayout.build(spec, plans, S, rows_of=rows_of, total=total, **seg)
     results = []
     for pp, start in zip(tqdm(plans, desc=f"plan {name}", unit="phase", disable=not progress), starts):
         res = resolve_phase(spec, pp, seq, start, stats, supply=supply, layout=layout)

@@ -23,9 +23,7 @@ def defer_same_step_repeats(spec, pp, rows: np.ndarray, v: np.ndarray, cstream: 
     deferred = left = 0
     touched: set[tuple[int, int]] = set()
     swaps: list[tuple[int, int]] = []
-    for s, t in sorted(set(cand)):
-        if not (pp.start <= t < pp.end):
-            continue
+    for s, t in _with_repeats(pp, rows, cstream, cand):
         lo = (t - pp.start) * pp.slots
         idx = lo + np.flatnonzero(cstream[flat[lo:lo + pp.slots]] == s)
         r_ = rows[idx]
@@ -92,3 +90,21 @@ def pair_slots(spec, pp, cstream: np.ndarray, v: np.ndarray, touched: set[tuple[
     q = np.empty(len(sl), dtype=np.int64)
     q[o] = np.arange(len(sl)) - np.repeat(first, np.diff(np.r_[first, len(sl)]))
     return sl, reader, s_of, q
+
+
+def _with_repeats(pp, rows: np.ndarray, cstream: np.ndarray, cand) -> list[tuple[int, int]]:
+    """The (stream, step) pairs of ``cand`` inside the phase whose step delivers a sample of the stream
+    twice, found for all pairs at once (sorted)."""
+    pairs = sorted({(int(s), int(t)) for s, t in cand if pp.start <= t < pp.end})
+    if not pairs:
+        return []
+    cs = np.array([p[0] for p in pairs], dtype=np.int64)
+    ct = np.array([p[1] for p in pairs], dtype=np.int64)
+    flat = pp.comp.reshape(-1)
+    slot = ((ct - pp.start) * pp.slots)[:, None] + np.arange(pp.slots)[None, :]
+    mine = cstream[flat[slot]] == cs[:, None]
+    cid = np.broadcast_to(np.arange(len(pairs))[:, None], slot.shape)[mine]
+    r = rows[slot[mine]]
+    key = np.sort(cid * (int(rows.max()) + 1) + r)
+    dup = np.unique(key[1:][key[1:] == key[:-1]] // (int(rows.max()) + 1))
+    return [pairs[i] for i in dup.tolist()]

@@ -76,17 +76,47 @@ def encode_flac(pcm: np.ndarray, sample_rate: int) -> bytes:
 
 
 _EXT = re.compile(r"^[a-z0-9]{1,10}$")
-_RESERVED = {"json", "txt", "text", "cls", "id", "index", "pth", "pyd", "pickle", "npy", "npz"}
+# libsndfile format → member suffixes the shard readers decode (first: the default; others: accepted
+# spellings of a file's own extension).  A format not listed is re-encoded as FLAC.
+# (trainer.dataset.AUDIO_SUFFIXES, export.shardread.AUDIO_SUFFIXES: a test keeps them in step)
+FORMAT_SUFFIXES = {
+    "WAV": ("wav",), "WAVEX": ("wav",), "RF64": ("wav",), "FLAC": ("flac",), "MP3": ("mp3",),
+    "OGG": ("ogg", "oga"), "AIFF": ("aiff", "aif"), "AU": ("au",), "W64": ("w64",), "CAF": ("caf",),
+    "NIST": ("sph",),
+}
 
 
-def original_suffix(path: str, fmt: str, subtype: str) -> str:
-    """Member suffix for an original file: its extension, else its container format (never a suffix
-    that readers decode as something else, e.g. ``json``)."""
+def original_suffix(path: str, fmt: str, subtype: str) -> str | None:
+    """Member suffix for an original file, from the format libsndfile decoded (``fmt``/``subtype``),
+    never from an extension that lies (MP3 bytes named ``.wav`` are stored as ``mp3``): the file's own
+    extension when it is a spelling of that format, else the format's; ``None`` when the readers
+    have no suffix for the format (then the row is re-encoded as FLAC)."""
+    fmt = fmt.upper()
+    if fmt == "OGG" and subtype.upper() == "OPUS":
+        names: tuple[str, ...] = ("opus", "ogg")
+    else:
+        names = FORMAT_SUFFIXES.get(fmt, ())
+    if not names:
+        return None
     ext = os.path.splitext(path)[1].lstrip(".").lower()
-    if _EXT.match(ext) and ext not in _RESERVED:
-        return ext
-    fmt = (subtype if fmt.upper() == "OGG" and subtype.upper() == "OPUS" else fmt).lower()
-    return fmt if _EXT.match(fmt) else "audio"
+    return ext if _EXT.match(ext) and ext in names else names[0]
+
+
+def _secs(x: float) -> str:
+    """Seconds for a reject detail: 3 decimals, ``%g`` from 10⁶ s on (never a 300-digit number)."""
+    return f"{x:.3f}" if abs(x) < 1e6 else f"{x:g}"
+
+
+def _selection(channels, n: int, path: str) -> tuple[int, ...] | None:
+    """``channels`` as ascending unique positions < ``n``; ``None`` when unset or every channel in order."""
+    if channels is None:
+        return None
+    if not isinstance(channels, (list, tuple)) or not all(type(c) is int for c in channels):
+        raise AudioError("bad_row", f"{path}: extra.channels must be a list of channel numbers, got {channels!r}")
+    sel = tuple(sorted(set(channels)))
+    if not sel or sel[0] < 0 or sel[-1] >= n:
+        raise AudioError(D.BAD_CHANNELS, f"{path} has {n} channel(s); the row selects {list(sel)} (0-based)")
+    return None if sel == tuple(range(n)) else sel
 
 
 def load_row_audio(
@@ -101,9 +131,12 @@ def load_row_audio(
     source_rate: int | None = None,
     source_channels: int | None = None,
     access: Access = LOCAL_ONLY,
+    channels: list[int] | tuple[int, ...] | None = None,
 ) -> Encoded:
     """Decode ``[offset_s, offset_s + duration_s)`` of ``path`` (whole file when unset), verify it,
-    resample to ``sample_rate`` (``None``/0: keep), downmix when ``mono``, encode.
+    keep only ``channels`` (0-based positions in the file, the manifest's ``extra.channels``; ``None``:
+    all), resample to ``sample_rate`` (``None``/0: keep), downmix when ``mono``, encode.
+    ``source_channels`` is then the number of selected channels.
 
     ``sha1``, ``source_rate``, ``source_channels``: what the manifest recorded at import (checked when
     given).  ``audio_format="original"``: a row covering its whole file keeps the file's bytes unchanged
@@ -123,21 +156,25 @@ def load_row_audio(
                                           "(the file was replaced or modified; re-import it)")
     with D.open_audio(src) as r:  # header only: bounds, and what the manifest recorded
         info = r.info
-    if source_rate and info.sample_rate != source_rate or source_channels and info.channels != source_channels:
-        raise AudioError(D.AUDIO_CHANGED, f"{path}: {info.sample_rate} Hz, {info.channels} ch where the manifest "
+    select = _selection(channels, info.channels, path)
+    ch_in = len(select) if select is not None else info.channels
+    if source_rate and info.sample_rate != source_rate or source_channels and ch_in != source_channels:
+        sel = f" (channels {list(select)} of {info.channels})" if select is not None else ""
+        raise AudioError(D.AUDIO_CHANGED, f"{path}: {info.sample_rate} Hz, {ch_in} ch{sel} where the manifest "
                                           f"recorded {source_rate} Hz, {source_channels} ch")
-    sr_in, ch_in = info.sample_rate, info.channels
+    sr_in = info.sample_rate
     start = round(offset_s * sr_in)
     want = -1 if duration_s is None else round(duration_s * sr_in)
     if info.frames > 0 and start >= info.frames:
         raise AudioError("segment_out_of_range",
-                         f"{path}: offset {offset_s:.3f}s beyond end ({info.frames / sr_in:.3f}s)")
+                         f"{path}: offset {_secs(offset_s)}s beyond end ({_secs(info.frames / sr_in)}s)")
     sr_out = int(sample_rate) if sample_rate else sr_in
-    keep_int = info.pcm16 and sr_out == sr_in and not (mono and ch_in > 1)
+    keep_int = info.pcm16 and sr_out == sr_in and not (mono and ch_in > 1)  # (a channel selection stays exact)
     # a row "covers its file" when it starts at 0 and its duration matches within 10 ms (which rows keep the
     # original bytes; not a decode check: lengths are checked with audio_decode.duration_tolerance)
     whole = start == 0 and (want < 0 or info.frames <= 0 or abs(want - info.frames) <= max(1, sr_in // 100))
-    if audio_format == "original" and whole and info.backend == "soundfile":
+    suffix = original_suffix(path, info.format, info.subtype) if info.backend == "soundfile" else None
+    if audio_format == "original" and whole and select is None and suffix is not None:
         _, n = D.scan(src)  # every check over the whole file, bounded memory
         D.check_length(n, want, sr_in, path)
         if n == 0:
@@ -148,10 +185,12 @@ def load_row_audio(
 
             with storage.open_read(path) as fh:  # passed D.open_source above: the grant was checked
                 data = fh.read()
-        return Encoded(data, original_suffix(path, info.format, info.subtype), n / sr_in, sr_in, ch_in)
+        return Encoded(data, suffix, n / sr_in, sr_in, ch_in)
     x, _ = D.read(src, start, want, int16=keep_int)
+    if select is not None:
+        x = np.ascontiguousarray(x[:, list(select)])
     if len(x) == 0:
-        raise AudioError("zero_length", f"{path}: no samples in segment (offset {offset_s:.3f}s)")
+        raise AudioError("zero_length", f"{path}: no samples in segment (offset {_secs(offset_s)}s)")
     if want >= 0:
         D.check_length(len(x), want, sr_in, path)
     elif info.frames > 0:  # to the end of the file: as long as its header says

@@ -65,6 +65,18 @@ def row_json(row: dict) -> str:
     return json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
 
 
+def selected_channels(extra: str | None) -> list | None:
+    """The channel selection a manifest row records (``extra.channels``: 0-based positions in its audio
+    file; ``None``: every channel).  Checked by :func:`load_row_audio` (a malformed one is ``bad_row``)."""
+    if not extra or '"channels"' not in extra:
+        return None
+    try:
+        value = json.loads(extra)
+    except ValueError:
+        return None
+    return value.get("channels") if isinstance(value, dict) else None
+
+
 def _estimate_sizes(ws: Workspace, table: pa.Table, sample_rate: int | None, mono: bool,
                     access: Access = LOCAL_ONLY) -> np.ndarray:
     n = table.num_rows
@@ -148,6 +160,7 @@ def _write_task(task: dict) -> dict:
                         source_rate=row.get("sample_rate"),
                         source_channels=row.get("channels"),
                         access=task["access"],
+                        channels=selected_channels(row.get("extra")),
                     )
                     members.append((enc.suffix, enc.data))
                     duration = enc.duration_s

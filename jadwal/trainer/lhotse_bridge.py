@@ -4,8 +4,9 @@
 :class:`LhotseBridge` wraps a :class:`~jadwal.trainer.ScheduleDataset` built with
 ``decode_audio=False`` and turns each micro-batch it delivers into a ``CutSet`` of in-memory cuts, in
 the planned order: cut id = sample id, the recording holds the sample's encoded audio bytes exactly as
-stored in the shard (Lhotse decodes them), one supervision over the cut (``text``, ``speaker``,
-``language`` = ``lang``; ``custom``: ``label``, ``target``, ``instruction``), and the cut's ``custom``:
+stored in the shard (Lhotse decodes them), one supervision over the cut (``text`` = the transcript in
+the chosen text form, ``speaker``, ``language`` = ``lang``; ``custom``: ``text_raw``, ``label``,
+``target``, ``instruction``), and the cut's ``custom``:
 ``dataset``, ``task``, ``split``, ``extra`` plus ``jadwal_step``, ``jadwal_rank``, ``jadwal_phase``
 (the cut is built by :func:`jadwal.export.lhotse.sample_cut`, the same as ``jadwal export lhotse``).
 
@@ -20,6 +21,12 @@ num_workers=ds.readers_per_rank)``; ``bridge.state_dict()`` / ``load_state_dict(
 (so torchdata's ``StatefulDataLoader`` resumes exactly); with a plain DataLoader and workers save
 ``ds.state_dict(step=batch["jadwal"]["step"] + 1)``.
 
+Text form (:mod:`jadwal.textforms`): ``text_form="train"`` (default) gives the supervisions the
+orthography jadwal's own trainer teaches (hamza forms, ``ى``, punctuation kept); ``"raw"`` the
+transcript as found; ``"score"`` the WER normalization (the manifest's ``text``).  A mapping ``{task:
+form, "*": form}`` (as the training config's ``text_form``) or a :class:`~jadwal.textforms.TextForms`
+chooses per task.  ``text_raw`` is always in the supervision's ``custom``.
+
 Text-only samples have no audio: ``text_only="error"`` (default) raises :class:`LoaderError` naming the
 sample; ``"keep"`` yields them as cuts without a recording (duration 0, ``custom["modality"] ==
 "text"``), which audio datasets such as K2SpeechRecognitionDataset cannot take.
@@ -30,6 +37,7 @@ from typing import Any, Iterator
 
 from torch.utils.data import IterableDataset
 
+from ..textforms import DEFAULT_FORM, TextForms
 from .dataset import ScheduleDataset
 from .shardio import LoaderError
 
@@ -37,12 +45,25 @@ from .shardio import LoaderError
 BATCH_KEYS = {"step", "rank", "phase", "ids", "audio", "audio_bytes", "audio_format", "sample_rate"}
 
 
-def batch_cuts(batch: dict, text_only: str = "error"):
-    """The ``CutSet`` of one ``ScheduleDataset`` micro-batch (``decode_audio=False``), in plan order."""
+def text_forms(text_form=DEFAULT_FORM) -> TextForms:
+    """``text_form`` (a form name, a mapping ``{task: form, "*": form}`` or a :class:`TextForms`) as
+    :class:`TextForms`; :class:`LoaderError` for an unknown form."""
+    if isinstance(text_form, TextForms):
+        return text_form
+    try:
+        return TextForms.from_config(text_form)
+    except ValueError as e:
+        raise LoaderError(f"LhotseBridge: text_form: {e}") from None
+
+
+def batch_cuts(batch: dict, text_only: str = "error", text_form=DEFAULT_FORM):
+    """The ``CutSet`` of one ``ScheduleDataset`` micro-batch (``decode_audio=False``), in plan order;
+    supervision texts in ``text_form`` (see :func:`text_forms`)."""
     from lhotse import CutSet
 
     from ..export.lhotse import sample_cut
 
+    forms = text_forms(text_form)
     ids = batch["ids"]
     fields = [k for k, v in batch.items() if k not in BATCH_KEYS and isinstance(v, list) and len(v) == len(ids)]
     tag = {"jadwal_step": batch["step"], "jadwal_rank": batch["rank"], "jadwal_phase": batch["phase"]}
@@ -56,14 +77,16 @@ def batch_cuts(batch: dict, text_only: str = "error"):
                 raise LoaderError(f"LhotseBridge: sample {sid!r} (step {batch['step']}) is text-only; Lhotse cuts "
                                   f"need audio (pass text_only='keep' for cuts without a recording)")
             extra["modality"] = "text"
-        cuts.append(sample_cut(sid, audio, row, extra))
+        cuts.append(sample_cut(sid, audio, row, extra, text_form=forms.form_of(str(row.get("task"))),
+                               train_options=forms.train))
     return CutSet.from_cuts(cuts)
 
 
 class LhotseBridge(IterableDataset):
     """Yields one ``CutSet`` (or ``lhotse_dataset[CutSet]``) per micro-batch of ``dataset``; see the module doc."""
 
-    def __init__(self, dataset: ScheduleDataset, lhotse_dataset: Any = None, *, text_only: str = "error"):
+    def __init__(self, dataset: ScheduleDataset, lhotse_dataset: Any = None, *, text_only: str = "error",
+                 text_form=DEFAULT_FORM):
         super().__init__()
         if dataset.decode_audio:
             raise LoaderError("LhotseBridge: build the ScheduleDataset with decode_audio=False (the cuts hold the "
@@ -73,13 +96,14 @@ class LhotseBridge(IterableDataset):
         self.dataset = dataset
         self.lhotse_dataset = lhotse_dataset
         self.text_only = text_only
+        self.text_form = text_forms(text_form)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.dataset:
-            cuts = batch_cuts(batch, self.text_only)
+            cuts = batch_cuts(batch, self.text_only, self.text_form)
             if self.lhotse_dataset is None:
                 yield cuts
                 continue
@@ -98,7 +122,8 @@ class LhotseBridge(IterableDataset):
 
 
 def lhotse_bridge(workspace, index_name: str, lhotse_dataset: Any = None, *, text_only: str = "error",
-                  **dataset_kwargs) -> LhotseBridge:
-    """``LhotseBridge(ScheduleDataset(workspace, index_name, decode_audio=False, **dataset_kwargs), lhotse_dataset)``."""
+                  text_form=DEFAULT_FORM, **dataset_kwargs) -> LhotseBridge:
+    """``LhotseBridge(ScheduleDataset(workspace, index_name, decode_audio=False, **dataset_kwargs), lhotse_dataset,
+    text_only=text_only, text_form=text_form)``."""
     ds = ScheduleDataset(workspace, index_name, decode_audio=False, **dataset_kwargs)
-    return LhotseBridge(ds, lhotse_dataset, text_only=text_only)
+    return LhotseBridge(ds, lhotse_dataset, text_only=text_only, text_form=text_form)

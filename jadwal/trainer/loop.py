@@ -196,7 +196,8 @@ class Trainer:
         self.history: list[dict] = []  # (stage, step, loss) rows of this process (for tests)
         self.order = 0
         ev = eval_config(self.cfg)
-        self.peval = PeriodicEval(ev, self.ws, autocast=self.autocast) if ev else None
+        self.peval = PeriodicEval(ev, self.ws, autocast=self.autocast,
+                                  allow_remote=self.cfg.get("allow_remote") or ()) if ev else None
         self.offsets: list[int] = []  # micro-batches of the run before each stage (global_step)
         self.wall0, self.t0, self.eval_s = 0.0, time.perf_counter(), 0.0
 
@@ -441,7 +442,8 @@ class Trainer:
         name = (st["selector"] or {}).get("anchor_index")
         if not name:
             return None
-        return AnchorSampler(self.ws, name, rank=self.rank, world_size=self.world)
+        return AnchorSampler(self.ws, name, rank=self.rank, world_size=self.world,
+                             allow_remote=self.cfg.get("allow_remote") or ())
 
     def task_grad_cosines(self, b: dict, params, names) -> list[dict]:
         """Pairwise cosine of per-task mean gradients of the trainable parameters on this micro-batch

@@ -83,15 +83,17 @@ def _gather(obj) -> list:
 
 
 @torch.no_grad()
-def dev_loss(model, workspace, index: str, *, max_batches: int | None = None, autocast=None) -> dict[str, tuple[float, int]]:
+def dev_loss(model, workspace, index: str, *, max_batches: int | None = None, autocast=None,
+             allow_remote=frozenset()) -> dict[str, tuple[float, int]]:
     """Teacher-forced loss per task on the dev index: ``{task: (mean loss, n samples)}`` over all ranks,
-    with ``all`` for every sample together.  The model is in eval mode meanwhile."""
+    with ``all`` for every sample together.  The model is in eval mode meanwhile.  ``allow_remote``: URL
+    schemes the index's stored shard paths may use (the training config's ``allow_remote``)."""
     from torch.utils.data import DataLoader
 
     from .dataset import ScheduleDataset
     from .features import pad_batch
 
-    ds = ScheduleDataset(workspace, index, features="whisper_mel", prefetch=0)
+    ds = ScheduleDataset(workspace, index, features="whisper_mel", prefetch=0, allow_remote=allow_remote)
     was = model.training
     model.eval()
     ctx = autocast or contextlib.nullcontext
@@ -120,10 +122,12 @@ def dev_loss(model, workspace, index: str, *, max_batches: int | None = None, au
 
 
 class PeriodicEval:
-    """When to evaluate, and the evaluation itself (rows for ``eval.csv``; rank 0 gets them all)."""
+    """When to evaluate, and the evaluation itself (rows for ``eval.csv``; rank 0 gets them all).
+    ``allow_remote``: URL schemes the dev index's stored shard paths may use (the training config's)."""
 
-    def __init__(self, ev: dict, workspace, *, autocast=None):
+    def __init__(self, ev: dict, workspace, *, autocast=None, allow_remote=frozenset()):
         self.ev, self.ws, self.autocast = ev, workspace, autocast
+        self.allow_remote = frozenset(allow_remote or ())
         self.every, self.generate_every = int(ev["every"]), int(ev["generate_every"])
 
     def due(self, global_step: int) -> bool:
@@ -140,7 +144,8 @@ class PeriodicEval:
         base = {"stage": stage, "step": step, "global_step": global_step, "wall_s": round(float(wall_s), 3)}
         ev = self.ev
         with _keep_rng():
-            losses = dev_loss(model, self.ws, ev["index"], max_batches=ev.get("max_batches"), autocast=self.autocast)
+            losses = dev_loss(model, self.ws, ev["index"], max_batches=ev.get("max_batches"), autocast=self.autocast,
+                              allow_remote=self.allow_remote)
             rows = [{**base, "task": t, "metric": LOSS_METRIC, "value": v, "n": c} for t, (v, c) in losses.items()]
             if generate:
                 from .evaluate import evaluate
@@ -148,7 +153,7 @@ class PeriodicEval:
                 # max_new_tokens: an int, {task: n}, or unset (each task's longest target; evaluate decides)
                 kw = {"max_new_tokens": ev["max_new_tokens"]} if ev.get("max_new_tokens") is not None else {}
                 metrics, counts, _ = evaluate(model, self.ws, ev["index"], max_batches=ev.get("max_batches"),
-                                              autocast=self.autocast, **kw)
+                                              autocast=self.autocast, allow_remote=self.allow_remote, **kw)
                 rows += [{**base, "task": t, "metric": k, "value": float(v), "n": counts[t]}
                          for t, m in metrics.items() for k, v in m.items() if isinstance(v, (int, float))]
         return rows

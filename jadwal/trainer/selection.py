@@ -236,9 +236,11 @@ class AnchorSampler:
     ``n`` of its samples, both from the selector's RNG (checkpointed, so a resumed run draws the same
     anchors).  The index must be planned on a dev split: a ``test`` split (or ``split: null``, which
     spans every split) is refused — choosing training data by test gradients leaks the test set.
-    Read micro-batches are kept (at most ``cache`` of them)."""
+    Read micro-batches are kept (at most ``cache`` of them).  ``allow_remote``: URL schemes the index's
+    stored shard paths may use (the training config's ``allow_remote``)."""
 
-    def __init__(self, workspace, index: str, *, rank: int = 0, world_size: int = 1, cache: int = 64):
+    def __init__(self, workspace, index: str, *, rank: int = 0, world_size: int = 1, cache: int = 64,
+                 allow_remote=frozenset()):
         from ..sched_index import open_index
 
         idx = open_index(workspace, index, verify_shards=False)
@@ -248,6 +250,7 @@ class AnchorSampler:
             raise ValueError(f"partitionsel: anchor_index {index!r} is planned on {what}; anchors must come from "
                              "a dev split (plan an index with `split: dev`), never from test data")
         self.workspace, self.index, self.rank, self.world_size = workspace, index, rank, world_size
+        self.allow_remote = frozenset(allow_remote or ())
         self.split = str(split)
         self.first, self.end = int(idx.start_step), int(idx.num_steps)
         if self.end <= self.first:
@@ -264,7 +267,8 @@ class AnchorSampler:
             from .features import pad_batch
 
             ds = ScheduleDataset(self.workspace, self.index, rank=self.rank, world_size=self.world_size,
-                                 start_step=step, features="whisper_mel", prefetch=0)
+                                 start_step=step, features="whisper_mel", prefetch=0,
+                                 allow_remote=self.allow_remote)
             b = next(iter(DataLoader(ds, batch_size=None, num_workers=0, collate_fn=pad_batch)))
             if len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))

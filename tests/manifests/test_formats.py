@@ -179,7 +179,8 @@ def test_lhotse_recordings_supervisions(ws, lhotse_dir):
     assert (s2["offset_s"], s2["duration_s"], s2["recording_id"], s2["speaker"]) == (1.5, 2.5, "rec1", "B")
     assert s2["split"] == "dev"
     s5 = rows["lh/s5"]
-    assert s5["channels"] == 2 and json.loads(s5["extra"]) == {"channel": 1}
+    # channel 1 of a stereo file: the row is that channel (extra.channels: what the shard stage keeps)
+    assert s5["channels"] == 1 and json.loads(s5["extra"]) == {"channel": 1, "channels": [1]}
     assert s5["audio_path"].endswith("lhotse/audio/rec2.wav")  # relative source resolved
     assert json.loads(rows["lh/s1"]["extra"]) == {"channel": 0, "custom": {"emotion": "neutral"}, "language": "Arabic"}
 

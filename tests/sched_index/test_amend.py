@@ -337,3 +337,39 @@ def test_duration_budget_indexes_are_amended_and_replanned(tmp_path):
     rep = check_index(ws, "c")
     assert rep.ok and rep.numbers["pass_order_slack"] == 0, str(rep)
     assert_guarantee(ws, "c")
+
+
+def test_cli_amends_and_checks(journey, capsys):
+    """`jadwal plan NEW.yaml --name NEW --continue-from OLD --at-step S`, then `jadwal index check NEW`."""
+    import yaml
+
+    from jadwal.cli import main
+
+    ws, spec = journey
+    p = Path(ws.root) / "new.yaml"
+    p.write_text(yaml.safe_dump({**spec, "steps": 100, "phases": phases_of("tpc")}))
+    assert main(["plan", str(p), "--name", "cli_new", "--continue-from", "run", "--at-step", "33", "-q",
+                 "-w", str(ws.root)]) == 0
+    assert "index cli_new: 67 steps" in capsys.readouterr().out
+    assert main(["index", "check", "-w", str(ws.root), "cli_new"]) == 0
+    out = capsys.readouterr().out
+    assert "index check: OK" in out and "pass_order_slack: 0" in out
+    meta = json.loads((Path(ws.root) / "index" / "cli_new" / "meta.json").read_text())
+    assert meta["continues"] == {"index": "run", "fingerprint": open_index(ws, "run").fingerprint,
+                                 "at_step": 33, "kind": "amendment"}
+
+
+def test_id_hash_is_stable_and_vectorized():
+    """The ledger's key is part of the index format: pinned values, the same for any chunking."""
+    import pyarrow as pa
+
+    assert [int(x) for x in id_hash64(["a/00000001", "", "ααβ"])] == \
+        [16710190396567108257, 17665956581633026203, 157852682053339238]
+    ids = pa.array([f"d/{i:05d}" for i in range(3000)] + ["x", "long/" * 9])
+    h = id_hash64(ids)
+    assert len(np.unique(h)) == len(h)
+    assert np.array_equal(id_hash64(pa.chunked_array([ids.slice(0, 11), ids.slice(11)])), h)
+    assert np.array_equal(id_hash64(ids.slice(7, 20)), h[7:27])
+    led = Ledger.of(np.r_[h[:5], h[:2]])
+    assert led.count(h[:6]).tolist() == [2, 2, 1, 1, 1, 0]
+    assert led.plus(Ledger.of(h[4:6])).count(h[:6]).tolist() == [2, 2, 1, 1, 2, 1]

@@ -211,3 +211,17 @@ def test_duration_mode_pass_order_is_measured(tmp_path, world, readers):
     rep = check_index(ws, "x")
     assert rep.ok, str(rep)
     assert rep.numbers["pass_order_slack"] >= 0 and "same_step_repeats" in rep.numbers
+
+
+def test_streams_smaller_than_a_step_repeat_without_cost(tmp_path):
+    """A 3-sample stream asked 8 times a step cannot avoid repeats in a step: the planner neither
+    tries (no rotation, no deferral per pass: planning stays fast) nor declares them, and the checker
+    does not count them."""
+    ws = write_synthetic_shard_set(tmp_path / "w", datasets={"one": ("asr", None, 3), "big": ("asr", None, 5000)},
+                                   stream_by=("dataset",), shard_size=100, seed=1)
+    spec = {"seed": 1, "batch_size": 16, "steps": 400, "world_size": 2, "readers_per_rank": 2, "buffer": 0,
+            "phases": [{"policy": "mix", "by": "dataset", "weights": {"one": 0.5, "big": 0.5}}]}
+    meta = build_index(ws, spec, "t", progress=False)
+    assert "same_step_repeats_left" not in meta["stats"]
+    rep = check_index(ws, "t")
+    assert rep.ok and rep.numbers["same_step_repeats"] == 0 and rep.numbers["pass_order_slack"] == 0, str(rep)

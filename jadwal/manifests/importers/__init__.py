@@ -89,6 +89,7 @@ class RawRow:
     split: str | None = None  # source-given split name (mapped by the core to train/dev/test)
     lang: str | None = None
     extra: dict | None = None
+    channels: tuple[int, ...] | None = None  # the audio file's channels (0-based) the row uses; None → all
     reject: tuple[str, str] | None = None  # (reason, detail) decided by the importer
 
 

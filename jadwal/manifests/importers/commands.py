@@ -11,12 +11,17 @@ Only called when the user passed ``--allow-commands`` (``Access.allow_commands``
   argument made only of those characters (``';'``) is refused too (shlex does not say it was
   quoted); globs and ``~`` are passed as they are (not expanded).
 * :func:`run_pipeline`: the stages chained stdin→stdout with ``subprocess.Popen`` (argument lists,
-  ``shell=False``), stdin from ``/dev/null``, stdout read until EOF, at most ``max_bytes`` and
-  ``timeout_s`` seconds; every stage must exit 0.  On failure :class:`CommandError` carries the exit
-  codes and the stages' stderr (last 2,000 characters).
-* :func:`wav_bytes`: the output decoded with soundfile (must be a readable WAV with samples); a
-  header whose sizes do not match the data (a writer that could not seek back) is rewritten with the
-  same sample format, samples unchanged.
+  ``shell=False``), stdin from ``/dev/null``, stdout read until EOF, at most ``max_bytes``
+  (:data:`DEFAULT_MAX_BYTES`, 2 GiB: the per-command output limit; a longer output kills the
+  stages and is a ``CommandError`` naming the limit, so a reject) and ``timeout_s`` seconds; every
+  stage must exit 0.  The output is spooled (kept in memory up to :data:`SPOOL_BYTES`, then in a
+  temporary file) and read back once, so one command holds one copy of its output in memory.  On
+  failure :class:`CommandError` carries the exit codes and the stages' stderr (last 2,000 characters).
+* :func:`wav_bytes`: the output must be a WAV — plain, extensible (``WAVE_FORMAT_EXTENSIBLE``, which
+  sox and ffmpeg write for 24-bit or more than 2 channels) or RF64 — that libsndfile opens, with
+  samples.  A writer that cannot seek back on a pipe leaves placeholder sizes (0 or 0xFFFFFFFF, in
+  the RIFF/data fields or RF64's ``ds64``): those size fields are set to the bytes present (whole
+  frames), the samples' bytes are not touched.
 """
 from __future__ import annotations
 
@@ -24,12 +29,16 @@ import io
 import os
 import selectors
 import shlex
+import struct
 import subprocess
 import tempfile
 import time
 
+from ...audio_decode import PcmLayout, pcm_layout
+
 DEFAULT_TIMEOUT_S = 600.0  # per command
-DEFAULT_MAX_BYTES = 4 << 30  # output of one command (a 16 kHz 16-bit mono hour is 115 MB)
+DEFAULT_MAX_BYTES = 2 << 30  # per-command output limit, bytes (a 16 kHz 16-bit mono hour is 115 MB)
+SPOOL_BYTES = 64 << 20  # output kept in memory while a command runs; beyond, in a temporary file
 _OPERATOR_CHARS = frozenset("();<>|&")  # shlex's punctuation_chars: a token made of these is an operator
 
 
@@ -72,11 +81,15 @@ def parse_pipeline(spec: str) -> list[list[str]]:
 
 
 def run_pipeline(stages: list[list[str]], cwd: str | os.PathLike | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Run ``stages`` chained (no shell) and return the last stage's stdout; see the module doc."""
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int | None = None) -> bytes:
+    """Run ``stages`` chained (no shell) and return the last stage's stdout, at most ``max_bytes``
+    (default :data:`DEFAULT_MAX_BYTES`, read at call time); see the module doc."""
+    if max_bytes is None:
+        max_bytes = DEFAULT_MAX_BYTES
     procs: list[subprocess.Popen] = []
     errs = []
-    out = bytearray()
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    got = 0
     failure = None
     try:
         prev = subprocess.DEVNULL
@@ -106,10 +119,12 @@ def run_pipeline(stages: list[list[str]], cwd: str | os.PathLike | None = None,
                 chunk = os.read(last.fileno(), 1 << 20)
                 if not chunk:
                     break
-                out += chunk
-                if len(out) > max_bytes:
-                    failure = f"output larger than {max_bytes} bytes"
+                got += len(chunk)
+                if got > max_bytes:
+                    failure = (f"output larger than the per-command limit of {max_bytes} bytes "
+                               f"({max_bytes / 2**30:.3g} GiB); write such recordings to files first")
                     break
+                out.write(chunk)
         if failure is not None:
             for p in procs:
                 p.kill()
@@ -125,8 +140,10 @@ def run_pipeline(stages: list[list[str]], cwd: str | os.PathLike | None = None,
             failure = "exit status " + ", ".join(f"{s[0]}={c}" for s, c in zip(stages, codes))
         if failure is not None:
             raise CommandError(f"{failure}{_stderr(errs)}")
-        return bytes(out)
+        out.seek(0)
+        return out.read()
     finally:
+        out.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -149,27 +166,59 @@ def _stderr(errs) -> str:
 
 
 def wav_bytes(data: bytes) -> bytes:
-    """``data`` checked to be a WAV that decodes to at least one sample (``CommandError`` otherwise);
-    returned as is, or with a corrected header when its sizes disagree with the data."""
+    """``data`` checked to be a WAV/WAVEX/RF64 that libsndfile opens, with at least one sample
+    (``CommandError`` otherwise); returned as is, or with its size fields set to the bytes present
+    when a streaming writer left placeholders (see the module doc)."""
     import soundfile as sf
 
     if not data:
         raise CommandError("command wrote nothing to stdout")
+    layout = pcm_layout(io.BytesIO(data))
+    if layout is None or layout.kind not in ("RIFF", "RF64"):
+        try:
+            kind = sf.info(io.BytesIO(data)).format
+        except Exception as e:  # noqa: BLE001 - libsndfile's errors are RuntimeError/LibsndfileError
+            raise CommandError(f"output is not readable audio: {type(e).__name__}: {e}") from None
+        raise CommandError(f"output is {kind}, expected WAV (RIFF, WAVEX or RF64)")
+    data = _fix_sizes(data, layout)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            fmt, subtype, sr, ch = f.format, f.subtype, f.samplerate, f.channels
-            dtype = "int16" if subtype == "PCM_16" else "int32" if subtype in ("PCM_24", "PCM_32", "PCM_U8", "PCM_S8") \
-                else "float64"
-            samples = f.read(dtype=dtype, always_2d=True)
-    except Exception as e:  # libsndfile's errors are RuntimeError/LibsndfileError
+            fmt, frames = f.format, f.frames
+            first = f.read(min(frames, 4096), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - libsndfile's errors are RuntimeError/LibsndfileError
         raise CommandError(f"output is not readable audio: {type(e).__name__}: {e}") from None
-    if fmt != "WAV":
-        raise CommandError(f"output is {fmt}, expected WAV")
-    if len(samples) == 0:
+    if fmt not in ("WAV", "WAVEX", "RF64"):
+        raise CommandError(f"output is {fmt}, expected WAV (RIFF, WAVEX or RF64)")
+    if frames <= 0 or len(first) == 0:
         raise CommandError("output has no samples")
-    riff = int.from_bytes(data[4:8], "little") if data[:4] == b"RIFF" else None
-    if riff == len(data) - 8:
+    return data
+
+
+def _fix_sizes(data: bytes, layout: PcmLayout) -> bytes:
+    """``data`` with its RIFF/RF64 size fields equal to what it holds (``data`` itself when they are).
+
+    The data chunk is taken to run to the end when its size is a placeholder or larger than the bytes
+    present (a writer that could not seek back); it then holds the whole frames present (a partial
+    last frame is not a sample and is left out), padded to an even length as RIFF requires.  Only the
+    header (the bytes before the samples) is rebuilt: one new copy of the output at most."""
+    present = len(data) - layout.data_at
+    size, end, pad = layout.declared, len(data), b""
+    if size is None or size > present:
+        size = present - (present % layout.block_align if layout.block_align else 0)
+        end = layout.data_at + size
+        pad = b"\0" if size & 1 else b""
+    total = end + len(pad)  # bytes of the result
+    head = bytearray(data[:layout.data_at])
+    if layout.kind == "RF64":
+        if layout.ds64_at < 0:
+            raise CommandError("output is RF64 without a ds64 chunk")
+        head[layout.ds64_at:layout.ds64_at + 16] = struct.pack("<QQ", total - 8, size)
+        head[4:8] = head[layout.size_at:layout.size_at + 4] = b"\xff\xff\xff\xff"
+    else:
+        if total - 8 > 0xFFFFFFFF:
+            raise CommandError(f"output holds {size} bytes of samples, more than a RIFF WAV can state")
+        head[4:8] = struct.pack("<I", total - 8)
+        head[layout.size_at:layout.size_at + 4] = struct.pack("<I", size)
+    if end == len(data) and not pad and head == data[:layout.data_at]:
         return data
-    buf = io.BytesIO()  # the writer could not seek back to fix the sizes: same samples, right header
-    sf.write(buf, samples, sr, subtype=subtype, format="WAV")
-    return buf.getvalue()
+    return b"".join((head, memoryview(data)[layout.data_at:end], pad))

@@ -6,8 +6,9 @@
   ``duplicate_id`` rejects.
 * Split = the TSV name (train/dev/test); other TSVs (validated, other, invalidated) give no split.
 * id = clip file name without extension; speaker = ``client_id``; audio = ``clips/<path>``;
-  ``up_votes``, ``down_votes``, ``age``, ``gender``, ``accents``/``accent``, ``variant``, ``locale``,
-  ``segment`` go to ``extra`` (empty values are left out).
+  every other column (``sentence_id``, ``sentence_domain``, ``up_votes``, ``down_votes``, ``age``,
+  ``gender``, ``accents``, ``variant``, ``locale``, ``segment``, and any column a release adds)
+  goes to ``extra`` under its own name (empty values are left out).
 * TSVs are read without quoting (as Common Voice writes them: sentences may contain quotes), one
   line per record, with no field-size limit (a 200,000-character sentence is read, then judged
   like any other).  A line whose field count differs from the header's, or a TSV whose header has
@@ -24,7 +25,7 @@ from . import ImportContext, RawRow, Source
 from .tabular import csv_lines
 
 FORMAT = "commonvoice"
-EXTRA_COLUMNS = ("up_votes", "down_votes", "age", "gender", "accents", "accent", "variant", "locale", "segment")
+FIELD_COLUMNS = ("path", "client_id")  # columns that become manifest fields (with the text column)
 
 
 def open_source(ctx: ImportContext) -> Source:
@@ -69,7 +70,7 @@ def _rows(ctx: ImportContext, paths):
             raw = dict(zip(header, values))
             clip = raw["path"]
             stem = clip.rsplit(".", 1)[0] if "." in clip else clip
-            extra = {k: raw[k] for k in EXTRA_COLUMNS if raw.get(k)}
+            extra = {k: v for k, v in raw.items() if v and k not in FIELD_COLUMNS and k != text_col}
             if not clip:
                 yield RawRow(source_id=None, source=src, raw=raw, split=split, reject=("bad_row", "empty path"))
                 continue

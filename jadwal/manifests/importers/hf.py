@@ -11,8 +11,9 @@
   bytes are **extracted by the core** to ``manifests/<dataset>/audio/<xx>/<id>.<ext>`` (see
   docs/manifests.md); a struct with only a ``path`` (or a plain string column) points to a file,
   relative to the dataset folder when not absolute.
-* ``ClassLabel`` labels are stored by name.  id: the id column, else ``<split>-<row index>``
-  (index within the split, in file order).  Other scalar columns go to ``extra``.
+* ``ClassLabel`` values are stored by name: the label, and any other ``ClassLabel`` column in
+  ``extra`` (``-1``, no label: null).  id: the id column, else ``<split>-<row index>`` (index within
+  the split, in file order).  Other scalar columns go to ``extra``.
 """
 from __future__ import annotations
 
@@ -80,6 +81,15 @@ class _Mapper:
         self.class_names = {c: features[c].get("names") for c in columns if types.get(c) == "ClassLabel"}
         self.used = set(colmap.values()) | {self.audio_col}
 
+    def class_name(self, col: str, v):
+        """A ``ClassLabel`` column's value by name (``-1``, no label: ``None``); other columns' as they are."""
+        names = self.class_names.get(col)
+        if names is None or isinstance(v, bool) or not isinstance(v, int):
+            return v
+        if 0 <= v < len(names):
+            return names[v]
+        return None if v < 0 else v
+
     def row(self, rec: dict, split: str | None, index: int, source: str) -> RawRow:
         audio = rec.get(self.audio_col)
         raw = {k: v for k, v in rec.items() if k != self.audio_col and not isinstance(v, bytes)}
@@ -103,7 +113,7 @@ class _Mapper:
         if "duration" in colmap and "offset" in colmap:  # a duration column alone describes the whole file
             row.duration = rec.get(colmap["duration"])
         extra = {
-            k: v for k, v in rec.items()
+            k: self.class_name(k, v) for k, v in rec.items()
             if k not in self.used and v is not None and isinstance(v, (str, int, float, bool))
         }
         if isinstance(audio, dict):

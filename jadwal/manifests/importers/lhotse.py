@@ -35,8 +35,11 @@ Audio sources (``Recording.sources``):
   are all in one source; else ``bad_row``.  Recordings with ``transforms`` (speed, volume,
   resample) are ``bad_row``: jadwal stores the audio as it is, never a silently altered copy.
 
-Channels: the supervision's (else the cut's) ``channel`` goes to ``extra.channel``; the row's audio
-is the source file with all its channels (the manifest's ``channels`` column).  Other fields:
+Channels: the supervision's (else the cut's) ``channel`` (Lhotse channel ids) goes to ``extra.channel``;
+when they are not all of the audio file's channels, the row selects them (``RawRow.channels``: the
+file's channel positions, ascending, as Lhotse's ``load_audio`` returns them; the core records them
+in ``extra.channels`` and the shard stage keeps only those).  A Shar cut's audio already holds only
+its channels.  Other fields:
 speaker, text; label from ``--label-column`` (default ``label``) in the supervision, its
 ``custom``, then the cut's ``custom``; ``language``, ``gender``, ``custom`` and the cut's
 ``custom`` (``cut_custom``) and id (``cut_id``, when not the row id) go to ``extra``.
@@ -266,6 +269,14 @@ class _Audio:
             row.reject = ("missing_audio", f"recording {recording.id!r} has no audio source")
             return
         s = sources[0]
+        if channels is not None:
+            held = [int(c) for c in s.channels]  # the recording's channel ids, in the file's channel order
+            if not channels <= set(held):
+                row.reject = ("bad_row", f"recording {recording.id!r} has no channel(s) "
+                                         f"{sorted(channels - set(held))} (its channels: {held})")
+                return
+            if channels != set(held):
+                row.channels = tuple(sorted(held.index(c) for c in channels))
         if s.type == "file" or s.type == "url":
             loc = s.source
             if not isinstance(loc, str) or not loc:
