@@ -24,7 +24,7 @@ LM_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_a
 
 
 def make_batch(encoder: str, B: int, seconds: float, device) -> dict:
-    from jadwal.pipelines.encoders import PRESETS
+    from jadwal.models.encoders import PRESETS
 
     frames = int(seconds * 100)
     n_mels = PRESETS[encoder]["num_mel_bins"]

@@ -24,6 +24,7 @@ REGISTRARS = [
     "jadwal.shards.cli",
     "jadwal.sched_index.cli",
     "jadwal.trainer.cli",
+    "jadwal.analyses.affinity_cli",  # jadwal affinity (needs the model and the loader)
     "jadwal.export.cli",
     "jadwal.demo",
 ]
@@ -133,7 +134,7 @@ _TB_HEAD = "Traceback (most recent call last):\n"
 
 
 def _exception_class(name: str) -> type[BaseException] | None:
-    """The exception class a formatted traceback names (``ValueError``, ``jadwal.trainer.shardio.ShardError``):
+    """The exception class a formatted traceback names (``ValueError``, ``jadwal.shards.shardio.ShardError``):
     a builtin, a class of jadwal (its module imported if needed), or one of a module already imported."""
     import builtins
 

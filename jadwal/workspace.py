@@ -14,6 +14,9 @@ Contract
   ``fcntl`` lock, as ``shard`` takes on its set folder), and temp outputs left by killed runs
   (``.<name>.tmp-PID``, ``.<name>.old-PID`` beside the output, ``.*.tmp-PID`` inside it, PID dead)
   are removed first.
+* A stage writes its files through :meth:`Workspace.stage_output` (a :class:`StageOutput`): the old
+  ``meta.json`` is deleted before the first new byte is written (a killed run is visibly incomplete),
+  every file goes through a temp name, and ``meta.json`` is written last by :meth:`StageOutput.finish`.
 """
 from __future__ import annotations
 
@@ -189,6 +192,21 @@ class Workspace:
                 (out / META).unlink()
             yield out
 
+    @contextlib.contextmanager
+    def stage_output(self, stage: str, name: str, meta_stage: str, *, what: str = "--name",
+                     read_first: bool = False) -> Iterator["StageOutput"]:
+        """Write ``<stage>/<name>`` through one routine: :meth:`stage` (name checked, lock held, killed
+        runs' temps removed), ``meta.json`` deleted, then a :class:`StageOutput`
+        whose writes go through temp names and whose :meth:`StageOutput.finish` writes ``meta.json``
+        (``"stage": meta_stage``) last.  ``read_first``: keep the old ``meta.json`` until the caller
+        has read it and calls :meth:`StageOutput.begin` (any write begins too).  A block left
+        without ``finish`` (an exception, a kill) leaves the output incomplete: no ``meta.json``."""
+        with self.stage(stage, name, what=what) as out:
+            so = StageOutput(self, out, meta_stage)
+            if not read_first:
+                so.begin()
+            yield so
+
     def rel(self, path: str | os.PathLike) -> str:
         """``path`` relative to the workspace root when inside it, else absolute (posix form); a URL
         (``s3://…``, ``memory://…``) is returned as is."""
@@ -266,3 +284,68 @@ class Workspace:
                     )
                 rows.append(row)
         return rows
+
+
+class StageOutput:
+    """The files one stage run writes into its output folder ``folder`` (from
+    :meth:`Workspace.stage_output`; created by the first write).
+
+    Contract: :meth:`begin` (called by every write, idempotent) deletes ``meta.json`` first, so a run
+    killed part-way leaves the output incomplete; :meth:`file`, :meth:`parquet`, :meth:`text` write
+    through a temp name renamed into place (:func:`atomic_path`) and record the file as an output, in
+    write order; :meth:`add` records a file a helper wrote (atomically) itself; :meth:`finish` writes
+    ``meta.json`` last with the recorded outputs' sha256."""
+
+    def __init__(self, ws: Workspace, folder: Path, stage: str):
+        self.ws, self.folder, self.stage = ws, Path(folder), stage
+        self.outputs: list[Path] = []
+        self.meta: dict | None = None
+        self._begun = False
+
+    def begin(self) -> None:
+        """Mark the output unfinished: delete ``meta.json`` (once; later calls do nothing)."""
+        if not self._begun:
+            (self.folder / META).unlink(missing_ok=True)
+            self._begun = True
+
+    def path(self, name: str) -> Path:
+        """``folder/name`` (no write, nothing recorded)."""
+        return self.folder / name
+
+    def add(self, path: str | os.PathLike) -> Path:
+        """Record ``path`` (written atomically by someone else) as an output; returns it."""
+        self.begin()
+        p = Path(path)
+        if p not in self.outputs:
+            self.outputs.append(p)
+        return p
+
+    @contextlib.contextmanager
+    def file(self, name: str) -> Iterator[Path]:
+        """Yield a temp path for ``folder/name``; on success renamed into place and recorded."""
+        self.begin()
+        with atomic_path(self.folder / name) as tmp:
+            yield tmp
+        self.add(self.folder / name)
+
+    def parquet(self, name: str, table, **kwargs) -> Path:
+        """Write the Arrow ``table`` to ``folder/name`` (``pyarrow.parquet.write_table(**kwargs)``)."""
+        import pyarrow.parquet as pq
+
+        with self.file(name) as tmp:
+            pq.write_table(table, tmp, **kwargs)
+        return self.folder / name
+
+    def text(self, name: str, data: bytes | str) -> Path:
+        """Write ``data`` (UTF-8 when ``str``) to ``folder/name``."""
+        self.begin()
+        atomic_write(self.folder / name, data)
+        return self.add(self.folder / name)
+
+    def finish(self, *, config: dict | None = None, inputs: list[str | os.PathLike] = (),
+               extra: dict | None = None) -> dict:
+        """Write ``meta.json`` last (:meth:`Workspace.write_meta` over the recorded outputs); returns it."""
+        self.begin()
+        self.meta = self.ws.write_meta(self.folder, self.stage, config=config, inputs=inputs,
+                                       outputs=self.outputs, extra=extra)
+        return self.meta

@@ -2,7 +2,7 @@
 
 :func:`iter_samples` opens each shard of ``shards/<set>/`` once and reads it front to back: per
 sample the bytes ``[offset, offset + size)`` (checked against the sample's ``sha1`` when the index
-records one), its tar members parsed and checked (:func:`jadwal.trainer.shardio.parse_members`), and
+records one), its tar members parsed and checked (:func:`jadwal.shards.shardio.parse_members`), and
 the ``<key>.json`` manifest row decoded.  Shard paths that are URLs are read only when their scheme is
 in ``allow_remote``; a ``pipe:`` path never runs.  Any mismatch raises :class:`ExportError` naming the
 shard and the sample (an export never writes a sample it could not verify).
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..shards.schema import is_audio_member
 from ..textforms import DEFAULT_FORM, TrainOptions, transcript_in
 
-AUDIO_SUFFIXES = ("flac", "wav", "mp3", "ogg", "opus", "oga", "aiff", "aif", "au", "w64", "caf", "sph")
 
 
 class ExportError(ValueError):
@@ -73,7 +73,7 @@ def iter_samples(ws, set_name: str, allow_remote=frozenset()) -> Iterator[Sample
     import pyarrow.parquet as pq
 
     from .. import storage
-    from ..trainer.shardio import LoaderError, TarFormatError, parse_members, shard_url
+    from ..shards.shardio import LoaderError, TarFormatError, parse_members, shard_url
 
     d = set_dir(ws, set_name)
     shards = pq.read_table(d / "shards.parquet", columns=["shard_id", "path", "bytes"]).to_pylist()
@@ -118,7 +118,7 @@ def iter_samples(ws, set_name: str, allow_remote=frozenset()) -> Iterator[Sample
                     raise ExportError(f"{name}: .json member cannot be parsed ({e})") from None
                 if row.get("id") != s["id"]:
                     raise ExportError(f"{name}: .json member holds id {row.get('id')!r}")
-                fmt = next((e for e in by_ext if e in AUDIO_SUFFIXES), None)
+                fmt = next((e for e in by_ext if is_audio_member(e)), None)
                 yield Sample(id=s["id"], row=row, audio=by_ext.get(fmt) if fmt else None, audio_format=fmt,
                              shard_id=sid, pos=s["pos"])
     finally:

@@ -51,7 +51,7 @@ import pyarrow as pa
 from ..access import COMMAND_NOT_ALLOWED, LOCAL_ONLY, REMOTE_NOT_ALLOWED, Access, chain_schemes
 from ..audio_decode import duration_tolerance
 from ..executors import Done
-from ..workspace import Workspace, atomic_path, atomic_write
+from ..workspace import Workspace, atomic_path
 from .audio import Probe, Prober, probe_file
 from .importers import DEFAULT_COLUMNS, FORMATS, ImportContext, RawRow, _resolve, get_importer, relpath_no_ext
 from .normalize import DEFAULT as DEFAULT_NORMALIZE
@@ -723,10 +723,10 @@ def import_source(
     if unknown:
         raise ValueError(f"unknown column field(s) {', '.join(unknown)}; fields: {', '.join(DEFAULT_COLUMNS)}")
 
-    with _locked_dataset(ws, dataset) as out:
+    with _locked_dataset(ws, dataset) as so:
         if not replace:
-            _refuse_other_sources(ws, out, dataset, src_paths)
-        return _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios,
+            _refuse_other_sources(ws, so.folder, dataset, src_paths)
+        return _import_locked(ws, so, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios,
                               seed, split, workers, norm_opts, require, hash_audio, format_options, progress, executor,
                               ray_address, access, t0)
 
@@ -759,18 +759,20 @@ def _refuse_other_sources(ws: Workspace, out: Path, dataset: str, src_paths: lis
 
 @contextlib.contextmanager
 def _locked_dataset(ws: Workspace, dataset: str):
-    """Hold ``manifests/<dataset>``'s stage lock for the import (:meth:`Workspace.stage`: name checked,
-    one writer at a time — a second run gets a one-line ``StageError`` — killed runs' temp files
-    removed); yields the created output folder."""
-    with ws.stage("manifests", dataset, what="--dataset") as out:
-        out.mkdir(parents=True, exist_ok=True)
-        yield out
+    """Hold ``manifests/<dataset>``'s stage lock for the import (:meth:`Workspace.stage_output`: name
+    checked, one writer at a time — a second run gets a one-line ``StageError`` — killed runs' temp
+    files removed); yields its :class:`StageOutput` (folder created, old ``meta.json`` still there to
+    be read until ``begin()``)."""
+    with ws.stage_output("manifests", dataset, "manifests", what="--dataset", read_first=True) as so:
+        so.folder.mkdir(parents=True, exist_ok=True)
+        yield so
 
 
-def _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios, seed, split,
+def _import_locked(ws, so, src_paths, fmt, dataset, task, lang, cols, min_duration, max_duration, ratios, seed, split,
                    workers, norm_opts, require, hash_audio, format_options, progress, executor, ray_address, access,
                    t0) -> ImportSummary:
-    (out / "meta.json").unlink(missing_ok=True)  # an interrupted import shows as incomplete
+    so.begin()  # meta.json deleted: an interrupted import shows as incomplete
+    out = so.folder
     _resolve.cache_clear()  # path resolution is cached per import (files may have appeared since)
     options = dict(format_options or {})
     imp = _Importer(ws, src_paths[0], fmt, dataset, task, lang, min_duration, max_duration, ratios, seed, split,
@@ -814,15 +816,10 @@ def _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_durat
     if table.num_rows + rejects.num_rows != imp.seen:
         raise AssertionError(f"row accounting broken: {table.num_rows} imported + {rejects.num_rows} rejected != {imp.seen} seen")
 
-    import pyarrow.parquet as pq
-
-    manifest_path, rejects_path, stats_path = out / "manifest.parquet", out / "rejects.parquet", out / "stats.json"
-    with atomic_path(manifest_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    with atomic_path(rejects_path) as tmp:
-        pq.write_table(rejects, tmp, compression="zstd")
+    manifest_path = so.parquet("manifest.parquet", table, compression="zstd")
+    rejects_path = so.parquet("rejects.parquet", rejects, compression="zstd")
     stats = _stats(table, imp, source_info)
-    atomic_write(stats_path, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    stats_path = so.text("stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     _remove_stale_audio(imp.audio_dir, imp.kept_audio)
     seconds = time.perf_counter() - t0
     config = {
@@ -832,9 +829,8 @@ def _import_locked(ws, out, src_paths, fmt, dataset, task, lang, cols, min_durat
         "normalize": norm_opts.to_dict() if norm_opts else None, "workers": workers,
         "allow_remote": sorted(access.allow_remote), "allow_commands": access.allow_commands,
     }
-    ws.write_meta(out, "manifests", config=config, inputs=inputs,
-                  outputs=[manifest_path, rejects_path, stats_path],
-                  extra={"counts": {k: stats[k] for k in ("rows_seen", "imported", "rejected")}, "seconds": round(seconds, 3)})
+    so.finish(config=config, inputs=inputs,
+              extra={"counts": {k: stats[k] for k in ("rows_seen", "imported", "rejected")}, "seconds": round(seconds, 3)})
     return ImportSummary(
         dataset=dataset, task=task, format=fmt, rows_seen=imp.seen, imported=table.num_rows,
         rejected=rejects.num_rows, rejects=stats["rejects"], hours=stats["hours"],

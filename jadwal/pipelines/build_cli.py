@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-from ..workspace import Workspace
-
 
 def _print_stats(stats: dict) -> None:
     print(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
@@ -41,10 +39,10 @@ def _ssum(args) -> int:
         f"build ssum: {args.source} → manifests/{name}  windows {cfg.min_seconds:g}–{cfg.max_seconds:g} s "
         f"(target {cfg.target_seconds:g} s), summarizer {cfg.summarizer}, target ratio {cfg.target_ratio:g}"
     )
-    with Workspace(args.workspace).stage("manifests", name, incomplete=True):  # name check + one writer
-        stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
-                           ray_address=args.ray_address, actors=args.actors,
-                           access=Access(allow_remote=parse_schemes(args.allow_remote)))
+    # build_ssum writes through Workspace.stage_output: name check, one writer, meta.json last
+    stats = build_ssum(args.workspace, args.source, name=name, config=cfg, executor=args.executor,
+                       ray_address=args.ray_address, actors=args.actors,
+                       access=Access(allow_remote=parse_schemes(args.allow_remote)))
     _print_stats(stats)
     return 0
 
@@ -53,10 +51,10 @@ def _text_twins(args) -> int:
     from .text_twins import build_text_twins
 
     name = args.name or f"{args.task}_text"
-    with Workspace(args.workspace).stage("manifests", name, incomplete=True):  # name check + one writer
-        stats = build_text_twins(
-            args.workspace, args.task, sources=args.source or None, fraction=args.fraction, seed=args.seed, name=name
-        )
+    # build_text_twins writes through Workspace.stage_output: name check, one writer, meta.json last
+    stats = build_text_twins(
+        args.workspace, args.task, sources=args.source or None, fraction=args.fraction, seed=args.seed, name=name
+    )
     _print_stats(stats)
     return 0
 

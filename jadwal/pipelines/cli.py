@@ -6,7 +6,6 @@ import importlib
 MODULES = [
     "jadwal.pipelines.build_cli",  # jadwal build ssum | text-twins
     "jadwal.pipelines.embed_cli",  # jadwal embed, jadwal cluster
-    "jadwal.pipelines.affinity_cli",  # jadwal affinity
 ]
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..workspace import Workspace, atomic_path
+from ..workspace import StageOutput, Workspace, atomic_path
 
 log = logging.getLogger("jadwal.cluster")
 
@@ -267,14 +267,16 @@ def _plot_projection(x: np.ndarray, clusters: np.ndarray, datasets: np.ndarray |
 # --------------------------------------------------------------------------------------------
 def cluster_embeddings(ws: Workspace | str | os.PathLike, k: int = 500, *, name: str | None = None, **kw) -> dict:
     """:func:`_cluster_embeddings` as the only writer of ``clusters/<name>`` (name validated, lock held,
-    killed runs' temp files removed: :meth:`Workspace.stage`)."""
+    killed runs' temp files removed, ``meta.json`` deleted first and written last:
+    :meth:`Workspace.stage_output`)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    with ws.stage("clusters", name or f"k{k}", incomplete=True):
-        return _cluster_embeddings(ws, k, name=name, **kw)
+    with ws.stage_output("clusters", name or f"k{k}", "cluster") as so:
+        return _cluster_embeddings(ws, so, k, name=name, **kw)
 
 
 def _cluster_embeddings(
-    ws: Workspace | str | os.PathLike,
+    ws: Workspace,
+    so: StageOutput,
     k: int = 500,
     *,
     embeddings: str | None = None,
@@ -295,11 +297,10 @@ def _cluster_embeddings(
     from ..shards.schema import SAMPLES_FILE
     from .embed import audio_members, open_embeddings
 
-    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ids, vectors, emeta = open_embeddings(ws, embeddings)
     ename = emeta["config"].get("name") or embeddings
     name = name or f"k{k}"
-    out = ws.path("clusters", name)
+    out = so.folder
     n, d = vectors.shape
     log.info("cluster embeddings/%s (%d × %d) into k=%d%s → clusters/%s", ename, n, d, k,
              " (spherical)" if spherical else "", name)
@@ -339,16 +340,13 @@ def _cluster_embeddings(
     cluster_col[has_vec] = assign[vec_row[has_vec]]
     dist_col[has_vec] = dist[vec_row[has_vec]]
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten last
     table = pa.table({
         "id": pa.array(all_ids, pa.string()),
         "cluster": pa.array(cluster_col, pa.int64()),
         "distance": pa.array(dist_col, pa.float32()),
     })
-    with atomic_path(out / ASSIGNMENTS) as tmp:
-        pq.write_table(table, tmp)
-    with atomic_path(out / CENTROIDS) as tmp:
+    so.parquet(ASSIGNMENTS, table)
+    with so.file(CENTROIDS) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, centroids)
 
@@ -375,18 +373,16 @@ def _cluster_embeddings(
         ds = ds_by_vec[pick].astype(str)
     report["projection"] = _plot_projection(_rows_f32(vectors, pick, spherical), assign[pick], ds,
                                             out / "projection.png", f"clusters/{name}: PCA of {len(pick)} vectors")
-    from ..workspace import atomic_write
-
-    atomic_write(out / REPORT, json.dumps(report, indent=2))
+    so.text(REPORT, json.dumps(report, indent=2))
+    so.add(out / "sizes.png")  # the plots were written (atomically) above
+    so.add(out / "projection.png")
     inputs = [ws.path("embeddings", ename, "vectors.f16"), ws.path("embeddings", ename, "ids.parquet")]
     if spath is not None and spath.exists():
         inputs.append(spath)
-    ws.write_meta(
-        out, "cluster",
+    so.finish(
         config={"k": int(k), "embeddings": ename, "name": name, "spherical": spherical, "niter": niter,
                 "max_points_per_centroid": max_points_per_centroid, "seed": seed, "gpu": str(gpu), "init": init},
         inputs=inputs,
-        outputs=[out / ASSIGNMENTS, out / CENTROIDS, out / REPORT, out / "sizes.png", out / "projection.png"],
         extra={"k_effective": k_eff, "column": f"cluster:{name}"},
     )
     log.info("wrote clusters/%s: k=%d, sizes %d..%d (median %.0f), train %.1f s, assign %.1f s", name, k_eff,

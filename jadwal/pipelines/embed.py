@@ -39,6 +39,8 @@ import numpy as np
 
 from .. import storage
 from ..access import LOCAL_ONLY, Access
+from ..shards.schema import AUDIO_MEMBER_SUFFIXES
+from ..shards.sets import pick_shard_set
 from ..workspace import Workspace, atomic_path, check_name, sha256_file
 
 log = logging.getLogger("jadwal.embed")
@@ -48,7 +50,6 @@ IDS = "ids.parquet"
 PARTS = ".parts"
 FINGERPRINT = "fingerprint.json"
 MODEL = "model.json"
-AUDIO_EXTS = {"flac", "wav", "mp3", "ogg", "opus", "m4a", "aac", "sph", "aiff", "aif", "webm", "wma", "au"}
 WINDOW_SECONDS = 30.0
 
 
@@ -150,7 +151,7 @@ class Embedder:
     def __init__(self, cfg: EmbedConfig):
         import torch
 
-        from . import encoders as E
+        from ..models import encoders as E
 
         self.cfg = cfg
         self.device = E.resolve_device(cfg.device)
@@ -189,8 +190,8 @@ class Embedder:
         self._torch = torch
 
     def __call__(self, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray:
-        from . import encoders as E
-        from .features import whisper_log_mel
+        from ..models import encoders as E
+        from ..models.features import whisper_log_mel
 
         feats, frames = whisper_log_mel(
             waves, rates, self.encoder.n_mels, self.device, pad_to_multiple=self.encoder.feature_pad_multiple
@@ -202,25 +203,6 @@ class Embedder:
 # --------------------------------------------------------------------------------------------
 # shard set access
 # --------------------------------------------------------------------------------------------
-def find_shard_set(ws: Workspace, name: str | None) -> Path:
-    from ..shards.schema import SAMPLES_FILE
-
-    if name:
-        check_name(name, "--set")
-    base = ws.path("shards")
-    sets = sorted(p.parent for p in base.glob(f"*/{SAMPLES_FILE}")) if base.is_dir() else []
-    if name:
-        p = base / name
-        if not (p / SAMPLES_FILE).exists():
-            raise EmbedError(f"no shard set {name!r} in {ws.rel(base)} (have: {[s.name for s in sets]})")
-        return p
-    if not sets:
-        raise EmbedError(f"no shard set in {ws.root}/shards (run `jadwal shard` first)")
-    if len(sets) > 1:
-        raise EmbedError(f"several shard sets ({', '.join(s.name for s in sets)}); choose one with --set")
-    return sets[0]
-
-
 def audio_members(members) -> np.ndarray:
     """Per row of a ``members`` column (list<struct<name, …>>, Arrow), the suffix of its audio member
     (e.g. ``"flac"``) or ``None`` for text-only samples; vectorized (no Python objects per member)."""
@@ -234,7 +216,7 @@ def audio_members(members) -> np.ndarray:
     flat = pc.list_flatten(col)
     parents = pc.list_parent_indices(col).to_numpy()
     names = np.asarray(pc.utf8_lower(pc.struct_field(flat, "name")).to_numpy(zero_copy_only=False), dtype=object)
-    is_audio = np.isin(names, list(AUDIO_EXTS))
+    is_audio = np.isin(names, list(AUDIO_MEMBER_SUFFIXES))  # the one audio-member rule (shards.schema)
     raw = np.asarray(pc.struct_field(flat, "name").to_numpy(zero_copy_only=False), dtype=object)
     out[parents[is_audio][::-1]] = raw[is_audio][::-1]  # the first audio member of a row wins
     return out
@@ -277,11 +259,11 @@ class _Item:
 
 def _shard_samples(job: _ShardJob, access: Access) -> Iterator[tuple[int, bytes]]:
     """``(i, audio member bytes)`` for each audio sample of ``job``, read forward only and verified
-    as the loader verifies (:mod:`jadwal.trainer.shardio`): the URL's scheme is granted, the file has
+    as the loader verifies (:mod:`jadwal.shards.shardio`): the URL's scheme is granted, the file has
     the indexed size, each sample's byte range has the indexed sha1 (when recorded) and exactly the
     indexed member names.  Any failure is an :class:`EmbedError` naming the shard and the sample."""
     from ..shards.tario import check_member_name
-    from ..trainer.shardio import ShardHandle, TarFormatError, parse_members
+    from ..shards.shardio import ShardHandle, TarFormatError, parse_members
 
     where = f"shard {job.rel or str(job.path)!r} (shard_id {job.shard_id})"
     hint = "check it with `jadwal shard verify` and restore it (re-run `jadwal shard`)"
@@ -479,7 +461,9 @@ def _embed_shard_set(
         raise EmbedError(f"--pool {cfg.pool!r}: only 'mean' is supported")
     if cfg.batch_seconds <= 0:
         raise EmbedError("--batch-seconds must be > 0")
-    sdir = find_shard_set(ws, shard_set)
+    if shard_set:
+        check_name(shard_set, "--set")
+    sdir = ws.path("shards", pick_shard_set(ws, shard_set, error=EmbedError))
     out_dir = ws.path("embeddings", name)
     parts = out_dir / PARTS
     the_part = parse_part(part)

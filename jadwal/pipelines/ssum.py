@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import SSUM_REJECT_REASONS  # reason codes live with the rejects schema
 from ..textforms import to_form
-from ..workspace import META, Workspace, atomic_path
+from ..workspace import Workspace
 from .ssum_text import (
     MinHashDeduper,
     arabic_ratio,
@@ -135,6 +135,44 @@ class Unit:
     kind: str  # "segments" | "silence_split"
     segments: list[Segment]
     rows: list[dict]  # source rows (first one gives lang/split/sample_rate/…)
+
+
+@dataclass
+class Window:
+    """One summarization window: ``segments`` (consecutive) of ``unit``, the ``index``-th cut from it;
+    ``start``/``end`` in seconds of the audio file; ``text``/``text_raw`` the joined transcripts;
+    ``doc`` the summarizer's input (in the declared text form): one segment per line, so segment
+    ends are sentence ends."""
+
+    id: str
+    unit: Unit
+    index: int
+    start: float
+    end: float
+    segments: list[Segment]
+    text: str
+    text_raw: str
+    doc: str
+
+    @classmethod
+    def of(cls, unit: Unit, index: int, segs: list[Segment], name: str, text_form: str) -> "Window":
+        start, end = segs[0].start, max(s.end for s in segs)
+        return cls(
+            id=f"{name}:{unit.recording_id}:{_fmt_ms(start)}-{_fmt_ms(end)}", unit=unit, index=index,
+            start=start, end=end, segments=segs,
+            text=" ".join(s.text for s in segs if s.text).strip(),
+            text_raw=" ".join(s.text_raw for s in segs if s.text_raw).strip(),
+            doc="\n".join(d for s in segs if (d := to_form(s.text_raw or s.text, text_form).strip())),
+        )
+
+    def source_ids(self) -> list[str]:
+        """The source rows' ids, in segment order."""
+        return [x for s in self.segments for x in s.ids]
+
+    def reject_row(self, **more) -> dict:
+        """The ``row`` recorded with a rejected window (``more``: reason-specific fields)."""
+        return {"recording_id": self.unit.recording_id, "start_s": self.start, "end_s": self.end,
+                "source_ids": self.source_ids(), "text": self.text_raw, **more}
 
 
 # -- windows --------------------------------------------------------------------------------------
@@ -468,62 +506,22 @@ class _Named:
     version: str
 
 
-def build_ssum(
-    workspace: str | Path | Workspace,
-    source: str,
-    *,
-    name: str | None = None,
-    config: SsumConfig | None = None,
-    summarizer=None,
-    executor: str = "local",
-    ray_address: str | None = None,
-    actors: int | None = None,
-    access: Access = LOCAL_ONLY,
-    **overrides,
-) -> dict:
-    """Build ``manifests/<name>/`` (default ``<source>_ssum``) from dataset ``source``; returns stats.
-
-    ``config`` (or keyword ``overrides`` of its fields) sets the parameters; ``summarizer`` is a spec
-    string (``"extractive"``, ``"hf:PATH"``) or a ready summarizer object (``.name``, ``.version``,
-    ``.summarize``) used instead of ``config.summarizer``.  ``executor="ray"``: the summarizer batches
-    (same batches, same order of results) run on ``actors`` Ray actors, each holding one summarizer
-    (one per GPU with ``num_gpus=1`` when the cluster has GPUs, else one per CPU).
-    ``access``: the user's grants; a long file at a remote URL is read only when its scheme is granted.
-    Long files are decoded by :mod:`jadwal.audio_decode` (the decoder of ``shard`` and ``embed``).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ..manifests.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, conform
-    from .summarizers import get_summarizer
-
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+def _resolve_config(config: SsumConfig | None, summarizer, overrides: dict) -> tuple[SsumConfig, object]:
+    """The validated config (``config`` with keyword ``overrides`` of its fields) and the summarizer
+    object (``None`` when it is to be built from ``cfg.summarizer``; a spec string moves there)."""
     if isinstance(summarizer, str):  # a spec ("extractive", "hf:PATH"), not an object
         overrides["summarizer"], summarizer = summarizer, None
     cfg = config or SsumConfig()
     if overrides:
         cfg = SsumConfig(**{**asdict(cfg), **overrides})
     cfg.validate()
-    name = name or f"{source}_ssum"
-    if name == source:
-        raise ValueError("--name must differ from --source")
-    src_path = ws.path("manifests", source, "manifest.parquet")
-    if not src_path.exists():
-        raise FileNotFoundError(f"no manifest for dataset {source!r} ({ws.rel(src_path)}); import it first")
-    out_dir = ws.path("manifests", name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META).unlink(missing_ok=True)  # incomplete until the new meta.json is written
+    return cfg, summarizer
 
-    t0 = time.perf_counter()
-    rows = conform(pq.read_table(src_path)).to_pylist()
-    rejects: list[dict] = []
-    # pieces of long-file transcripts are normalized like the source was at import
-    src_meta = ws.read_meta(src_path.parent) or {}
-    normalize = manifest_normalizer(src_meta.get("config", {}).get("normalize", True))
-    units = assemble_units(ws, rows, cfg, name, source, rejects, normalize, access)
 
-    # windows
-    windows: list[dict] = []
+def make_windows(units: list[Unit], cfg: SsumConfig, name: str, source: str, rejects: list) -> list[Window]:
+    """Cut every unit into windows (:func:`cut_windows`); a recording shorter than ``min_seconds`` and
+    every span no window fits are rejected (appended to ``rejects``)."""
+    windows: list[Window] = []
     for u in units:
         spans = [(s.start, s.end) for s in u.segments]
         total = max(s.end for s in u.segments) - u.segments[0].start
@@ -543,67 +541,63 @@ def build_ssum(
                      "source_ids": [x for s in segs for x in s.ids],
                      "text": " ".join(s.text_raw for s in segs if s.text_raw).strip()})
         for k, (i, j) in enumerate(wins):
-            segs = u.segments[i : j + 1]
-            start, end = segs[0].start, max(s.end for s in segs)
-            windows.append(
-                {
-                    "id": f"{name}:{u.recording_id}:{_fmt_ms(start)}-{_fmt_ms(end)}",
-                    "unit": u,
-                    "index": k,
-                    "start": start,
-                    "end": end,
-                    "segments": segs,
-                    "text": " ".join(s.text for s in segs if s.text).strip(),
-                    "text_raw": " ".join(s.text_raw for s in segs if s.text_raw).strip(),
-                    # summarizer input (in the declared text form): one segment per line, so segment
-                    # ends are sentence ends
-                    "doc": "\n".join(d for s in segs if (d := to_form(s.text_raw or s.text, cfg.text_form).strip())),
-                }
-            )
-    n_windows = len(windows)
+            windows.append(Window.of(u, k, u.segments[i : j + 1], name, cfg.text_form))
+    return windows
 
-    def wrow(w: dict, **more) -> dict:
-        return {"recording_id": w["unit"].recording_id, "start_s": w["start"], "end_s": w["end"],
-                "source_ids": [x for s in w["segments"] for x in s.ids], "text": w["text_raw"], **more}
 
-    # pre-summarization filters: short transcripts, near-duplicates
+def prefilter_windows(windows: list[Window], cfg: SsumConfig, name: str, source: str, rejects: list) -> list[Window]:
+    """The windows worth summarizing: short transcripts (< ``min_words``) and near-duplicates of an
+    earlier window (MinHash, ``near_dup_threshold``) are rejected."""
     dedup = MinHashDeduper(threshold=cfg.near_dup_threshold)
-    todo: list[dict] = []
+    todo: list[Window] = []
     for w in windows:
-        src = f"{source}:{w['unit'].recording_id}"
-        nw = word_count(w["text"] or w["text_raw"])
+        src = f"{source}:{w.unit.recording_id}"
+        nw = word_count(w.text or w.text_raw)
         if nw < cfg.min_words:
-            _reject(rejects, name, src, w["id"], "short_transcript", f"{nw} words < {cfg.min_words}", wrow(w))
+            _reject(rejects, name, src, w.id, "short_transcript", f"{nw} words < {cfg.min_words}", w.reject_row())
             continue
-        dup, jac = dedup.check(w["id"], w["text"] or w["text_raw"])
+        dup, jac = dedup.check(w.id, w.text or w.text_raw)
         if dup is not None:
-            _reject(rejects, name, src, w["id"], "near_duplicate", f"jaccard≈{jac:.2f} with {dup}", wrow(w, duplicate_of=dup))
+            _reject(rejects, name, src, w.id, "near_duplicate", f"jaccard≈{jac:.2f} with {dup}",
+                    w.reject_row(duplicate_of=dup))
             continue
         todo.append(w)
+    return todo
 
-    # summarize
-    log.info(
-        "ssum %s: %d units → %d windows; %d to summarize (%d words), %d rejected so far",
-        name, len(units), n_windows, len(todo), sum(word_count(w["doc"]) for w in todo), len(rejects),
-    )
+
+@dataclass
+class Summaries:
+    """The summarizer's output for the windows to summarize, in their order (in ``cfg.text_form``)."""
+
+    summarizer: object  # .name, .version (and .counters for generative ones)
+    texts: list[str]
+    seconds: float
+
+
+def summarize_windows(todo: list[Window], cfg: SsumConfig, summarizer, executor: str, ray_address: str | None,
+                      actors: int | None) -> Summaries:
+    """Summarize ``todo`` in batches of ``cfg.batch_size``, locally or on Ray actors (same batches,
+    results in batch order); ``summarizer``: a ready object, or ``None`` to build ``cfg.summarizer``."""
+    from .summarizers import get_summarizer
+
     use_ray = executor != "local" or bool(ray_address)
-    if use_ray and not isinstance(summarizer, str | None):
+    if use_ray and summarizer is not None:
         summ = summarizer  # a ready object: pickled to each actor
     elif use_ray:
         summ = None  # built in each actor
     else:
         summ = summarizer or get_summarizer(cfg.summarizer, device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype)
     t_sum = time.perf_counter()
-    summaries: list[str] = []
+    texts: list[str] = []
     bs = max(1, cfg.batch_size)
-    batches = [[w["doc"] for w in todo[b : b + bs]] for b in range(0, len(todo), bs)]
+    batches = [[w.doc for w in todo[b : b + bs]] for b in range(0, len(todo), bs)]
     if use_ray:
         from ..executors import get_executor
 
         results: dict[int, list] = {}
         with get_executor(executor, ray_address) as ex:
             info = ex.map_on_actors(
-                _SummarizerActor, (summ, summarizer if isinstance(summarizer, str) else cfg.summarizer, cfg),
+                _SummarizerActor, (summ, cfg.summarizer, cfg),
                 "run", list(enumerate(batches)), lambda r: results.__setitem__(r[0], r[1]), n_actors=actors,
                 describe="describe")
         summ = _Named(*info)
@@ -614,94 +608,107 @@ def build_ssum(
     for batch, out in zip(batches, outs):
         if len(out) != len(batch):
             raise RuntimeError(f"summarizer {summ.name} returned {len(out)} summaries for {len(batch)} inputs")
-        summaries.extend(to_form((s or "").strip(), cfg.text_form) for s in out)
-    sum_seconds = time.perf_counter() - t_sum
-    words_in = sum(word_count(w["doc"]) for w in todo)
+        texts.extend(to_form((s or "").strip(), cfg.text_form) for s in out)
+    return Summaries(summ, texts, time.perf_counter() - t_sum)
 
-    # post-summarization filters and rows
+
+def _window_row(w: Window, summary: str, metrics: dict, summ, cfg: SsumConfig, name: str, source: str) -> dict:
+    """The manifest row (``task="ssum"``) of an accepted window."""
+    u = w.unit
+    ids = w.source_ids()
+    instr, ilang = _instruction(cfg.seed, w.id, cfg.instruction_ar_fraction)
+    first = u.rows[0]
+    speakers = {r.get("speaker") for r in u.rows if r["id"] in set(ids)}
+    extra = {
+        "builder": "ssum",
+        "summarizer": {"name": summ.name, "version": summ.version},
+        "target_ratio": cfg.target_ratio,
+        "window": {"index": w.index, "start_s": round(w.start, 3), "end_s": round(w.end, 3),
+                   "n_segments": len(w.segments), "unit": u.kind},
+        "source": {"dataset": source, "ids": ids},
+        "metrics": metrics,
+        "instruction_lang": ilang,
+        "text_form": cfg.text_form,
+    }
+    return {
+        "id": w.id,
+        "dataset": name,
+        "task": "ssum",
+        "lang": first.get("lang") or "ar",
+        "split": first.get("split"),
+        "modality": "audio",
+        "audio_path": u.audio_path,
+        "offset_s": round(w.start, 3),
+        "duration_s": round(w.end - w.start, 3),
+        "sample_rate": first.get("sample_rate"),
+        "channels": first.get("channels"),
+        "text": w.text,
+        "text_raw": w.text_raw,
+        "target": summary,
+        "instruction": instr,
+        "label": None,
+        "speaker": next(iter(speakers)) if len(speakers) == 1 else None,
+        "recording_id": u.recording_id,
+        "audio_sha1": first.get("audio_sha1"),
+        "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True),
+    }
+
+
+def accept_windows(todo: list[Window], summaries: Summaries, cfg: SsumConfig, name: str, source: str,
+                   rejects: list) -> tuple[list[dict], list[dict]]:
+    """Post-summarization filters (:func:`_summary_checks`); returns the manifest rows of the accepted
+    windows and, per accepted window, its metrics with ``duration_s``, ``doc`` and ``summary``."""
     out_rows: list[dict] = []
     metrics_acc: list[dict] = []
-    for w, summary in zip(todo, summaries):
-        u: Unit = w["unit"]
-        transcript = w["doc"]
-        reason, detail, m = _summary_checks(summary, transcript, cfg)
+    for w, summary in zip(todo, summaries.texts):
+        reason, detail, m = _summary_checks(summary, w.doc, cfg)
         if reason:
-            _reject(rejects, name, f"{source}:{u.recording_id}", w["id"], reason, detail, wrow(w, summary=summary, **m))
+            _reject(rejects, name, f"{source}:{w.unit.recording_id}", w.id, reason, detail,
+                    w.reject_row(summary=summary, **m))
             continue
-        instr, ilang = _instruction(cfg.seed, w["id"], cfg.instruction_ar_fraction)
-        first = u.rows[0]
-        speakers = {r.get("speaker") for r in u.rows if r["id"] in {x for s in w["segments"] for x in s.ids}}
-        extra = {
-            "builder": "ssum",
-            "summarizer": {"name": summ.name, "version": summ.version},
-            "target_ratio": cfg.target_ratio,
-            "window": {"index": w["index"], "start_s": round(w["start"], 3), "end_s": round(w["end"], 3),
-                       "n_segments": len(w["segments"]), "unit": u.kind},
-            "source": {"dataset": source, "ids": [x for s in w["segments"] for x in s.ids]},
-            "metrics": m,
-            "instruction_lang": ilang,
-            "text_form": cfg.text_form,
-        }
-        out_rows.append(
-            {
-                "id": w["id"],
-                "dataset": name,
-                "task": "ssum",
-                "lang": first.get("lang") or "ar",
-                "split": first.get("split"),
-                "modality": "audio",
-                "audio_path": u.audio_path,
-                "offset_s": round(w["start"], 3),
-                "duration_s": round(w["end"] - w["start"], 3),
-                "sample_rate": first.get("sample_rate"),
-                "channels": first.get("channels"),
-                "text": w["text"],
-                "text_raw": w["text_raw"],
-                "target": summary,
-                "instruction": instr,
-                "label": None,
-                "speaker": next(iter(speakers)) if len(speakers) == 1 else None,
-                "recording_id": u.recording_id,
-                "audio_sha1": first.get("audio_sha1"),
-                "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True),
-            }
-        )
-        metrics_acc.append({"duration_s": w["end"] - w["start"], **m, "doc": transcript, "summary": summary})
+        out_rows.append(_window_row(w, summary, m, summaries.summarizer, cfg, name, source))
+        metrics_acc.append({"duration_s": w.end - w.start, **m, "doc": w.doc, "summary": summary})
+    return out_rows, metrics_acc
 
-    # ROUGE on a deterministic subset (rouge-score is pure Python)
+
+def _rouge_scores(metrics_acc: list[dict], cfg: SsumConfig, summ) -> tuple[dict | None, dict | None]:
+    """ROUGE of the summaries vs the transcripts, and vs the extractive baseline (a non-extractive
+    summarizer only), on a deterministic subset of ``cfg.rouge_sample`` windows (rouge-score is pure
+    Python)."""
     sample = metrics_acc
     if len(sample) > cfg.rouge_sample:
         step = len(sample) / cfg.rouge_sample
         sample = [sample[int(k * step)] for k in range(cfg.rouge_sample)]
-    rouge_vs_transcript = rouge_vs_extractive = None
-    if sample:
-        from .rouge import compute_rouge
-        from .summarizers import ExtractiveSummarizer
+    if not sample:
+        return None, None
+    from ..metrics.rouge import compute_rouge
+    from .summarizers import ExtractiveSummarizer
 
-        rouge_vs_transcript = compute_rouge([m["summary"] for m in sample], [m["doc"] for m in sample])
-        if getattr(summ, "name", "") != "extractive":
-            refs = ExtractiveSummarizer().summarize([m["doc"] for m in sample], cfg.target_ratio)
-            rouge_vs_extractive = compute_rouge([m["summary"] for m in sample], refs)
+    vs_transcript = compute_rouge([m["summary"] for m in sample], [m["doc"] for m in sample])
+    vs_extractive = None
+    if getattr(summ, "name", "") != "extractive":
+        refs = ExtractiveSummarizer().summarize([m["doc"] for m in sample], cfg.target_ratio)
+        vs_extractive = compute_rouge([m["summary"] for m in sample], refs)
+    return vs_transcript, vs_extractive
 
-    # write outputs
-    man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
-    table = conform(pa.Table.from_pylist(out_rows, schema=MANIFEST_SCHEMA)) if out_rows else MANIFEST_SCHEMA.empty_table()
-    with atomic_path(man_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
-    with atomic_path(rej_path) as tmp:
-        pq.write_table(rtable, tmp, compression="zstd")
 
+def _ssum_stats(source: str, name: str, rows: list[dict], units: list[Unit], windows: list[Window],
+                todo: list[Window], summaries: Summaries, out_rows: list[dict], metrics_acc: list[dict],
+                rejects: list[dict], cfg: SsumConfig, t0: float) -> dict:
+    """The build's statistics (``meta.json`` ``stats`` and the card)."""
+    summ, sum_seconds = summaries.summarizer, summaries.seconds
+    words_in = sum(word_count(w.doc) for w in todo)
+    rouge_vs_transcript, rouge_vs_extractive = _rouge_scores(metrics_acc, cfg, summ)
     source_seconds = sum(max(s.end for s in u.segments) - u.segments[0].start for u in units)
     hours = sum(m["duration_s"] for m in metrics_acc) / 3600.0
     reasons = Counter(r["reason"] for r in rejects)
-    stats = {
+    return {
         "source": source,
         "name": name,
         "source_rows": len(rows),
         "units": dict(Counter(u.kind for u in units)),
         "source_hours": round(source_seconds / 3600.0, 4),
-        "windows": n_windows,
+        "windows": len(windows),
         "summarized": len(todo),
         "accepted": len(out_rows),
         "rejected": dict(sorted(reasons.items())),
@@ -727,21 +734,82 @@ def build_ssum(
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
-    from .ssum_card import write_card
 
-    card_md, card_png = write_card(out_dir, stats, metrics_acc, out_rows, cfg, SSUM_REJECT_REASONS)
-    cfg_rec = asdict(cfg)
-    cfg_rec["summary_ratio_bounds"] = list(cfg.ratio_bounds())
-    ws.write_meta(
-        out_dir,
-        "build.ssum",
-        config=cfg_rec,
-        inputs=[src_path],
-        outputs=[man_path, rej_path, card_md, card_png],
-        extra={"stats": stats, "reject_reasons": SSUM_REJECT_REASONS},
-    )
+def build_ssum(
+    workspace: str | Path | Workspace,
+    source: str,
+    *,
+    name: str | None = None,
+    config: SsumConfig | None = None,
+    summarizer=None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
+    access: Access = LOCAL_ONLY,
+    **overrides,
+) -> dict:
+    """Build ``manifests/<name>/`` (default ``<source>_ssum``) from dataset ``source``; returns stats.
+
+    ``config`` (or keyword ``overrides`` of its fields) sets the parameters; ``summarizer`` is a spec
+    string (``"extractive"``, ``"hf:PATH"``) or a ready summarizer object (``.name``, ``.version``,
+    ``.summarize``) used instead of ``config.summarizer``.  ``executor="ray"``: the summarizer batches
+    (same batches, same order of results) run on ``actors`` Ray actors, each holding one summarizer
+    (one per GPU with ``num_gpus=1`` when the cluster has GPUs, else one per CPU).
+    ``access``: the user's grants; a long file at a remote URL is read only when its scheme is granted.
+    Long files are decoded by :mod:`jadwal.audio_decode` (the decoder of ``shard`` and ``embed``).
+
+    Steps: units (:func:`assemble_units`) → windows (:func:`make_windows`) → pre-filters
+    (:func:`prefilter_windows`) → summaries (:func:`summarize_windows`) → post-filters and rows
+    (:func:`accept_windows`) → outputs, written through :meth:`Workspace.stage_output` (one writer,
+    ``meta.json`` deleted first and written last).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..manifests.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, conform
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg, summarizer = _resolve_config(config, summarizer, overrides)
+    name = name or f"{source}_ssum"
+    if name == source:
+        raise ValueError("--name must differ from --source")
+    src_path = ws.path("manifests", source, "manifest.parquet")
+    if not src_path.exists():
+        raise FileNotFoundError(f"no manifest for dataset {source!r} ({ws.rel(src_path)}); import it first")
+    with ws.stage_output("manifests", name, "build.ssum") as so:  # meta.json gone: incomplete until the end
+        so.folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        rows = conform(pq.read_table(src_path)).to_pylist()
+        rejects: list[dict] = []
+        # pieces of long-file transcripts are normalized like the source was at import
+        src_meta = ws.read_meta(src_path.parent) or {}
+        normalize = manifest_normalizer(src_meta.get("config", {}).get("normalize", True))
+        units = assemble_units(ws, rows, cfg, name, source, rejects, normalize, access)
+        windows = make_windows(units, cfg, name, source, rejects)
+        todo = prefilter_windows(windows, cfg, name, source, rejects)
+        log.info(
+            "ssum %s: %d units → %d windows; %d to summarize (%d words), %d rejected so far",
+            name, len(units), len(windows), len(todo), sum(word_count(w.doc) for w in todo), len(rejects),
+        )
+        summaries = summarize_windows(todo, cfg, summarizer, executor, ray_address, actors)
+        out_rows, metrics_acc = accept_windows(todo, summaries, cfg, name, source, rejects)
+
+        table = conform(pa.Table.from_pylist(out_rows, schema=MANIFEST_SCHEMA)) if out_rows else MANIFEST_SCHEMA.empty_table()
+        so.parquet("manifest.parquet", table, compression="zstd")
+        rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
+        so.parquet("rejects.parquet", rtable, compression="zstd")
+        stats = _ssum_stats(source, name, rows, units, windows, todo, summaries, out_rows, metrics_acc, rejects,
+                            cfg, t0)
+
+        from .ssum_card import write_card
+
+        for p in write_card(so.folder, stats, metrics_acc, out_rows, cfg, SSUM_REJECT_REASONS):
+            so.add(p)
+        cfg_rec = asdict(cfg)
+        cfg_rec["summary_ratio_bounds"] = list(cfg.ratio_bounds())
+        so.finish(config=cfg_rec, inputs=[src_path], extra={"stats": stats, "reject_reasons": SSUM_REJECT_REASONS})
     log.info(
         "ssum %s: %d windows → %d rows (%.2f h), %d rejected %s",
-        name, n_windows, len(out_rows), hours, len(rejects), dict(reasons),
+        name, len(windows), len(out_rows), stats["hours"], len(rejects), stats["rejected"],
     )
     return stats

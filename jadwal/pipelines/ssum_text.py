@@ -7,30 +7,26 @@ Normalization reuses the project normalizer :mod:`jadwal.manifests.normalize` in
   *creates* (pieces of a long file's transcript): ``normalize_text`` with the very options the
   source dataset was imported with (read from its ``meta.json``), so builder rows look like
   imported rows.
-* :func:`match_normalize` is the aggressive form used only for *comparisons* (TF-IDF centrality,
+* :func:`match_normalize` (:mod:`jadwal.metrics.textmatch`) is the aggressive form used only for *comparisons* (TF-IDF centrality,
   ROUGE, novelty, near-duplicates, copy detection): the default rules plus ``ta_marbuta``
   (``ة`` → ``ه``) and ``lowercase``, and any remaining Unicode punctuation/symbol (categories P*, S*)
   turned into a space.  It never ends up in a manifest.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
-import unicodedata
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..manifests.normalize import DEFAULT, NormalizeOptions, Normalizer
+from ..metrics.textmatch import match_normalize  # the comparison normalization (defined once)
 
 _ARABIC_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
 
 # sentence terminators: Latin . ! ? ; Arabic question mark U+061F, Arabic full stop U+06D4, ellipsis
 _SENT_END = re.compile(r"(?<=[.!?\u061f\u06d4\u2026])\s+|\n+")
-
-_MATCH = Normalizer(NormalizeOptions(ta_marbuta=True, lowercase=True))
-
 
 def manifest_normalizer(options: dict | bool | None = True) -> Callable[[str], str]:
     """The ``text``-column normalizer for ``options`` as recorded by ``jadwal manifest import``
@@ -42,21 +38,6 @@ def manifest_normalizer(options: dict | bool | None = True) -> Callable[[str], s
         return Normalizer(None)
     known = {k: v for k, v in dict(options).items() if k in NormalizeOptions.__dataclass_fields__}
     return Normalizer(NormalizeOptions(**known))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _has_ps(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "PS"
-
-
-def match_normalize(text: str | None) -> str:
-    """Aggressive normalization for comparisons only (ROUGE, TF-IDF, novelty, dedup)."""
-    if not text:
-        return ""
-    text = _MATCH(text)
-    if any(_has_ps(c) for c in text):
-        text = " ".join("".join(" " if _has_ps(c) else c for c in text).split())
-    return text
 
 
 def tokens(text: str | None) -> list[str]:

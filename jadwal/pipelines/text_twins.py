@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..workspace import META, Workspace, atomic_path
+from ..workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -73,84 +73,73 @@ def build_text_twins(
     if not inputs:
         raise FileNotFoundError(f"no manifests in {ws.root / 'manifests'}")
 
-    out_dir = ws.path("manifests", name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META).unlink(missing_ok=True)
+    # one writer of manifests/<name>; meta.json deleted first, outputs through temp names, meta last
+    with ws.stage_output("manifests", name, "build.text_twins") as so:
+        # Arrow-native: only the columns needed for the decision go through Python
+        cands: list = []  # per input: filtered table of candidate rows
+        rejects: list[dict] = []
+        for path in tqdm(inputs, desc="text-twins: read", unit="dataset", disable=None):
+            t = conform(pq.read_table(path))
+            mask = pc.and_(pc.equal(t["task"], task), pc.equal(pc.fill_null(t["modality"], "audio"), "audio"))
+            t = t.filter(pc.fill_null(mask, False))
+            has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(t["text"])), 0), False)
+            for r in t.filter(pc.invert(has_text)).to_pylist():
+                rejects.append({"id": f"{r['id']}#text", "dataset": name, "source": f"{path.parent.name}:{r['id']}",
+                                "reason": "empty_text", "detail": "speech row without a transcript: no text twin",
+                                "row": json.dumps(r, ensure_ascii=False, default=str)})
+            cands.append(t.filter(has_text))
+        table = pa.concat_tables(cands) if cands else MANIFEST_SCHEMA.empty_table()
+        ids = table["id"].to_pylist()
+        if len(set(ids)) != len(ids):
+            dup = [k for k, v in Counter(ids).items() if v > 1][:3]
+            raise ValueError(f"source ids are not unique across the selected datasets (e.g. {dup})")
 
-    # Arrow-native: only the columns needed for the decision go through Python
-    cands: list = []  # per input: filtered table of candidate rows
-    rejects: list[dict] = []
-    for path in tqdm(inputs, desc="text-twins: read", unit="dataset", disable=None):
-        t = conform(pq.read_table(path))
-        mask = pc.and_(pc.equal(t["task"], task), pc.equal(pc.fill_null(t["modality"], "audio"), "audio"))
-        t = t.filter(pc.fill_null(mask, False))
-        has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(t["text"])), 0), False)
-        for r in t.filter(pc.invert(has_text)).to_pylist():
-            rejects.append({"id": f"{r['id']}#text", "dataset": name, "source": f"{path.parent.name}:{r['id']}",
-                            "reason": "empty_text", "detail": "speech row without a transcript: no text twin",
-                            "row": json.dumps(r, ensure_ascii=False, default=str)})
-        cands.append(t.filter(has_text))
-    table = pa.concat_tables(cands) if cands else MANIFEST_SCHEMA.empty_table()
-    ids = table["id"].to_pylist()
-    if len(set(ids)) != len(ids):
-        dup = [k for k, v in Counter(ids).items() if v > 1][:3]
-        raise ValueError(f"source ids are not unique across the selected datasets (e.g. {dup})")
+        n_keep = int(round(fraction * len(ids)))
+        keep = sorted(sorted(range(len(ids)), key=lambda i: _key(seed, ids[i]))[:n_keep])  # source order
+        chosen = table.take(pa.array(keep, type=pa.int64()))
+        extras = []
+        for rid, ds, mod, ex in zip(chosen["id"].to_pylist(), chosen["dataset"].to_pylist(),
+                                    chosen["modality"].to_pylist(), chosen["extra"].to_pylist()):
+            try:
+                src_extra = json.loads(ex) if ex else None
+            except json.JSONDecodeError:
+                src_extra = ex
+            extras.append(json.dumps({"builder": "text_twins", "source_id": rid, "source_dataset": ds,
+                                      "source_modality": mod or "audio", "source_extra": src_extra},
+                                     ensure_ascii=False, sort_keys=True))
+        n = chosen.num_rows
+        cols = {}
+        for field in MANIFEST_SCHEMA:
+            if field.name in AUDIO_FIELDS:
+                cols[field.name] = pa.nulls(n, field.type)
+            elif field.name == "id":
+                cols["id"] = pc.binary_join_element_wise(chosen["id"], pa.scalar("#text"), "")
+            elif field.name == "dataset":
+                cols["dataset"] = pa.array([name] * n, pa.string())
+            elif field.name == "modality":
+                cols["modality"] = pa.array(["text"] * n, pa.string())
+            elif field.name == "extra":
+                cols["extra"] = pa.array(extras, pa.string())
+            else:
+                cols[field.name] = chosen[field.name]
+        out = conform(pa.table(cols))
 
-    n_keep = int(round(fraction * len(ids)))
-    keep = sorted(sorted(range(len(ids)), key=lambda i: _key(seed, ids[i]))[:n_keep])  # source order
-    chosen = table.take(pa.array(keep, type=pa.int64()))
-    extras = []
-    for rid, ds, mod, ex in zip(chosen["id"].to_pylist(), chosen["dataset"].to_pylist(),
-                                chosen["modality"].to_pylist(), chosen["extra"].to_pylist()):
-        try:
-            src_extra = json.loads(ex) if ex else None
-        except json.JSONDecodeError:
-            src_extra = ex
-        extras.append(json.dumps({"builder": "text_twins", "source_id": rid, "source_dataset": ds,
-                                  "source_modality": mod or "audio", "source_extra": src_extra},
-                                 ensure_ascii=False, sort_keys=True))
-    n = chosen.num_rows
-    cols = {}
-    for field in MANIFEST_SCHEMA:
-        if field.name in AUDIO_FIELDS:
-            cols[field.name] = pa.nulls(n, field.type)
-        elif field.name == "id":
-            cols["id"] = pc.binary_join_element_wise(chosen["id"], pa.scalar("#text"), "")
-        elif field.name == "dataset":
-            cols["dataset"] = pa.array([name] * n, pa.string())
-        elif field.name == "modality":
-            cols["modality"] = pa.array(["text"] * n, pa.string())
-        elif field.name == "extra":
-            cols["extra"] = pa.array(extras, pa.string())
-        else:
-            cols[field.name] = chosen[field.name]
-    out = conform(pa.table(cols))
-
-    man_path, rej_path = out_dir / "manifest.parquet", out_dir / "rejects.parquet"
-    with atomic_path(man_path) as tmp:
-        pq.write_table(out, tmp, compression="zstd")
-    rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
-    with atomic_path(rej_path) as tmp:
-        pq.write_table(rtable, tmp, compression="zstd")
-    stats = {
-        "task": task,
-        "name": name,
-        "sources": [p.parent.name for p in inputs],
-        "candidates": len(ids),
-        "candidates_per_dataset": dict(sorted(Counter(table["dataset"].to_pylist()).items())),
-        "selected": n,
-        "selected_per_dataset": dict(sorted(Counter(chosen["dataset"].to_pylist()).items())),
-        "fraction": fraction,
-        "seed": seed,
-        "rejected": dict(Counter(r["reason"] for r in rejects)),
-    }
-    ws.write_meta(
-        out_dir,
-        "build.text_twins",
-        config={"task": task, "sources": sources, "fraction": fraction, "seed": seed, "name": name},
-        inputs=inputs,
-        outputs=[man_path, rej_path],
-        extra={"stats": stats},
-    )
+        so.parquet("manifest.parquet", out, compression="zstd")
+        rtable = pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA) if rejects else REJECTS_SCHEMA.empty_table()
+        so.parquet("rejects.parquet", rtable, compression="zstd")
+        stats = {
+            "task": task,
+            "name": name,
+            "sources": [p.parent.name for p in inputs],
+            "candidates": len(ids),
+            "candidates_per_dataset": dict(sorted(Counter(table["dataset"].to_pylist()).items())),
+            "selected": n,
+            "selected_per_dataset": dict(sorted(Counter(chosen["dataset"].to_pylist()).items())),
+            "fraction": fraction,
+            "seed": seed,
+            "rejected": dict(Counter(r["reason"] for r in rejects)),
+        }
+        so.finish(config={"task": task, "sources": sources, "fraction": fraction, "seed": seed, "name": name},
+                  inputs=inputs, extra={"stats": stats})
     log.info("text-twins %s: %d of %d %s speech rows → text rows", name, n, len(ids), task)
     return stats

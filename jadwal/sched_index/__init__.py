@@ -1,6 +1,7 @@
 """The scheduling index: realize any data schedule exactly, with sequential shard reads, bounded
 memory, exact resume and distributed balance.  Public API: :func:`open_index`, :func:`build_index`,
-:func:`check_index`, the policy registry :func:`register`."""
+:func:`continue_index` (re-plan or :func:`amend` a running schedule from a step), :func:`check_index`,
+the policy registry :func:`register`."""
 from .amend import amend, continue_index
 from .check import check_index
 from .planner import PlanError, build_index

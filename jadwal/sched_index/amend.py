@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ..workspace import Workspace
 from . import format as F
-from .ledger import Ledger, delivered_before, id_hash64
+from .ledger import Ledger, delivered_before, id_column, id_hash64
 from .planner import PlanError, StreamSequences, Supply, phase_columns, pick_shard_set, plan_index
 from .policies import load_policy_modules
 from .reader import open_index
@@ -45,7 +45,7 @@ def amend(workspace, spec_source, name: str, *, old: str, at_step: int, progress
     shard_set = pick_shard_set(ws, spec.shards)
     st = scan_samples(ws, shard_set, spec, phase_columns(spec))
     ledger = delivered_before(prev, at_step)
-    cont = Continuation(st, _ids(ws, shard_set), ledger)
+    cont = Continuation(st, id_column(ws.path("shards", shard_set)), ledger)
     lineage = list(prev.meta.get("lineage", [])) + [{"index": old, "fingerprint": prev.fingerprint,
                                                      "at_step": at_step}]
     extra = {"continues": {"index": old, "fingerprint": prev.fingerprint, "at_step": at_step, "kind": "amendment"},
@@ -136,15 +136,6 @@ class Continuation:
         u, c = np.unique(self.p0[self.need > 0], return_counts=True)
         return {"ledger": {"samples": len(self.ledger), "deliveries": int(self.ledger.counts.sum()),
                            "streams_in_pass": {str(k): int(x) for k, x in zip(u.tolist(), c.tolist())}}}
-
-
-def _ids(ws, shard_set):
-    import pyarrow.parquet as pq
-
-    from ..shards.schema import SAMPLES_FILE
-
-    col = pq.read_table(ws.path("shards", shard_set, SAMPLES_FILE), columns=["id"], memory_map=True).column(0)
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
 
 def _within(n: np.ndarray) -> np.ndarray:

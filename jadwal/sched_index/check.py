@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
 from ..workspace import sha256_file
 from . import format as F
+from .ledger import Ledger, delivered_before, id_column
 from .reader import open_index
 
 
@@ -740,7 +741,7 @@ def _sample_codes(idx, samples, col: str, code_of: dict):
     return None
 
 
-def chain_deliveries(idx, samples_ids=None):
+def chain_deliveries(idx):
     """Deliveries of every index ``idx`` continues, before its start step: ``(ids or rows, steps)``.
     Rows are those of ``idx``'s shard set (samples matched by id when a parent used another set;
     samples no longer in the set are dropped).  ``None`` when a parent is missing or was re-planned
@@ -765,8 +766,8 @@ def chain_deliveries(idx, samples_ids=None):
                                        np.diff(np.asarray(off[:(at - par.start_step) * par.world_size + 1])))
         if par.shard_set != idx.shard_set:
             if ids_here is None:
-                ids_here = _plain(idx.samples.column("id"))
-            pid = pa.array(par.samples.column("id").take(pa.array(r)).to_pylist(), pa.string()) if len(r) else pa.array([], pa.string())
+                ids_here = id_column(idx.shard_dir)
+            pid = _plain(id_column(par.shard_dir).take(pa.array(r))) if len(r) else pa.array([], pa.string())
             at_ = pc.index_in(pid, value_set=ids_here)
             r = np.asarray(at_.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
             keep = r >= 0
@@ -812,8 +813,6 @@ def _check_pass_order(idx, rep: CheckReport, samples, rows_v, steps_v, scode_raw
 def _check_ledger(idx, rep: CheckReport) -> None:
     """An amendment's ledger is its parent's ledger plus what the parent delivers before the amendment
     step, recomputed from the parent's public files."""
-    from .ledger import Ledger, delivered_before
-
     c = idx.meta["continues"]
     try:
         par = open_index(idx.ws, c["index"], verify_shards=False)

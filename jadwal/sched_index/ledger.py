@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import format as F
+from .reader import open_index
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -109,9 +110,28 @@ class Ledger:
 
 
 def delivered_before(idx, at_step: int) -> Ledger:
-    """The ledger at ``at_step`` of index ``idx``: what it inherited plus what it delivers in
-    ``[start_step, at_step)``."""
+    """The ledger at ``at_step`` of index ``idx``: what was delivered before its start step (its
+    ledger files; for an elastic re-plan, which has none, the ledger of the index it continues at its
+    start step) plus what it delivers in ``[start_step, at_step)``."""
     hi = int(idx._offsets[(at_step - idx.start_step) * idx.world_size])
     rows = np.asarray(idx._plan[:hi], dtype=np.int64)
-    ids = idx.samples.column("id").take(pa.array(rows)) if len(rows) else pa.array([], pa.string())
-    return Ledger.load(idx.dir).plus(Ledger.of(id_hash64(ids)))
+    ids = id_column(idx.shard_dir).take(pa.array(rows)) if len(rows) else pa.array([], pa.string())
+    mine = Ledger.of(id_hash64(ids))
+    c = idx.meta.get("continues")
+    if c and c.get("kind") != "amendment":  # elastic: the same samples, its parent's history
+        parent = open_index(idx.ws, c["index"], verify_shards=False)
+        if parent.fingerprint != c["fingerprint"]:
+            raise ValueError(f"index {idx.name!r} continues {c['index']!r}, which was re-planned since: "
+                             f"its history before step {c['at_step']} is lost")
+        return delivered_before(parent, int(c["at_step"])).plus(mine)
+    return Ledger.load(idx.dir).plus(mine)
+
+
+def id_column(shard_dir) -> pa.Array:
+    """The ``id`` column of a shard set's samples table (only that column is read)."""
+    import pyarrow.parquet as pq
+
+    from ..shards.schema import SAMPLES_FILE
+
+    col = pq.read_table(shard_dir / SAMPLES_FILE, columns=["id"], memory_map=True).column(0)
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)

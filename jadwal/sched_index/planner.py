@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..shards.schema import SAMPLES_FILE
+from ..shards import sets as shard_sets
 from ..workspace import Workspace
 from .duration import nominal_cut, pack_all
 from .policies import PolicyContext, get_policy, load_policy_modules, read_groups
@@ -62,17 +62,8 @@ def _seed(*parts) -> np.random.Generator:
 
 # -- inputs ---------------------------------------------------------------------------------------
 def pick_shard_set(ws: Workspace, name: str | None) -> str:
-    base = ws.path("shards")
-    sets = sorted(p.name for p in base.iterdir() if (p / SAMPLES_FILE).exists()) if base.is_dir() else []
-    if name:
-        if name not in sets:
-            raise SpecError(f"spec: `shards` names {name!r}, not a shard set of {ws.root}; found: {sets}")
-        return name
-    if not sets:
-        raise SpecError(f"no shard sets in {ws.root}; run `jadwal shard` first")
-    if len(sets) != 1:
-        raise SpecError(f"spec: `shards` is required when the workspace has {len(sets)} shard sets ({sets})")
-    return sets[0]
+    """The shard set the spec's ``shards`` names (:func:`jadwal.shards.sets.pick_shard_set`), as a SpecError."""
+    return shard_sets.pick_shard_set(ws, name, named_by="spec: `shards`", error=SpecError)
 
 
 # -- stream sequences -------------------------------------------------------------------------------

@@ -98,13 +98,17 @@ def _with_repeats(pp, rows: np.ndarray, cstream: np.ndarray, cand) -> list[tuple
     pairs = sorted({(int(s), int(t)) for s, t in cand if pp.start <= t < pp.end})
     if not pairs:
         return []
-    cs = np.array([p[0] for p in pairs], dtype=np.int64)
-    ct = np.array([p[1] for p in pairs], dtype=np.int64)
     flat = pp.comp.reshape(-1)
-    slot = ((ct - pp.start) * pp.slots)[:, None] + np.arange(pp.slots)[None, :]
-    mine = cstream[flat[slot]] == cs[:, None]
-    cid = np.broadcast_to(np.arange(len(pairs))[:, None], slot.shape)[mine]
-    r = rows[slot[mine]]
-    key = np.sort(cid * (int(rows.max()) + 1) + r)
-    dup = np.unique(key[1:][key[1:] == key[:-1]] // (int(rows.max()) + 1))
-    return [pairs[i] for i in dup.tolist()]
+    span = int(rows.max()) + 1
+    out = []
+    per = max(1, (1 << 20) // pp.slots)  # pairs at a time: about 2^20 slots
+    for c0 in range(0, len(pairs), per):
+        part = pairs[c0:c0 + per]
+        cs = np.array([p[0] for p in part], dtype=np.int64)
+        ct = np.array([p[1] for p in part], dtype=np.int64)
+        slot = ((ct - pp.start) * pp.slots)[:, None] + np.arange(pp.slots)[None, :]
+        mine = cstream[flat[slot]] == cs[:, None]
+        cid = np.broadcast_to(np.arange(len(part))[:, None], slot.shape)[mine]
+        key = np.sort(cid * span + rows[slot[mine]])
+        out += [part[i] for i in np.unique(key[1:][key[1:] == key[:-1]] // span).tolist()]
+    return out

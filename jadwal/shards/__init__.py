@@ -28,7 +28,7 @@ def __getattr__(name):
 
         return regroup
     if name == "ShardError":
-        from .common import ShardError
+        from .errors import ShardError
 
         return ShardError
     raise AttributeError(f"module 'jadwal.shards' has no attribute {name!r}")

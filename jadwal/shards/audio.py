@@ -78,7 +78,7 @@ def encode_flac(pcm: np.ndarray, sample_rate: int) -> bytes:
 _EXT = re.compile(r"^[a-z0-9]{1,10}$")
 # libsndfile format → member suffixes the shard readers decode (first: the default; others: accepted
 # spellings of a file's own extension).  A format not listed is re-encoded as FLAC.
-# (trainer.dataset.AUDIO_SUFFIXES, export.shardread.AUDIO_SUFFIXES: a test keeps them in step)
+# (every suffix here is in shards.schema.AUDIO_MEMBER_SUFFIXES, what the readers treat as audio: a test keeps them in step)
 FORMAT_SUFFIXES = {
     "WAV": ("wav",), "WAVEX": ("wav",), "RF64": ("wav",), "FLAC": ("flac",), "MP3": ("mp3",),
     "OGG": ("ogg", "oga"), "AIFF": ("aiff", "aif"), "AU": ("au",), "W64": ("w64",), "CAF": ("caf",),

@@ -28,27 +28,13 @@ from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace, check_name, sha256_file
 from . import schema as S
-from .common import (
-    REJECTS_FILE,
-    ShardError,
-    add_sample_record,
-    check_output,
-    commit_shard,
-    join_on_id,
-    locked_set,
-    new_samples_record,
-    parse_keys,
-    parse_size,
-    plan_hash,
-    plan_shards,
-    read_sidecar,
-    remove_stale,
-    remove_temp_files,
-    resolve_keys,
-    set_prefix,
-    shard_dir,
-    write_index,
-)
+from .errors import ShardError
+from .index_files import REJECTS_FILE, write_index
+from .options import check_output, parse_keys, parse_size
+from .planning import plan_hash, plan_shards
+from .sets import locked_set, remove_stale, remove_temp_files, set_prefix, shard_dir
+from .sidecars import add_sample_record, commit_shard, new_samples_record, read_sidecar
+from .streams import join_on_id, resolve_keys
 from .. import storage
 from .tario import ShardWriter, TrackingReader, UnsafeMember, iter_members, split_name
 from .verify import list_sets

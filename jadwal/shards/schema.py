@@ -70,6 +70,23 @@ SAMPLES_FILE = "samples.parquet"
 SAMPLES_ROW_GROUP = 65_536  # rows per Parquet row group of samples.parquet
 SHARDS_FILE = "shards.parquet"
 
+# The audio-member contract, defined once: a sample's audio member is the member whose suffix is one
+# of these (the first such member of a sample wins).  They are exactly the suffixes the shard writer
+# can produce (``shards.audio.FORMAT_SUFFIXES`` plus ``opus``; any other source format is re-encoded
+# as FLAC), and what embed, export and the loader treat as audio.
+AUDIO_MEMBER_SUFFIXES = ("flac", "wav", "mp3", "ogg", "opus", "oga", "aiff", "aif", "au", "w64", "caf", "sph")
+
+
+def member_suffix(name: str) -> str:
+    """The suffix of a tar member name or of a ``members`` entry (``"abc.FLAC"`` or ``"flac"`` →
+    ``"flac"``), lower-cased."""
+    return name.rsplit(".", 1)[-1].lower()
+
+
+def is_audio_member(name: str) -> bool:
+    """Whether a member (full name or bare suffix) holds the sample's audio (:data:`AUDIO_MEMBER_SUFFIXES`)."""
+    return member_suffix(name) in AUDIO_MEMBER_SUFFIXES
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 
 

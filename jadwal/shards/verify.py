@@ -7,7 +7,7 @@ named together with its damaged samples: those whose bytes lie past the end of a
 members disagree with the index, or whose byte range no longer has the sha1 recorded in the shard's
 sidecar (when the sidecar is missing, every sample of a shard with a bad checksum is named).
 
-A stored path is opened only when the loader would open it (:func:`jadwal.trainer.shardio.shard_path_refusal`):
+A stored path is opened only when the loader would open it (:func:`jadwal.shards.shardio.shard_path_refusal`):
 a URL whose scheme the user's grant (``--allow-remote``) does not name, or a ``pipe:`` value, is a
 problem of its shard (naming the option), never read.
 """
@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 from ..access import LOCAL_ONLY, Access
 from ..workspace import Workspace, check_name
 from .. import storage
-from .common import SIDECAR_SUFFIX, ShardError, load_sidecar, pool_map
+from .errors import ShardError
+from .pool import pool_map
+from .sidecars import SIDECAR_SUFFIX, load_sidecar
 from .schema import SAMPLES_FILE, SHARDS_FILE, member_key
 from .tario import TrackingReader, UnsafeMember, iter_members
 
@@ -42,7 +44,7 @@ def _verify_task(task: dict) -> dict:
     def flag(i, why):
         bad.setdefault(i, why)
 
-    from ..trainer.shardio import shard_path_refusal
+    from .shardio import shard_path_refusal
 
     refusal = shard_path_refusal(task["path"], task["access"].allow_remote)
     if refusal is not None:  # nothing is opened: the same rule as the loader's

@@ -29,28 +29,14 @@ from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace, check_name
 from . import schema as S
 from .audio import AudioError, estimate_audio_bytes, load_row_audio
-from .common import (
-    ShardError,
-    ShardPlan,
-    add_sample_record,
-    check_output,
-    commit_shard,
-    locked_set,
-    new_samples_record,
-    parse_keys,
-    parse_size,
-    plan_hash,
-    plan_shards,
-    pool_map,
-    read_sidecar,
-    reject_row,
-    remove_stale,
-    remove_temp_files,
-    resolve_keys,
-    set_prefix,
-    shard_dir,
-    write_index,
-)
+from .errors import ShardError
+from .index_files import reject_row, write_index
+from .options import check_output, parse_keys, parse_size
+from .planning import ShardPlan, plan_hash, plan_shards
+from .pool import pool_map
+from .sets import locked_set, remove_stale, remove_temp_files, set_prefix, shard_dir
+from .sidecars import add_sample_record, commit_shard, new_samples_record, read_sidecar
+from .streams import resolve_keys
 from .tario import ShardWriter
 
 log = logging.getLogger("jadwal.shards")

@@ -10,8 +10,8 @@ _EXPORTS = {
     "ScheduleDataset": ".dataset",
     "collate": ".features",
     "pad_batch": ".features",
-    "LoaderError": ".shardio",
-    "ShardError": ".shardio",
+    "LoaderError": "..shards.shardio",
+    "ShardError": "..shards.shardio",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -29,9 +29,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..sched_index.reader import ScheduleIndex, open_index
-from ..shards.schema import member_key
+from ..shards.schema import AUDIO_MEMBER_SUFFIXES as AUDIO_SUFFIXES, member_key  # the one audio-member rule
 from .readplan import ReadPlan, build_read_plan
-from .shardio import (
+from ..shards.shardio import (
     LoaderError,
     Opener,
     PipeFile,
@@ -47,7 +47,6 @@ from .shardio import (
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = ("flac", "wav", "mp3", "ogg", "opus", "oga", "aiff", "aif", "au", "w64", "caf", "sph")
 RESERVED = {"id", "ids", "step", "rank", "phase", "audio", "sample_rate", "features", "feature_kind",
             "audio_bytes", "audio_format"}
 FEATURES = (None, "whisper_mel", "fbank")
@@ -515,7 +514,7 @@ class ScheduleDataset(IterableDataset):
         for k in keys:
             batch[k] = [row.get(k) for row in rows]
         if self.features and self.decode_audio:
-            from .features import compute_features
+            from ..models.features import compute_features
 
             batch["features"] = compute_features(self.features, audio, rates, **self.feature_kwargs)
             batch["feature_kind"] = self.features

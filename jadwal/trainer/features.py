@@ -1,15 +1,8 @@
-"""On-the-fly features for the streaming loader, and padding of micro-batches.
+"""Padding of micro-batches: :func:`pad_batch` (alias :func:`collate`) pads a micro-batch's audio and
+features and adds lengths and attention masks; use it as the DataLoader's ``collate_fn`` (with
+``batch_size=None`` it is applied to each micro-batch, inside the workers).
 
-* ``whisper_mel``: Whisper log-mel (n_fft 400, hop 160, 80 mels by default, ``log10``, clamp to
-  ``max − 8``, ``(x + 4) / 4``), reusing :func:`jadwal.pipelines.features.whisper_log_mel` (which
-  matches ``transformers.WhisperFeatureExtractor``); one ``[n_mels, frames]`` tensor per sample,
-  ``frames = samples // 160``.
-* ``fbank``: Kaldi filterbanks (``torchaudio.compliance.kaldi.fbank``, 80 bins, 25/10 ms, dither 0 so
-  the output is deterministic); one ``[frames, n_mels]`` tensor per sample.
-
-:func:`pad_batch` (alias :func:`collate`) pads a micro-batch's audio and features and adds lengths
-and attention masks; use it as the DataLoader's ``collate_fn`` (with ``batch_size=None`` it is applied
-to each micro-batch, inside the workers).
+The per-sample features themselves (``whisper_mel``, ``fbank``) are :mod:`jadwal.models.features`.
 """
 from __future__ import annotations
 
@@ -17,54 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
-WHISPER_SR = 16000
-
-
-def whisper_mel(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None], n_mels: int = 80,
-                **kw) -> list[torch.Tensor | None]:
-    """Per-sample Whisper log-mel ``[n_mels, frames]`` (None for text-only samples)."""
-    from ..pipelines.features import whisper_log_mel
-
-    have = [i for i, a in enumerate(audio) if a is not None]
-    out: list[torch.Tensor | None] = [None] * len(audio)
-    if not have:
-        return out
-    feats, frames = whisper_log_mel([audio[i] for i in have], [int(rates[i]) for i in have], n_mels=n_mels, **kw)
-    for j, i in enumerate(have):
-        out[i] = feats[j, :, : int(frames[j])].contiguous()
-    return out
-
-
-def fbank(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None], n_mels: int = 80,
-          **kw) -> list[torch.Tensor | None]:
-    """Per-sample Kaldi fbank ``[frames, n_mels]`` (None for text-only samples)."""
-    from torchaudio.compliance import kaldi
-
-    opts = {"num_mel_bins": n_mels, "frame_length": 25.0, "frame_shift": 10.0, "dither": 0.0,
-            "energy_floor": 0.0, **kw}
-    out: list[torch.Tensor | None] = []
-    for a, sr in zip(audio, rates):
-        if a is None:
-            out.append(None)
-            continue
-        w = a if a.dim() == 2 else a.unsqueeze(0)
-        if w.shape[-1] < int(sr * opts["frame_length"] / 1000):  # shorter than one frame
-            out.append(torch.zeros(0, n_mels))
-            continue
-        out.append(kaldi.fbank(w * 32768.0, sample_frequency=float(sr), **opts))
-    return out
-
-
-FEATURE_FNS = {"whisper_mel": whisper_mel, "fbank": fbank}
-
-
-def compute_features(kind: str, audio, rates, **kw) -> list[torch.Tensor | None]:
-    try:
-        fn = FEATURE_FNS[kind]
-    except KeyError:
-        raise ValueError(f"unknown features {kind!r}; allowed: {sorted(FEATURE_FNS)}") from None
-    return fn(audio, rates, **kw)
 
 
 def _pad(tensors: Sequence[torch.Tensor | None], time_dim: int, pad_to: int | None,

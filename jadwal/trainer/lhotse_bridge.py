@@ -39,7 +39,7 @@ from torch.utils.data import IterableDataset
 
 from ..textforms import DEFAULT_FORM, TextForms
 from .dataset import ScheduleDataset
-from .shardio import LoaderError
+from ..shards.shardio import LoaderError
 
 #: Batch keys that are not per-sample manifest fields.
 BATCH_KEYS = {"step", "rank", "phase", "ids", "audio", "audio_bytes", "audio_format", "sample_rate"}

@@ -273,11 +273,12 @@ class Trainer:
                                     (ck_meta["stage"], ck_meta["next_step"])), self.stage_names)
             self.wall0 = _last_wall(self.run_dir) if self.rank == 0 else 0.0
             self.wall0 = _all_gather(self.wall0)[0]
-        budget = [cfg.get("stop_after")]
+        budget = cfg.get("stop_after")  # micro-batches left before `stop_after` stops the run (None: no limit)
         result = {"stopped": False, "checkpoint": None}
         for si in range(start_stage, len(cfg["stages"])):
             resume_here = ck if (ck is not None and si == ck_meta["stage"] and not ck_meta["stage_done"]) else None
             out = self.run_stage(si, start_step if resume_here else None, resume_here, budget)
+            budget = out["budget_left"]
             result["checkpoint"] = out.get("checkpoint")
             if out.get("stopped"):
                 result["stopped"] = True
@@ -293,7 +294,10 @@ class Trainer:
         result["history"] = self.history
         return result
 
-    def run_stage(self, si: int, start_step, ck, budget) -> dict:
+    def run_stage(self, si: int, start_step, ck, budget: int | None) -> dict:
+        """Train stage ``si`` (from ``start_step``, resuming checkpoint ``ck``) for at most ``budget``
+        micro-batches (``None``: no limit); returns ``checkpoint``, ``stopped`` (the budget ran out)
+        and ``budget_left`` (what the next stage may still run)."""
         from torch.utils.data import DataLoader
 
         from ..sched_index import open_index
@@ -417,9 +421,9 @@ class Trainer:
                 if self.rank == 0:
                     self.log.write("grad_conflict", [{"stage": sname, "step": step, **r} for r in rows])
             budget_hit = False
-            if budget[0] is not None:
-                budget[0] -= 1
-                budget_hit = budget[0] <= 0
+            if budget is not None:
+                budget -= 1
+                budget_hit = budget <= 0
             if budget_hit and step + 1 >= end and pe is not None and pe.ev["every_stage"]:
                 self.evaluate_now(sname, end, self.offsets[si] + end - first, stage_end=True)
             se = int(self.cfg["save_every"] or 0)
@@ -430,10 +434,12 @@ class Trainer:
                 out["checkpoint"] = str(self.save(si, step + 1, opt, sched, sel, stage_done=step + 1 >= end))
             if budget_hit:
                 out["stopped"] = True
+                out["budget_left"] = budget
                 return out
         if pe is not None and pe.ev["every_stage"]:
             self.evaluate_now(sname, end, self.offsets[si] + end - first, stage_end=True)
         out["checkpoint"] = str(self.save(si, end, opt, sched, sel, stage_done=True))
+        out["budget_left"] = budget
         return out
 
     def _anchors(self, st) -> AnchorSampler | None:

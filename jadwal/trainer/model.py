@@ -2,14 +2,14 @@
 
 Two ways to build (:func:`build_model` from the ``model:`` section of a training config):
 
-* ``kind: composed`` (default): ``encoder`` (``jadwal.pipelines.encoders.build_encoder``: ``tiny`` with
+* ``kind: composed`` (default): ``encoder`` (``jadwal.models.encoders.build_encoder``: ``tiny`` with
   a ``tiny_config``, or ``whisper`` from a local checkpoint), ``aligner`` (``build_aligner``: ``linear``
   or ``conv`` with downsampling ``k``; optional checkpoint), ``lm`` (any ``AutoModelForCausalLM`` from a
   local ``path``, or a tiny ``Qwen2Config`` from ``tiny_config``);
 * ``kind: qwen2-audio``: a local ``Qwen2AudioForConditionalGeneration`` folder (``path``): its
   ``audio_tower`` (encoder), ``multi_modal_projector`` (linear aligner) and language model.
 * ``kind: qwen2.5-omni``: a local ``Qwen2_5OmniThinkerForConditionalGeneration`` folder (or a full
-  Qwen2.5-Omni folder: its thinker): the audio tower (:class:`~jadwal.pipelines.encoders.OmniAudioEncoder`,
+  Qwen2.5-Omni folder: its thinker): the audio tower (:class:`~jadwal.models.encoders.OmniAudioEncoder`,
   whose ``proj`` is the projector, so the aligner is the identity) and the thinker's text model as a
   ``Qwen2ForCausalLM`` (same weights; for text and spliced audio embeddings the thinker's multimodal RoPE
   gives every token equal t/h/w positions, which is plain RoPE), LoRA on the LM.
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..pipelines.encoders import AudioEncoder, build_aligner, build_encoder
+from ..models.encoders import AudioEncoder, build_aligner, build_encoder
 from .prompts import SPECIAL_TOKENS, PromptFormatter
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def _lm_from(spec: dict, vocab: int, seed: int) -> nn.Module:
 def _qwen2_audio_parts(path: str, seed: int):
     from transformers import AutoModelForCausalLM, Qwen2AudioConfig
 
-    from ..pipelines.encoders import _Checkpoint, _load_strict
+    from ..models.encoders import _Checkpoint, _load_strict
 
     enc = build_encoder("qwen2-audio", path, seed=seed)
     ali = build_aligner("linear", enc.out_dim, checkpoint=path)
@@ -298,7 +298,7 @@ def _qwen2_audio_parts(path: str, seed: int):
 def _qwen25_omni_parts(path: str):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from ..pipelines.encoders import OmniAudioEncoder, _Checkpoint, _load_strict, omni_thinker_config
+    from ..models.encoders import OmniAudioEncoder, _Checkpoint, _load_strict, omni_thinker_config
 
     enc = OmniAudioEncoder.from_checkpoint(path)
     ali = build_aligner("none", enc.out_dim)

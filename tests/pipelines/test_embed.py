@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 
 from jadwal.manifests.schema import conform
-from jadwal.pipelines import encoders as E
+from jadwal.models import encoders as E
 from jadwal.pipelines.embed import (
     EmbedConfig,
     EmbedError,
@@ -29,7 +29,7 @@ from jadwal.pipelines.embed import (
     padding_fraction,
     plan_batches,
 )
-from jadwal.pipelines.features import whisper_log_mel
+from jadwal.models.features import whisper_log_mel
 from jadwal.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]

@@ -481,7 +481,7 @@ def test_hf_summarizer_end_to_end(tmp_path, kind):
 def test_rouge_arabic_tokenizer():
     from rouge_score import rouge_scorer
 
-    from jadwal.pipelines.rouge import ArabicTokenizer, compute_rouge, rouge_per_sample
+    from jadwal.metrics.rouge import ArabicTokenizer, compute_rouge, rouge_per_sample
 
     a, b = "ذهبَ الولدُ إلى المدرسةِ صباحاً.", "ذهب الولد الى المدرسه صباحا"
     assert rouge_scorer.RougeScorer(["rouge1"]).score(a, b)["rouge1"].fmeasure == 0.0  # why we need ours

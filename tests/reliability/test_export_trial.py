@@ -138,7 +138,7 @@ def test_hf_view_text_column_in_the_chosen_form(ws, tmp_path):
 def test_lhotse_bridge_text_form(ws):
     pytest.importorskip("lhotse")
     from jadwal.trainer.lhotse_bridge import lhotse_bridge
-    from jadwal.trainer.shardio import LoaderError
+    from jadwal.shards.shardio import LoaderError
 
     rows = _manifest(ws)
 
@@ -212,7 +212,7 @@ def test_spawned_rank_error_is_described_as_the_original(ws, tmp_path):
     # the parent of `jadwal train --nproc N` has not imported the module of the rank's error class
     (tmp_path / "trace.txt").write_text(text, "utf-8")
     probe = ("import sys; from torch.multiprocessing.spawn import ProcessRaisedException as P; "
-             "from jadwal.cli import describe_error; assert 'jadwal.trainer.shardio' not in sys.modules; "
+             "from jadwal.cli import describe_error; assert 'jadwal.shards.shardio' not in sys.modules; "
              "print(describe_error(P(open(sys.argv[1], encoding='utf-8').read(), 1, 1)))")
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "trace.txt")], capture_output=True, text=True,
                          check=True).stdout
@@ -229,7 +229,7 @@ def test_remote_shards_reach_dev_loss_and_anchors(remote_ws):
     from jadwal.trainer.model import build_model
     from jadwal.trainer.periodic_eval import PeriodicEval, dev_loss, eval_config
     from jadwal.trainer.selection import AnchorSampler
-    from jadwal.trainer.shardio import LoaderError
+    from jadwal.shards.shardio import LoaderError
 
     model = build_model(TINY, workspace=str(remote_ws), seed=0)
     with pytest.raises(LoaderError, match="scheme 'simplecache'.*--allow-remote simplecache"):

@@ -310,12 +310,11 @@ def test_kaldi_tab_in_text_raw_kept_and_train_form_collapses(tmp_path, capsys):
 
 
 def test_original_suffixes_are_ones_the_readers_decode():
-    from jadwal.export.shardread import AUDIO_SUFFIXES as EXPORT_SUFFIXES
     from jadwal.shards.audio import FORMAT_SUFFIXES
-    from jadwal.trainer.dataset import AUDIO_SUFFIXES as LOADER_SUFFIXES
+    from jadwal.shards.schema import AUDIO_MEMBER_SUFFIXES
 
     suffixes = {x for names in FORMAT_SUFFIXES.values() for x in names} | {"opus"}
-    assert suffixes <= set(LOADER_SUFFIXES) and suffixes <= set(EXPORT_SUFFIXES)
+    assert suffixes == set(AUDIO_MEMBER_SUFFIXES)  # exactly what the writer can produce
 
 
 def test_shard_rejects_a_bad_channel_selection(tmp_path, capsys):

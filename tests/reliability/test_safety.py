@@ -22,7 +22,7 @@ from jadwal.sched_index.planner import build_index
 from jadwal.trainer import LoaderError, ScheduleDataset
 from jadwal.trainer.checkpoint import CheckpointError
 from jadwal.trainer.checkpoint import load as load_checkpoint
-from jadwal.trainer.shardio import shard_url
+from jadwal.shards.shardio import shard_url
 
 SR = 16000
 SPEC = {"seed": 1, "batch_size": 2, "steps": 4, "world_size": 1, "buffer": 100,

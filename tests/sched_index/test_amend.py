@@ -231,6 +231,10 @@ def test_amending_an_amendment_and_elastic_dispatch(journey):
         rep = check_index(ws, n)
         assert rep.ok, str(rep)
     assert_guarantee(ws, "am2")
+    # the ledger of an amendment of an elastic re-plan holds the whole history (0–40), not just el's part
+    led = Ledger.load(open_index(ws, "am").dir)
+    want = Ledger.of(id_hash64([i for _, i in concatenated(ws, "el")[: 40 * 12]]))
+    assert led == want and int(led.counts.sum()) == 40 * 12
 
 
 def test_amend_refuses_steps_outside(journey):

@@ -159,7 +159,7 @@ class Auditor:
         self.files: list[AuditFile] = []
 
     def __call__(self, url: str):
-        from jadwal.trainer.shardio import default_opener
+        from jadwal.shards.shardio import default_opener
 
         return AuditFile(default_opener(url), url, self.files)
 

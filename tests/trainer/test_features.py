@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from jadwal.trainer import ScheduleDataset, pad_batch
-from jadwal.trainer.features import fbank, whisper_mel
+from jadwal.models.features import fbank, whisper_mel
 
 NAME = "speech_curriculum-r1"  # has text-only and audio samples
 

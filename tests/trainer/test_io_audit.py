@@ -10,7 +10,7 @@ import pytest
 
 from jadwal.sched_index import open_index
 from jadwal.trainer import ScheduleDataset
-from jadwal.trainer.shardio import ShardHandle, TarFormatError
+from jadwal.shards.shardio import ShardHandle, TarFormatError
 
 
 def _used_bytes(idx, rank, start):

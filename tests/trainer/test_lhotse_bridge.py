@@ -14,7 +14,7 @@ from jadwal.sched_index import open_index  # noqa: E402
 from jadwal.sched_index.planner import build_index  # noqa: E402
 from jadwal.trainer import ScheduleDataset  # noqa: E402
 from jadwal.trainer.lhotse_bridge import LhotseBridge, lhotse_bridge  # noqa: E402
-from jadwal.trainer.shardio import LoaderError  # noqa: E402
+from jadwal.shards.shardio import LoaderError  # noqa: E402
 
 AUDIO_ONLY = {"asr_a": ("asr", None, 20, "audio"), "did_b": ("did", ["egy", "lev"], 14, "audio")}
 SPEC = {"seed": 3, "batch_size": 6, "world_size": 2, "buffer": 200, "steps": 8,

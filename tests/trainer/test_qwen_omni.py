@@ -49,7 +49,7 @@ def _features(frames=(230, 97, 160), n_mels=80, seed=0):
 
 
 def test_audio_tower_matches_the_thinkers_audio_features(omni_dir):
-    from jadwal.pipelines.encoders import build_encoder, pooled_embeddings
+    from jadwal.models.encoders import build_encoder, pooled_embeddings
 
     path, q = omni_dir
     enc = build_encoder("qwen2.5-omni", path)
@@ -71,7 +71,7 @@ def test_audio_tower_matches_the_thinkers_audio_features(omni_dir):
 
 
 def _bad_type(path):
-    from jadwal.pipelines.encoders import omni_thinker_config
+    from jadwal.models.encoders import omni_thinker_config
 
     cfg = json.loads((path / "config.json").read_text())
     bad = path.parent / "bad"

@@ -14,6 +14,13 @@ them to 30 s:
 * frames past a sample's length are 0 in the returned tensor (the encoder masks them), unless
   ``pad_to_multiple`` is given: then every waveform is zero-padded to a multiple of that many samples
   (480 000 = Whisper's 30-s window) and all frames are real log-mel frames of the padded audio.
+
+Per-sample features for the streaming loader (:func:`compute_features`, ``ScheduleDataset(features=…)``):
+
+* ``whisper_mel``: :func:`whisper_log_mel` per sample, one ``[n_mels, frames]`` tensor each,
+  ``frames = samples // 160``;
+* ``fbank``: Kaldi filterbanks (``torchaudio.compliance.kaldi.fbank``, 80 bins, 25/10 ms, dither 0 so
+  the output is deterministic); one ``[frames, n_mels]`` tensor per sample.
 """
 from __future__ import annotations
 
@@ -135,3 +142,48 @@ def whisper_log_mel(
     log_spec = (log_spec + 4.0) / 4.0
     log_spec = log_spec.masked_fill(~valid[:, None, :], 0.0)
     return log_spec, frames_valid.to(device)
+
+
+# -- per-sample features for the streaming loader (ScheduleDataset(features=...)) --------------------
+def whisper_mel(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None], n_mels: int = 80,
+                **kw) -> list[torch.Tensor | None]:
+    """Per-sample Whisper log-mel ``[n_mels, frames]`` (None for text-only samples)."""
+    have = [i for i, a in enumerate(audio) if a is not None]
+    out: list[torch.Tensor | None] = [None] * len(audio)
+    if not have:
+        return out
+    feats, frames = whisper_log_mel([audio[i] for i in have], [int(rates[i]) for i in have], n_mels=n_mels, **kw)
+    for j, i in enumerate(have):
+        out[i] = feats[j, :, : int(frames[j])].contiguous()
+    return out
+
+
+def fbank(audio: Sequence[torch.Tensor | None], rates: Sequence[int | None], n_mels: int = 80,
+          **kw) -> list[torch.Tensor | None]:
+    """Per-sample Kaldi fbank ``[frames, n_mels]`` (None for text-only samples)."""
+    from torchaudio.compliance import kaldi
+
+    opts = {"num_mel_bins": n_mels, "frame_length": 25.0, "frame_shift": 10.0, "dither": 0.0,
+            "energy_floor": 0.0, **kw}
+    out: list[torch.Tensor | None] = []
+    for a, sr in zip(audio, rates):
+        if a is None:
+            out.append(None)
+            continue
+        w = a if a.dim() == 2 else a.unsqueeze(0)
+        if w.shape[-1] < int(sr * opts["frame_length"] / 1000):  # shorter than one frame
+            out.append(torch.zeros(0, n_mels))
+            continue
+        out.append(kaldi.fbank(w * 32768.0, sample_frequency=float(sr), **opts))
+    return out
+
+
+FEATURE_FNS = {"whisper_mel": whisper_mel, "fbank": fbank}
+
+
+def compute_features(kind: str, audio, rates, **kw) -> list[torch.Tensor | None]:
+    try:
+        fn = FEATURE_FNS[kind]
+    except KeyError:
+        raise ValueError(f"unknown features {kind!r}; allowed: {sorted(FEATURE_FNS)}") from None
+    return fn(audio, rates, **kw)

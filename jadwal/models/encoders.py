@@ -49,6 +49,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .features import HOP
+
 log = logging.getLogger(__name__)
 
 ENCODER_KINDS = ("whisper", "qwen2-audio", "qwen2.5-omni", "tiny")
@@ -239,7 +241,6 @@ class AudioEncoder(nn.Module):
     @property
     def feature_pad_multiple(self) -> int | None:
         """Samples to zero-pad waveforms to (``--pad-to-30s``), else ``None``."""
-        from .features import HOP
 
         return self.window_frames * HOP if self.pad_to_30s else None
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..workspace import Workspace, atomic_path, atomic_write
+from ..workspace import StageOutput, Workspace, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ def dataset_gradients(ws: Workspace, model, index_name: str, datasets: list[str]
     """Mean loss gradient per dataset over ``params``, from the micro-batches of ``index_name`` (phase k
     of the index draws dataset k).  Returns ``[len(datasets), P or projection_dim]`` float64.
     ``allow_remote``: URL schemes the shard set's stored paths may use (``--allow-remote``)."""
+    # lazy for start-up cost only (torch, the loader); the layer order allows these imports
     import torch
     from torch.utils.data import DataLoader
 
@@ -238,11 +239,12 @@ def sampling_spec(datasets: list[str], samples_per_dataset: int, batch: int, see
 # -- outputs --------------------------------------------------------------------------------------
 def write_outputs(ws: Workspace, name: str, grouping: Grouping, G: np.ndarray, config: dict,
                   inputs: list = ()) -> dict:
-    out = ws.path("groups", name)
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path = out / "meta.json"
-    if meta_path.exists():
-        meta_path.unlink()  # incomplete until the new meta is written
+    """Write ``groups/<name>/`` through the stage-output routine (:class:`StageOutput`: ``meta.json``
+    deleted first, files through temp names, ``meta.json`` last); the caller holds the stage's lock
+    (``jadwal affinity``: :meth:`Workspace.stage`)."""
+    so = StageOutput(ws, ws.path("groups", name), "affinity")
+    so.begin()
+    out = so.folder
     groups = grouping.groups
     doc = {"groups": groups, "order": grouping.order, "datasets": grouping.datasets,
            "labels": grouping.labels.tolist(), "n_groups": len(groups), "chosen_by": grouping.chosen_by,
@@ -250,11 +252,11 @@ def write_outputs(ws: Workspace, name: str, grouping: Grouping, G: np.ndarray, c
            "max_distance": round(grouping.max_distance, 6), "alike": grouping.alike, "warning": grouping.warning,
            "order_rule": "groups sorted by cosine(group mean gradient, mean gradient of all datasets), "
                          "most aligned first"}
-    atomic_write(out / "groups.json", json.dumps(doc, indent=2, ensure_ascii=False))
-    with atomic_path(out / "affinity.npy") as tmp:
+    so.text("groups.json", json.dumps(doc, indent=2, ensure_ascii=False))
+    with so.file("affinity.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, grouping.affinity)
-    with atomic_path(out / "gradients.npy") as tmp:
+    with so.file("gradients.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, G)
     rows = ["a,b,cosine,distance,affinity"]
@@ -262,10 +264,9 @@ def write_outputs(ws: Workspace, name: str, grouping: Grouping, G: np.ndarray, c
         for j, b in enumerate(grouping.datasets):
             c = grouping.cosine[i, j]
             rows.append(f"{a},{b},{c:.6f},{1 - c:.6f},{grouping.affinity[i, j]:.6f}")
-    atomic_write(out / "matrix.csv", "\n".join(rows) + "\n")
-    png = heatmap(grouping, out / "heatmap.png")
-    files = [out / f for f in ("groups.json", "affinity.npy", "gradients.npy", "matrix.csv")] + [png]
-    ws.write_meta(out, "affinity", config=config, outputs=files, inputs=list(inputs))
+    so.text("matrix.csv", "\n".join(rows) + "\n")
+    so.add(heatmap(grouping, out / "heatmap.png"))  # written atomically by heatmap()
+    so.finish(config=config, inputs=list(inputs))
     return doc
 
 

@@ -2,20 +2,20 @@
 
 ``rouge_score``'s default tokenizer lower-cases and keeps only ``[a-z0-9]`` — Arabic text becomes
 *no tokens at all* and every score is 0.  :class:`ArabicTokenizer` replaces it: it applies
-:func:`jadwal.pipelines.ssum_text.match_normalize` (diacritics and tatweel removed; alef/yeh/
+:func:`jadwal.metrics.textmatch.match_normalize` (diacritics and tatweel removed; alef/yeh/
 teh-marbuta variants unified; Arabic-Indic digits → ASCII; punctuation → space; Latin lower-cased)
 and splits on whitespace.  No stemming (Porter stemming is English-only).
 
 Public API (the trainer's evaluation imports it)::
 
-    from jadwal.pipelines.rouge import compute_rouge
+    from jadwal.metrics.rouge import compute_rouge
     compute_rouge(predictions, references)   # {"rouge1": F1 mean, "rouge1_precision": …, "n": …}
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from .ssum_text import match_normalize
+from .textmatch import match_normalize
 
 DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL")
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jadwal.pipelines.affinity import (
+from jadwal.analyses.affinity import (
     cosine_matrix, eigengap_groups, group_datasets, order_groups, rbf_affinity,
 )
 
@@ -152,7 +152,7 @@ def test_cli_affinity_from_a_trained_run(tmp_path, capsys):
     import torch
 
     from jadwal.cli import main
-    from jadwal.pipelines.affinity import dataset_gradients
+    from jadwal.analyses.affinity import dataset_gradients
     from jadwal.sched_index import build_index
     from jadwal.trainer.loop import Trainer
     from jadwal.trainer.model import load_trained
