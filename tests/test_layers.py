@@ -35,12 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
 # Known violations in files this refactor could not edit; each entry says why and who removes it.
-ALLOWED: dict[tuple[str, str], str] = {
-    # sched_index/cli.py (sched engineer's file, being reworked) imports check_shard_paths from the
-    # re-export shim jadwal/trainer/shardio.py; fix: `from ..shards.shardio import check_shard_paths`,
-    # then delete jadwal/trainer/shardio.py and this entry.
-    ("jadwal.sched_index.cli", "jadwal.trainer.shardio"): "sched_index/cli.py still imports the shim",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path, root: Path = ROOT) -> tuple[str, str]:
@@ -183,10 +178,6 @@ def test_import_trainer_does_not_pay_for_the_planner():
     assert _imported("import jadwal.trainer", ("jadwal.sched_index.planner", "pandas", "tqdm", "torch")) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trainer/dataset.py imports jadwal.sched_index.reader, which runs jadwal/sched_index/__init__.py, and "
-    "that imports .amend, .check, .planner (pandas) eagerly; the sched engineer's files: make "
-    "sched_index/__init__ lazy (PEP 562, like jadwal.trainer), then remove this xfail"))
 def test_the_loader_does_not_pay_for_the_planner():
     # (not tqdm here: `import torch` itself imports tqdm, via torch.hub)
     assert _imported("from jadwal.trainer import ScheduleDataset",

@@ -26,11 +26,11 @@ def _plan(args) -> int:
 
 def _check_shard_paths(ws, spec_source, allow_remote) -> None:
     """Plan-time check of the shard set's ``shards.parquet`` paths (no ``pipe:``, only allowed schemes;
-    see ``trainer.shardio.shard_path_refusal``): an index is never planned over paths the loader refuses."""
+    see ``shards.shardio.shard_path_refusal``): an index is never planned over paths the loader refuses."""
     import pyarrow.parquet as pq
 
     from ..shards.schema import SHARDS_FILE
-    from ..trainer.shardio import check_shard_paths
+    from ..shards.shardio import check_shard_paths
     from .planner import pick_shard_set
     from .spec import load_spec
 

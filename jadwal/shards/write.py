@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +37,7 @@ from .planning import ShardPlan, plan_hash, plan_shards
 from .pool import pool_map
 from .sets import locked_set, remove_stale, remove_temp_files, set_prefix, shard_dir
 from .sidecars import add_sample_record, commit_shard, new_samples_record, read_sidecar
-from .streams import resolve_keys
+from .streams import KeyValues, resolve_keys
 from .tario import ShardWriter
 
 log = logging.getLogger("jadwal.shards")
@@ -167,6 +168,125 @@ def _write_task(task: dict) -> dict:
     return commit_shard(ws, plan, phash, write)
 
 
+@dataclass
+class WriteOptions:
+    """``write_shards``' checked arguments."""
+
+    keys: list[str]  # grouping keys (``--by``)
+    name: str  # the set name (checked)
+    target_bytes: int | None
+    max_samples: int | None
+    workers: int
+    output: str | None  # None: the workspace; else a URL or an absolute folder
+
+
+def _check_options(by, set_name, target_size, max_samples, audio_format, sample_rate, workers,
+                   output) -> WriteOptions:
+    """The arguments checked and normalized (:class:`ShardError`, one line, on a bad one); the set
+    name is checked before planning (the lock is taken, and checks it again, to write)."""
+    keys = parse_keys(by)
+    target_bytes = parse_size(target_size)
+    if max_samples is not None and max_samples < 1:
+        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
+    if audio_format not in ("flac", "original"):
+        raise ShardError(f"--audio-format must be 'flac' or 'original', got {audio_format!r}")
+    if sample_rate is not None and sample_rate < 0:
+        raise ShardError(f"--sample-rate must be positive (0 keeps the source rate), got {sample_rate}")
+    name = set_name or S.set_name(keys)
+    check_name(name, "--set")
+    return WriteOptions(keys, name, target_bytes, max_samples, max(1, int(workers or os.cpu_count() or 1)),
+                        check_output(output))
+
+
+@dataclass
+class SetPlan:
+    """What a run will write, decided before anything is written."""
+
+    paths: list  # the manifests read (inputs in ``meta.json``)
+    table: pa.Table  # their rows, duplicates dropped; plans index into it
+    rejects: list[dict]  # rows dropped while planning (null or repeated ids)
+    keys: KeyValues  # grouping key values per row
+    sizes: np.ndarray  # estimated bytes per row
+    plans: list[ShardPlan]
+
+
+def plan_set(ws: Workspace, opts: WriteOptions, *, datasets, sample_rate, mono, seed, access) -> SetPlan:
+    """Read the manifests (``datasets``: only those), drop rows with a null or repeated id, resolve the
+    grouping keys into streams and plan the shards (:func:`plan_shards`: a pure function of the
+    manifests, keys, seed, target size and max samples)."""
+    paths = manifest_paths(ws)
+    if datasets:
+        have = {p.parent.name for p in paths}
+        unknown = sorted(set(datasets) - have)
+        if unknown:
+            raise ShardError(f"no manifest for dataset(s) {unknown} in {ws.root} (have: {sorted(have)})")
+        paths = [p for p in paths if p.parent.name in datasets]
+    table = read_manifests(ws, datasets)
+    if table.num_rows == 0:
+        raise ShardError(f"no manifest rows in {ws.root}/manifests (run `jadwal manifest import` first)")
+    table, plan_rejects = _dedupe(table)
+    ids = table.column("id").combine_chunks()
+    mkeys = pa.array([S.member_key(i) for i in ids.to_pylist()], pa.string())
+    if pc.count_distinct(mkeys).as_py() != len(mkeys):
+        raise ShardError("two sample ids map to the same tar member key; rename one of them")
+    kv = resolve_keys(ws, opts.keys, ids, lambda k: table.column(k) if k in MANIFEST_COLUMNS else None)
+    sizes = _estimate_sizes(ws, table, sample_rate, mono, access)
+    plans = plan_shards(set_prefix(opts.name, opts.output), ids, kv.streams(), sizes, seed=seed,
+                        target_bytes=opts.target_bytes, max_samples=opts.max_samples)
+    return SetPlan(paths, table, plan_rejects, kv, sizes, plans)
+
+
+def write_planned(ws: Workspace, sp: SetPlan, content_cfg: dict, workers: int, executor: str,
+                  ray_address: str | None, access: Access, progress: bool, *, desc: str) -> tuple[dict, dict]:
+    """Write every planned shard whose sidecar does not match its plan (process pool or Ray: one task
+    per shard, same bytes); returns the sidecars by shard id and ``{"written", "skipped"}`` counts."""
+    from tqdm import tqdm
+
+    config_json = json.dumps(content_cfg, sort_keys=True)
+    sidecars: dict[int, dict] = {}
+    counts = {"written": 0, "skipped": 0}
+    bar = tqdm(total=sp.table.num_rows, unit="sample", desc=desc, disable=not progress, smoothing=0.1)
+
+    def tasks():  # complete shards (sidecar matches the plan) are skipped here, in the parent
+        for p in sp.plans:
+            rows, jsons, phash = _shard_rows(sp.table, p, config_json)
+            sc = read_sidecar(ws, p, phash)
+            if sc is not None:
+                done(sc, skipped=True)
+                continue
+            yield {"root": str(ws.root), "plan": p, "rows": rows, "jsons": jsons, "phash": phash,
+                   "config": content_cfg, "access": access}
+
+    def done(sc, skipped=False):
+        counts["skipped" if skipped else "written"] += 1
+        sidecars[sc["shard_id"]] = sc
+        bar.update(len(sc["samples"]["id"]) + len(sc["rejects"]))
+        bar.set_postfix(shards=f"{len(sidecars)}/{len(sp.plans)}", refresh=False)
+
+    try:
+        if executor == "local" and not ray_address:
+            pool_map(_write_task, tasks(), min(workers, max(1, len(sp.plans))), done, preload=("soundfile", "soxr"))
+        else:
+            from ..executors import get_executor
+
+            with get_executor(executor, ray_address, workers) as ex:
+                ex.map_unordered(_write_task, tasks(), done, label=lambda t: t["plan"].path)
+    finally:
+        bar.close()
+    return sidecars, counts
+
+
+def _remove_leftovers(ws: Workspace, d, plans: list[ShardPlan], name: str, output: str | None) -> None:
+    """Remove temp tars of workers that died mid-write (their shards were redone) and shard files no
+    plan names (earlier runs), in the set folder and, with ``output``, under ``<output>/<set>``."""
+    remove_temp_files(d)
+    remove_stale(ws, d, [] if output is not None else plans)
+    if output is not None:
+        sdir = shard_dir(ws, name, output)
+        remove_temp_files(sdir)
+        remove_stale(ws, sdir, plans, set_prefix(name, output))
+
+
 def write_shards(
     ws: Workspace | str | os.PathLike,
     by: str | list[str] = ("dataset",),
@@ -201,49 +321,15 @@ def write_shards(
     (``file://`` and ``memory://`` always), else the row is a ``remote_audio_not_allowed`` reject.
     Every audio row is verified before it is encoded (see :func:`jadwal.shards.audio.load_row_audio`).
     """
-    from tqdm import tqdm
-
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    keys = parse_keys(by)
-    target_bytes = parse_size(target_size)
-    if max_samples is not None and max_samples < 1:
-        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
-    if audio_format not in ("flac", "original"):
-        raise ShardError(f"--audio-format must be 'flac' or 'original', got {audio_format!r}")
-    if sample_rate is not None and sample_rate < 0:
-        raise ShardError(f"--sample-rate must be positive (0 keeps the source rate), got {sample_rate}")
-    workers = max(1, int(workers or os.cpu_count() or 1))
-    name = set_name or S.set_name(keys)
-    check_name(name, "--set")  # before planning (the lock is taken, and checks it again, to write)
-    output = check_output(output)
+    opts = _check_options(by, set_name, target_size, max_samples, audio_format, sample_rate, workers, output)
     t0 = time.time()
-
-    # -- plan --------------------------------------------------------------------------------------
-    paths = manifest_paths(ws)
-    if datasets:
-        have = {p.parent.name for p in paths}
-        unknown = sorted(set(datasets) - have)
-        if unknown:
-            raise ShardError(f"no manifest for dataset(s) {unknown} in {ws.root} (have: {sorted(have)})")
-        paths = [p for p in paths if p.parent.name in datasets]
-    table = read_manifests(ws, datasets)
-    if table.num_rows == 0:
-        raise ShardError(f"no manifest rows in {ws.root}/manifests (run `jadwal manifest import` first)")
-    table, plan_rejects = _dedupe(table)
-    ids = table.column("id").combine_chunks()
-    mkeys = pa.array([S.member_key(i) for i in ids.to_pylist()], pa.string())
-    if pc.count_distinct(mkeys).as_py() != len(mkeys):
-        raise ShardError("two sample ids map to the same tar member key; rename one of them")
-    kv = resolve_keys(ws, keys, ids, lambda k: table.column(k) if k in MANIFEST_COLUMNS else None)
-    streams = kv.streams()
-    sizes = _estimate_sizes(ws, table, sample_rate, mono, access)
-    plans = plan_shards(
-        set_prefix(name, output), ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
-    )
+    sp = plan_set(ws, opts, datasets=datasets, sample_rate=sample_rate, mono=mono, seed=seed, access=access)
+    name, output = opts.name, opts.output
     config = {
-        "by": keys,
+        "by": opts.keys,
         "set": name,
-        "target_size": target_bytes,
+        "target_size": opts.target_bytes,
         "max_samples": max_samples,
         "sample_rate": sample_rate or None,
         "audio_format": audio_format,
@@ -254,70 +340,34 @@ def write_shards(
     if output is not None:  # recorded only when used (a workspace run's config is unchanged)
         config["output"] = output
     content_cfg = {"sample_rate": sample_rate or None, "audio_format": audio_format, "mono": bool(mono)}
-    config_json = json.dumps(content_cfg, sort_keys=True)
     summary = {
         "set": name,
         "path": f"shards/{name}",
         **({"output": set_prefix(name, output)} if output is not None else {}),
-        "keys": keys,
-        "streams": len({p.stream for p in plans}),
-        "planned_samples": int(table.num_rows),
-        "planned_shards": len(plans),
-        "estimated_bytes": int(sizes.sum()),
-        "missing_key_values": kv.missing,
+        "keys": opts.keys,
+        "streams": len({p.stream for p in sp.plans}),
+        "planned_samples": int(sp.table.num_rows),
+        "planned_shards": len(sp.plans),
+        "estimated_bytes": int(sp.sizes.sum()),
+        "missing_key_values": sp.keys.missing,
     }
     if on_plan:
         on_plan(dict(summary))
 
-    # -- write ---------------------------------------------------------------------------------------
-    sidecars: dict[int, dict] = {}
-    counts = {"written": 0, "skipped": 0}
     with locked_set(ws, name, output) as d:
-        bar = tqdm(total=table.num_rows, unit="sample", desc=f"shard {name}", disable=not progress, smoothing=0.1)
-
-        def tasks():  # complete shards (sidecar matches the plan) are skipped here, in the parent
-            for p in plans:
-                rows, jsons, phash = _shard_rows(table, p, config_json)
-                sc = read_sidecar(ws, p, phash)
-                if sc is not None:
-                    done(sc, skipped=True)
-                    continue
-                yield {"root": str(ws.root), "plan": p, "rows": rows, "jsons": jsons, "phash": phash,
-                       "config": content_cfg, "access": access}
-
-        def done(sc, skipped=False):
-            counts["skipped" if skipped else "written"] += 1
-            sidecars[sc["shard_id"]] = sc
-            bar.update(len(sc["samples"]["id"]) + len(sc["rejects"]))
-            bar.set_postfix(shards=f"{len(sidecars)}/{len(plans)}", refresh=False)
-
-        try:
-            if executor == "local" and not ray_address:
-                pool_map(_write_task, tasks(), min(workers, max(1, len(plans))), done, preload=("soundfile", "soxr"))
-            else:
-                from ..executors import get_executor
-
-                with get_executor(executor, ray_address, workers) as ex:
-                    ex.map_unordered(_write_task, tasks(), done, label=lambda t: t["plan"].path)
-        finally:
-            bar.close()
-        remove_temp_files(d)  # temp tars of workers that died mid-write (their shards were redone)
-        remove_stale(ws, d, [] if output is not None else plans)
-        if output is not None:
-            sdir = shard_dir(ws, name, output)
-            remove_temp_files(sdir)
-            remove_stale(ws, sdir, plans, set_prefix(name, output))
-        rejects = plan_rejects + [r for p in plans for r in sidecars[p.shard_id]["rejects"]]
-        attrs = {c: table.column(c) for c in S.ATTRIBUTE_COLUMNS}
-        attrs.update(kv.extra_columns())
-        counts_idx = write_index(ws, d, plans, sidecars, pa.table(attrs), rejects)
-        summary.update(counts_idx)
+        sidecars, counts = write_planned(ws, sp, content_cfg, opts.workers, executor, ray_address, access, progress,
+                                         desc=f"shard {name}")
+        _remove_leftovers(ws, d, sp.plans, name, output)
+        rejects = sp.rejects + [r for p in sp.plans for r in sidecars[p.shard_id]["rejects"]]
+        attrs = {c: sp.table.column(c) for c in S.ATTRIBUTE_COLUMNS}
+        attrs.update(sp.keys.extra_columns())
+        summary.update(write_index(ws, d, sp.plans, sidecars, pa.table(attrs), rejects))
         summary.update(shards_written=counts["written"], shards_skipped=counts["skipped"])
         if executor != "local" or ray_address:  # recorded only when used (a local run's summary is unchanged)
             summary["executor"] = executor
         summary["seconds"] = round(time.time() - t0, 3)
-        inputs = list(paths)
-        for k in keys:
+        inputs = list(sp.paths)
+        for k in opts.keys:
             if k.startswith("cluster:"):
                 inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
         ws.write_meta(
