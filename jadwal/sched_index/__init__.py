@@ -22,7 +22,9 @@ __all__ = ["open_index", "build_index", "amend", "continue_index", "check_index"
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value  # not the submodule of the same name (``amend``) bound by the import
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -227,6 +227,8 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
 
     # 8: pass order, over the whole chain of indexes this one continues
     _check_pass_order(idx, rep, samples, rows_v, S + mb_v // W, scode_raw, svals, max_buf)
+    # steps of the slots, only where a phase declares parts (their targets hold over their own steps)
+    step_v = S + mb_v // W if any(p.get("parts") for p in phases) else None
     del mb_v
 
     # 1: eligible samples, requested cells, virtual positions
@@ -237,32 +239,75 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
     enc: dict = {}
 
     def codes_of(c):
-        if c not in allowed_cols:
+        if c not in allowed_cols and not (c.startswith("cluster:") and c not in samples.column_names):
             raise KeyError(c)
         if c not in enc:
-            enc[c] = _encode_np(samples.column(c))
+            enc[c] = _encode_np(samples.column(c)) if c in allowed_cols else _cluster_codes(idx, samples, c)
         return enc[c]
 
     worst = 0.0
     for ph in meta["phases"]:
-        rows = rows_v[ph_key == ph["index"]]
+        in_ph = ph_key == ph["index"]
+        rows = rows_v[in_ph]
         n = len(rows)
         if not n:
             continue
-        for col, target in ph.get("targets", {}).items():
-            real = _realized(codes_of, col, allowed_cols, rows)
-            # substitutions (fallback) and slots moved off exhausted `stop` streams are declared changes
-            allowed_dev = (sum(ph.get("deviations", {}).values()) + ph.get("reassigned", 0)) / n
-            for v, p in target.items():
-                q = real.get(v, 0) / n
-                sigma = np.sqrt(max(p * (1 - p), 1e-12) / n)
-                err = abs(q - p)
-                worst = max(worst, err / max(sigma, 1e-12) if err > 1.5 / n else 0.0)
-                if err > tolerance_sigmas * sigma + 2.0 / n + allowed_dev:
-                    rep.fail(f"phase {ph['index']} ({ph['policy']}): {col}={v!r} realized {q:.4f}, "
-                             f"requested {p:.4f} (n={n})")
+        # substitutions (fallback) and slots moved off exhausted `stop` streams are declared changes
+        declared = sum(ph.get("deviations", {}).values()) + ph.get("reassigned", 0)
+        worst = max(worst, _faithful(rep, codes_of, allowed_cols, rows, ph.get("targets", {}), declared,
+                                     tolerance_sigmas, f"phase {ph['index']} ({ph['policy']})"))
+        # the modality a phase keeps (applied before composition): no slot of another one
+        if ph.get("modality", "any") != "any":
+            codes, vals = codes_of("modality")
+            other = [k for k, v in enumerate(vals) if v != ph["modality"]]
+            n_other = int(np.isin(codes[rows], other).sum())
+            if n_other > declared:
+                rep.fail(f"phase {ph['index']} ({ph['policy']}): {n_other} slots deliver samples whose modality "
+                         f"is not {ph['modality']!r} (`modality: {ph['modality']}`), {declared} changes declared")
+        # a composite policy's parts, each against its own request over its own steps (parts cut by a
+        # re-plan are not judged: their request was for the whole part)
+        for k, part in enumerate(ph.get("parts") or []):
+            if part["start_step"] < S or step_v is None:
+                continue
+            sel = rows_v[in_ph & (step_v >= part["start_step"]) & (step_v < part["end_step"])]
+            if len(sel):
+                worst = max(worst, _faithful(rep, codes_of, allowed_cols, sel, part.get("targets", {}), declared,
+                                             tolerance_sigmas, f"phase {ph['index']} part {k} ({part['policy']})"))
     rep.numbers["worst_fidelity_sigmas"] = round(float(worst), 2)
     return rep
+
+
+def _faithful(rep: CheckReport, codes_of, allowed_cols: list, rows: np.ndarray, targets: dict, declared: int,
+              tolerance_sigmas: float, what: str) -> float:
+    """Realized shares of each target column among ``rows`` within ``tolerance_sigmas`` sampling σ (+ 2
+    slots, + the ``declared`` changed slots) of the requested ones; returns the worst error in σ."""
+    n = len(rows)
+    worst = 0.0
+    allowed_dev = declared / n
+    for col, target in targets.items():
+        real = _realized(codes_of, col, allowed_cols, rows)
+        for v, p in target.items():
+            q = real.get(v, 0) / n
+            sigma = np.sqrt(max(p * (1 - p), 1e-12) / n)
+            err = abs(q - p)
+            worst = max(worst, err / max(sigma, 1e-12) if err > 1.5 / n else 0.0)
+            if err > tolerance_sigmas * sigma + 2.0 / n + allowed_dev:
+                rep.fail(f"{what}: {col}={v!r} realized {q:.4f}, requested {p:.4f} (n={n})")
+    return worst
+
+
+def _cluster_codes(idx, samples, col: str) -> tuple[np.ndarray, list]:
+    """A ``cluster:NAME`` column not in samples.parquet, from ``clusters/NAME/assignments.parquet`` joined
+    by sample id: codes per sample row and the values (a sample without an assignment: None)."""
+    p = idx.ws.path("clusters", col.split(":", 1)[1], "assignments.parquet")
+    if not p.exists():
+        raise KeyError(col)
+    a = pq.read_table(p, columns=["id", "cluster"])
+    at = pc.index_in(_plain(samples.column("id")), value_set=_plain(a.column("id")))
+    at = np.asarray(at.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    codes, vals = _encode_np(a.column("cluster"))
+    vals = list(vals) + [None]
+    return np.where(at >= 0, codes[np.maximum(at, 0)] if len(codes) else len(vals) - 1, len(vals) - 1), vals
 
 _LIM = 1 << 62
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..shards import sets as shard_sets
 from ..workspace import Workspace
 from .duration import nominal_cut, pack_all
-from .policies import PolicyContext, get_policy, load_policy_modules, read_groups
+from .policies import PolicyContext, get_policy, load_policy_modules, phase_modality, read_groups
 from .arrays import blocks, count_cells, dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
 from .layout import PassLayout
 from .samestep import defer_same_step_repeats, pair_slots, undo
@@ -178,6 +178,7 @@ class PhasePlan:
     targets: dict
     domain: str | None = None
     reassigned: int = 0  # slots moved off exhausted `stop` streams
+    meta: dict = dataclasses.field(default_factory=dict)  # more phase meta: modality, parts, expected_reuse
 
     @property
     def cells(self) -> pd.DataFrame:
@@ -185,9 +186,71 @@ class PhasePlan:
 
 
 def phase_columns(spec: Spec) -> list[tuple[str, ...]]:
-    """The composition columns of each phase's policy (the cell sets to count)."""
-    return [tuple(dict.fromkeys(get_policy(ph.policy, f"phases[{ph.index}]").columns(ph.params)))
-            for ph in spec.phases]
+    """The composition columns of each phase's policy (the cell sets to count), and ``modality`` when
+    the phase keeps one modality."""
+    out = []
+    for ph in spec.phases:
+        pdef = get_policy(ph.policy, f"phases[{ph.index}]")
+        cols = list(pdef.columns({k: v for k, v in ph.params.items() if k != "modality"}))
+        if phase_modality(pdef, ph.params, f"phases[{ph.index}]") != "any":
+            cols.append("modality")
+        out.append(tuple(dict.fromkeys(cols)))
+    return out
+
+
+def modality_cells(cells: pd.DataFrame, modality: str, where: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The cells a phase of ``modality`` composes from, renumbered 0…k−1, and their ids in ``cells``
+    (``None``: all cells, ``any``)."""
+    if modality == "any":
+        return cells, None
+    keep = np.flatnonzero(cells["modality"].astype(object).to_numpy() == modality)
+    if not len(keep):
+        found = sorted({str(x) for x in cells["modality"].tolist()})
+        raise SpecError(f"{where}: `modality: {modality}` leaves no sample (modalities in the shard set: "
+                        f"{found}); use `modality: any` or shard {modality} samples")
+    sub = cells.iloc[keep].reset_index(drop=True)
+    sub["cell"] = np.arange(len(keep), dtype=cells["cell"].dtype)
+    return sub, keep
+
+
+def expected_reuse(cells: pd.DataFrame, comp: np.ndarray, columns) -> dict:
+    """Before any GPU hour: per (task, label) cell (or per value of the policy's first column), the
+    expected ratio of distinct samples among the slots requesting it (``min(slots, samples)`` per
+    composition cell, as pass order delivers every sample once before any twice) and the most times
+    one sample comes back (``ceil(slots / samples)``); over the phase, the same."""
+    counts = np.bincount(comp.reshape(-1), minlength=len(cells)).astype(np.int64)
+    n = cells["n"].to_numpy().astype(np.int64)
+    distinct = np.minimum(counts, n)
+    reuse = np.where(counts > 0, -(-counts // np.maximum(n, 1)), 0)
+    cols = [c for c in ("task", "label") if c in cells.columns]
+    if len(cols) < 2:
+        cols = [c for c in columns if c in cells.columns and c != "modality"][:1]
+    keys = ["/".join("" if v is None or v != v else str(v) for v in xs)
+            for xs in zip(*[cells[c].tolist() for c in cols])] if cols else ["all"] * len(cells)
+    by: dict = {}
+    for k, c, d, r in zip(keys, counts.tolist(), distinct.tolist(), reuse.tolist()):
+        if c:
+            e = by.setdefault(k, [0, 0, 0])
+            e[0] += c
+            e[1] += d
+            e[2] = max(e[2], r)
+    total = max(int(counts.sum()), 1)
+    return {"by": "/".join(cols) or "all", "distinct_ratio": round(float(distinct.sum()) / total, 5),
+            "max_reuse": int(reuse.max()) if len(reuse) else 0,
+            "cells": {k: {"slots": e[0], "distinct_ratio": round(e[1] / max(e[0], 1), 5), "max_reuse": e[2]}
+                      for k, e in sorted(by.items())}}
+
+
+def phase_parts(ph, parts: dict, slots: int) -> list[dict]:
+    """A composite phase's parts in order: policy, steps [start, end), own requested shares."""
+    out, s = [], ph.start
+    for name, p in parts.items():
+        e = s + int(p["steps"])
+        out.append({"policy": name, "start_step": s, "end_step": e,
+                    "targets": {col: {v: x / max(1, (e - s) * slots) for v, x in d.items()}
+                                for col, d in p["targets"].items()}})
+        s = e
+    return out
 
 
 def policy_params(ws: Workspace, ph) -> dict:
@@ -208,23 +271,27 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
     total = resolve_phase_steps(spec, n_eligible, samples_per_step)
     plans = []
     for ph, columns in zip(spec.phases, phase_columns(spec)):
-        pdef = get_policy(ph.policy, f"phases[{ph.index}]")
+        where = f"phases[{ph.index}]"
+        pdef = get_policy(ph.policy, where)
         cellset = scan.cells(columns)
-        cells = cellset.cells
+        modality = phase_modality(pdef, ph.params, where)
+        # the modality filter comes before composition: the policy sees only the cells it keeps
+        cells, kept = modality_cells(cellset.cells, modality, f"{where} ({ph.policy})")
         factor = pdef.slots_factor(ph.params)
         slots = spec.batch_size * factor
         T = ph.end - ph.start
         comp = np.empty((T, slots), dtype=np.int32)
         targets: dict = {}
+        parts: dict = {}
         per_block = max(1, COMPOSE_BLOCK_SLOTS // slots)  # whole steps per block: independent of the world size
-        params = policy_params(ws, ph)
+        params = {k: v for k, v in policy_params(ws, ph).items() if k != "modality"}
         for b, off in enumerate(range(0, T, per_block)):
             n = min(per_block, T - off)
             rng = _seed(spec.seed, "phase", ph.index, ph.policy) if b == 0 else \
                 _seed(spec.seed, "phase", ph.index, ph.policy, b)
             ctx = PolicyContext(cells=cells, n_steps=n, slots=slots, rng=rng, step0=ph.start + off,
                                 total_steps=total, workspace=ws, phase=ph.index, targets=targets,
-                                phase_steps=T, phase_offset=off)
+                                phase_steps=T, phase_offset=off, parts=parts)
             part = np.asarray(pdef.fn(ctx, **params))
             if part.dtype.kind not in "iu":
                 raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned {part.dtype} values; it must "
@@ -232,10 +299,15 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
             if part.shape != (n, slots) or part.min() < 0 or part.max() >= len(cells):
                 raise PlanError(f"phases[{ph.index}]: policy {ph.policy!r} returned shape {part.shape} "
                                 f"(expected {(n, slots)}) or cell ids out of range")
-            comp[off : off + n] = part
+            comp[off : off + n] = part if kept is None else kept[part]
             del part, ctx
+        meta: dict = {"expected_reuse": expected_reuse(cellset.cells, comp, columns)}
+        if modality != "any":
+            meta["modality"] = modality
+        if parts:
+            meta["parts"] = phase_parts(ph, parts, slots)
         plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cellset,
-                               comp, targets, pdef.domain(ph.params)))
+                               comp, targets, pdef.domain(ph.params), meta=meta))
     return plans
 
 
@@ -736,7 +808,8 @@ def _plan_duration(ws, spec, st, seq, shard_set: str, name: str, *, start_step: 
                         "slots_per_step": None, "micro_batch": None, "nominal_micro_batch": n0,
                         "domain": pp.domain, "unused": int(un), "deviations": r.deviations,
                         "reassigned": pp.reassigned, "max_buffer": int(max_buf),
-                        "targets": {col: {v: x / total_slots for v, x in d.items()} for col, d in pp.targets.items()}})
+                        "targets": {col: {v: x / total_slots for v, x in d.items()} for col, d in pp.targets.items()},
+                        **{k: v for k, v in pp.meta.items() if k != "parts"}})
     done = {p["index"] for p in ph_meta}  # phases over before start_step are listed, as in a re-plan
     ph_meta = [{"index": ph.index, "policy": ph.policy, "start_step": s, "end_step": e, "slots_per_step": None,
                 "micro_batch": None, "nominal_micro_batch": n0, "domain": None, "unused": 0, "deviations": {},

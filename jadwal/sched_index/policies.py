@@ -50,6 +50,7 @@ class PolicyContext:
     targets: dict | None = None  # requested mixture, filled through add_target (for fidelity reports)
     phase_steps: int = 0  # steps of the whole phase (0: n_steps)
     phase_offset: int = 0  # first step of this block within the phase
+    parts: dict | None = None  # a composite policy's parts: name → {"steps": n, "targets": {…}} (reports)
 
     def __post_init__(self):
         if not self.phase_steps:
@@ -73,21 +74,40 @@ class PolicyDef:
     columns: Callable[[dict], list[str]]
     slots_factor: Callable[[dict], int] = lambda p: 1  # pool policies ask for batch × factor slots
     domain: Callable[[dict], str | None] = lambda p: None  # column recorded as candidate domain
+    modality: str | None = "any"  # default of the phase's `modality` key; None: the policy's own logic
 
 
 POLICIES: dict[str, PolicyDef] = {}
+MODALITIES = ("audio", "text", "any")
 
 
-def register(name: str, *, columns: Callable[[dict], list[str]], slots_factor=None, domain=None):
-    """Decorator registering ``fn`` as policy ``name``."""
+def register(name: str, *, columns: Callable[[dict], list[str]], slots_factor=None, domain=None,
+             modality: str | None = "any"):
+    """Decorator registering ``fn`` as policy ``name``.  ``modality``: the default of the phase key
+    ``modality`` (``audio`` | ``text`` | ``any``), which the planner applies before composing (the
+    policy sees only cells of that modality); ``None`` for a policy that mixes modalities itself (the
+    key is then refused)."""
 
     def deco(fn):
         POLICIES[name] = PolicyDef(
-            name, fn, columns, slots_factor or (lambda p: 1), domain or (lambda p: None)
+            name, fn, columns, slots_factor or (lambda p: 1), domain or (lambda p: None), modality
         )
         return fn
 
     return deco
+
+
+def phase_modality(pdef: PolicyDef, params: dict, where: str) -> str:
+    """The phase's ``modality`` (the key, else the policy's default): ``audio`` | ``text`` | ``any``."""
+    if pdef.modality is None:
+        if "modality" in params:
+            raise SpecError(f"{where}: `modality` is not a key of {pdef.name!r}, which chooses text and "
+                            "speech samples itself")
+        return "any"
+    m = params.get("modality", pdef.modality)
+    if m not in MODALITIES:
+        raise SpecError(f"{where}: `modality` must be one of {' | '.join(MODALITIES)}, got {m!r}")
+    return m
 
 
 def get_policy(name: str, where: str = "policy") -> PolicyDef:
@@ -358,13 +378,60 @@ def _cluster_column(name) -> str:
     return name if name.startswith("cluster:") else f"cluster:{name}"
 
 
-@register("ads", columns=lambda p: [_cluster_column(p.get("clusters", "k500")), "task", "label"])
-def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **extra) -> np.ndarray:
+CLUSTER_WEIGHTS = "uniform | size | {temperature: T}"
+
+
+def _cluster_weights(kl: np.ndarray, sizes: np.ndarray, cluster_weights, where: str) -> np.ndarray | None:
+    """Weights of the clusters ``kl`` of one (task, label) cell; ``None`` for ``uniform`` (round-robin)."""
+    if cluster_weights == "uniform":
+        return None
+    if cluster_weights == "size" or (isinstance(cluster_weights, dict) and set(cluster_weights) == {"temperature"}):
+        return mixture_weights(kl.tolist(), sizes, cluster_weights, where)
+    raise SpecError(f"{where}: `cluster_weights` must be {CLUSTER_WEIGHTS}, got {cluster_weights!r}")
+
+
+def _distinct_clusters(out: np.ndarray, slots: int, clu: np.ndarray, tl: np.ndarray, alt: dict,
+                       rng: np.random.Generator) -> int:
+    """Within each step of the flat cell sequence ``out`` (edited in place), a cluster already used
+    by another (task, label) cell of the step is replaced, where the cell has a cluster not used in the
+    step, by one of those (``alt[tl]``: the cell ids of each (task, label), drawn uniformly).  Returns
+    the slots changed.  Python loop over steps with a clash: an option, for clusters shared by cells."""
+    steps = out.reshape(-1, slots)
+    c, g = clu[steps], tl[steps]
+    # a step clashes when some cluster appears under two (task, label) cells
+    pair = np.sort(c.astype(np.int64) * (int(tl.max()) + 1) + g, axis=1)
+    uniq_pairs = (np.diff(pair, axis=1) != 0).sum(axis=1) + 1
+    uniq_cl = (np.diff(np.sort(c, axis=1), axis=1) != 0).sum(axis=1) + 1
+    changed = 0
+    for t in np.flatnonzero(uniq_pairs != uniq_cl).tolist():
+        owner: dict = {}
+        for j in range(slots):
+            k, gg = int(c[t, j]), int(g[t, j])
+            if owner.setdefault(k, gg) == gg:
+                continue
+            free = [x for x in alt[gg] if int(clu[x]) not in owner]
+            if free:
+                x = free[int(rng.integers(len(free)))]
+                steps[t, j] = x
+                owner[int(clu[x])] = gg
+                changed += 1
+    return changed
+
+
+@register("ads", columns=lambda p: [_cluster_column(p.get("clusters", "k500")), "task", "label"], modality="audio")
+def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", cluster_weights="uniform",
+        distinct_clusters: bool = False, **extra) -> np.ndarray:
     """Aligner-based diverse sampling: each step task-balanced (``task_weights``), within a task
-    label-balanced (labels cycled), within (task, label) clusters visited round-robin in a fresh random
-    order each cycle."""
+    label-balanced (labels cycled), within (task, label) clusters weighted by ``cluster_weights``:
+    ``uniform`` visits them round-robin in a fresh random order each cycle (every cluster the same
+    slots, whatever its size), ``size`` ∝ cluster size, ``{temperature: T}`` ∝ size^(1/T).
+    ``distinct_clusters``: a cluster shared by several (task, label) cells is not repeated across
+    cells within one step (where another cluster of the cell is free).  Records the requested slots
+    per task, task/label and cluster."""
     where = f"phases[{ctx.phase}] (ads)"
     _check_params(extra, set(), where)
+    if not isinstance(distinct_clusters, bool):
+        raise SpecError(f"{where}: `distinct_clusters` must be true or false, got {distinct_clusters!r}")
     ccol = _cluster_column(clusters)
     cells = ctx.cells
     if ccol not in cells.columns:
@@ -386,6 +453,8 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **ex
     n_all = cells["n"].to_numpy()
     lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
     clu = cells[ccol].to_numpy()
+    tl_of = np.full(len(cells), -1, dtype=np.int64)  # (task, label) cell index of each cell
+    alt: dict = {}
     for t, pos in enumerate(group_positions(task_seq, len(tasks))):
         if not len(pos):
             continue
@@ -398,28 +467,61 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", **ex
             ctx.add_target("task/label", [f"{tasks[t]}/{labels[li]}"], [1.0], len(lpos))
             lcells = tcells[lab[tcells] == labels[li]]
             kl = np.unique(clu[lcells])
-            cycles = -(-len(lpos) // len(kl))
-            order = ctx.rng.permuted(np.tile(np.arange(len(kl)), (cycles, 1)), axis=1).ravel()[: len(lpos)]
-            cl_of_slot = kl[order]
             # a (cluster, task, label) may span several streams: pick ∝ size
             per_cluster = group_positions_of(clu[lcells], kl)
             per_cluster = [lcells[p] for p in per_cluster]
-            out[pos[lpos]] = pick_cells(np.searchsorted(kl, cl_of_slot).astype(np.int32), per_cluster, cells, ctx.rng)
-    del n_all
+            csize = np.array([n_all[p].sum() for p in per_cluster], dtype=np.float64)
+            w = _cluster_weights(kl, csize, cluster_weights, where)
+            if w is None:  # round-robin
+                cycles = -(-len(lpos) // len(kl))
+                order = ctx.rng.permuted(np.tile(np.arange(len(kl)), (cycles, 1)), axis=1).ravel()[: len(lpos)]
+                ctx.add_target(ccol, kl.tolist(), np.ones(len(kl)), len(lpos))
+            else:
+                order = spread(w, len(lpos), ctx.rng)
+                ctx.add_target(ccol, kl.tolist(), w, len(lpos))
+            out[pos[lpos]] = pick_cells(order.astype(np.int32), per_cluster, cells, ctx.rng)
+            g = len(alt)
+            tl_of[lcells] = g
+            alt[g] = lcells
+    if distinct_clusters:
+        _distinct_clusters(out, ctx.slots, clu, tl_of, alt, ctx.rng)
     return to_steps(out, ctx, shuffle=True)
 
 
-@register("hybrid", columns=lambda p: ["task", _cluster_column(p.get("ads", {}).get("clusters", "k500")), "label"])
+def hybrid_switch(switch, T: int, where: str) -> int:
+    """Steps of hybrid's ``tpc`` part: ``switch`` as steps (int) or a fraction of the phase's ``T``."""
+    n1 = switch if isinstance(switch, int) and not isinstance(switch, bool) else int(round(float(switch) * T))
+    if not 0 < n1 < T:
+        raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {T} steps)")
+    return n1
+
+
+def add_part(ctx: PolicyContext, name: str, steps: int, targets: dict) -> None:
+    """Record a composite policy's part ``name`` (``steps`` of the phase, in order of the calls) and its
+    own requested slots (summed over blocks)."""
+    if ctx.parts is None:
+        ctx.parts = {}
+    part = ctx.parts.setdefault(name, {"steps": steps, "targets": {}})
+    for col, d in targets.items():
+        tgt = part["targets"].setdefault(col, {})
+        for v, x in d.items():
+            tgt[v] = tgt.get(v, 0.0) + x
+
+
+@register("hybrid", columns=lambda p: ["task", _cluster_column(p.get("ads", {}).get("clusters", "k500")), "label"],
+          modality="audio")
 def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads: dict | None = None, **extra) -> np.ndarray:
-    """``tpc`` for the first ``switch`` of the phase (fraction, or steps if an int), then ``ads``."""
+    """``tpc`` for the first ``switch`` of the phase (fraction, or steps if an int), then ``ads``.
+    Each part's own requested mixture is recorded (``ctx.parts``), for reports per part."""
     where = f"phases[{ctx.phase}] (hybrid)"
     _check_params(extra, set(), where)
     if tpc is None or ads is None:
         raise SpecError(f"{where}: needs `tpc: {{stages: …}}` and `ads: {{clusters: …}}`")
+    for k, part in (("tpc", tpc), ("ads", ads)):
+        if isinstance(part, dict) and "modality" in part:
+            raise SpecError(f"{where}: `{k}.modality`: give `modality` on the phase (it applies to both parts)")
     T = ctx.phase_steps
-    n1 = switch if isinstance(switch, int) and not isinstance(switch, bool) else int(round(float(switch) * T))
-    if not 0 < n1 < T:
-        raise SpecError(f"{where}: `switch` must leave steps for both parts (got {n1} of {T} steps)")
+    n1 = hybrid_switch(switch, T, where)
     from dataclasses import replace
 
     # the block's steps before the switch are tpc's (a phase of n1 steps), the others ads' (T − n1)
@@ -431,6 +533,9 @@ def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads
     empty = np.zeros((0, ctx.slots), dtype=np.int32)
     a = POLICIES["tpc"].fn(ca, **tpc) if ca.n_steps else empty
     b = POLICIES["ads"].fn(cb, **ads) if cb.n_steps else empty
+    # each part's own request, before the phase-level fill below
+    add_part(ctx, "tpc", n1, ca.targets)
+    add_part(ctx, "ads", T - n1, cb.targets)
     # ads requests task/label shares; the tpc part requests labels within a task ∝ size, i.e. its cells
     cells = ctx.cells
     lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
@@ -441,6 +546,8 @@ def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads
         ctx.targets = {}
     for part in (ca.targets, cb.targets):
         for col, d in part.items():
+            if col.startswith("cluster:"):  # the ads part's alone: checked per part, not over the phase
+                continue
             tgt = ctx.targets.setdefault(col, {})
             for v, x in d.items():
                 tgt[v] = tgt.get(v, 0.0) + x
@@ -477,7 +584,7 @@ def gst(ctx: PolicyContext, groups, stage_lengths=None, by: str = "dataset", wei
     return np.concatenate(parts, axis=0)
 
 
-@register("speech_curriculum", columns=lambda p: ["modality", p.get("by", "task")])
+@register("speech_curriculum", columns=lambda p: ["modality", p.get("by", "task")], modality=None)
 def speech_curriculum(ctx: PolicyContext, text_only: float = 0.67, speech_fraction: float = 0.05,
                       by: str = "task", **extra) -> np.ndarray:
     """Text-only twins for the first ``text_only`` of the phase, then speech mixed in at

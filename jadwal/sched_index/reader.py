@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
 from ..workspace import Workspace, sha256_file
 from . import format as F
+from . import sample_columns as SC
 
 
 class IndexError_(ValueError):
@@ -81,42 +82,72 @@ class ScheduleIndex:
         return self.meta["outputs_sha256"][F.PLAN_FILE]
 
     def check_inputs(self) -> None:
-        """Raise if the shard set's index files differ from those the index was planned against."""
+        """Raise if the shard set's index files differ from those the index was planned against.
+
+        ``shards.parquet`` is hashed; ``samples.parquet`` (large) is hashed once per file version: when the
+        sample columns (:mod:`.sample_columns`) record the sha256 this index wants and the file's size and
+        mtime are those recorded with it, the hash is not recomputed."""
         for fname in (SAMPLES_FILE, SHARDS_FILE):
             p = self.shard_dir / fname
             if not p.exists():
                 raise IndexError_(f"index {self.name!r}: shard set {self.shard_set!r} has no {fname}")
             want = self.meta["inputs_sha256"][f"shards/{self.shard_set}/{fname}"]
+            if fname == SAMPLES_FILE and SC.current(self.shard_dir, want):
+                continue
             if sha256_file(p) != want:
                 raise IndexError_(
                     f"index {self.name!r} was planned against different shards: {self.ws.rel(p)} changed "
                     f"since planning (re-run `jadwal plan`)"
                 )
 
+    def columns_ready(self) -> bool:
+        """Make sure the shard set's fixed-width sample columns exist for the ``samples.parquet`` this index
+        was planned against (building them under a lock on first use, e.g. for a shard set planned before
+        they existed).  False when they cannot be written (read-only shard set): callers then read
+        ``samples.parquet`` instead."""
+        if "_columns_ok" in self.__dict__:
+            return self.__dict__["_columns_ok"]
+        want = self.meta.get("inputs_sha256", {}).get(f"shards/{self.shard_set}/{SAMPLES_FILE}")
+        ok = SC.current(self.shard_dir, want)
+        if not ok:
+            try:
+                SC.build(self.shard_dir, want)
+                ok = SC.current(self.shard_dir, want)
+            except OSError:
+                ok = False
+        self.__dict__["_columns_ok"] = ok
+        return ok
+
+    def sample_rows(self, rows: np.ndarray, *, with_ids: bool = True) -> SC.SampleRows:
+        """Columns of sample ``rows`` (shard_id, pos, offset, size, stream, sha1, ids), reading only them."""
+        if self.columns_ready():
+            return SC.gather(self.shard_dir, rows, with_ids=with_ids)
+        s = self.samples  # fallback: the whole table
+        t = pa.array(np.asarray(rows, dtype=np.int64), pa.int64())
+        enc = pa.compute.dictionary_encode(s.column("stream").take(t)).combine_chunks()
+        sha1 = s.column("sha1").take(t).to_pylist() if "sha1" in s.column_names else None
+        return SC.SampleRows(
+            shard_id=s.column("shard_id").take(t).to_numpy().astype(np.int64),
+            pos=s.column("pos").take(t).to_numpy().astype(np.int64),
+            offset=s.column("offset").take(t).to_numpy().astype(np.int64),
+            size=s.column("size").take(t).to_numpy().astype(np.int64),
+            stream=enc.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            stream_names=enc.dictionary.to_pylist(), sha1=None if sha1 is None else [x or "" for x in sha1],
+            ids=s.column("id").take(t).to_pylist() if with_ids else [])
+
     # -- tables --------------------------------------------------------------------------------
     @cached_property
     def samples(self) -> pa.Table:
-        """The shard set's samples table (row = sample row), without the ``members`` column."""
+        """The shard set's whole samples table (row = sample row), without the ``members`` column.
+
+        It costs memory in proportion to the corpus: :meth:`plan`, :meth:`reader_state` and the loader
+        use :meth:`sample_rows` instead, which reads only the rows asked for."""
         cols = [c for c in pq.read_schema(self.shard_dir / SAMPLES_FILE).names if c != "members"]
         return pq.read_table(self.shard_dir / SAMPLES_FILE, columns=cols, memory_map=True)
 
     @cached_property
     def shards(self) -> pa.Table:
         return pq.read_table(self.shard_dir / SHARDS_FILE)
-
-    @cached_property
-    def _cols(self) -> dict[str, np.ndarray]:
-        s = self.samples
-        return {
-            "shard_id": s.column("shard_id").to_numpy(),
-            "pos": s.column("pos").to_numpy(),
-            "offset": s.column("offset").to_numpy(),
-            "size": s.column("size").to_numpy(),
-        }
-
-    @cached_property
-    def _ids(self) -> pa.ChunkedArray:
-        return self.samples.column("id")
 
     @cached_property
     def shard_paths(self) -> dict[int, str]:
@@ -147,8 +178,7 @@ class ScheduleIndex:
     def plan(self, step: int, rank: int) -> MicroBatch:
         """The planned samples of (step, rank), with their shard locations, in delivery order."""
         rows = self.rows(step, rank)
-        c = self._cols
-        shard_ids = c["shard_id"][rows]
+        c = self.sample_rows(rows)
         paths = self.shard_paths
         return MicroBatch(
             step=step,
@@ -156,12 +186,12 @@ class ScheduleIndex:
             worker=self.worker_of(step),
             phase=self.phase_of(step),
             rows=rows,
-            ids=self._ids.take(pa.array(rows)).to_pylist(),
-            shard_ids=shard_ids,
-            pos=c["pos"][rows],
-            offsets=c["offset"][rows],
-            sizes=c["size"][rows],
-            shard_paths={int(s): paths[int(s)] for s in np.unique(shard_ids)},
+            ids=c.ids,
+            shard_ids=c.shard_id,
+            pos=c.pos,
+            offsets=c.offset,
+            sizes=c.size,
+            shard_paths={int(s): paths[int(s)] for s in np.unique(c.shard_id)},
         )
 
     def reader_steps(self, rank: int, worker: int, start: int | None = None) -> range:
@@ -188,8 +218,11 @@ class ScheduleIndex:
         a = np.asarray(self._offsets[mb], dtype=np.int64)
         lens = np.asarray(self._offsets[mb + 1], dtype=np.int64) - a
         bounds = np.r_[0, np.cumsum(lens)].astype(np.int64)
-        slots = np.repeat(a - bounds[:-1], lens) + np.arange(int(bounds[-1]), dtype=np.int64)
-        return steps, bounds, np.asarray(self._plan[slots], dtype=np.int64), np.asarray(self._vpos[slots], dtype=np.int64)
+        # one pread per micro-batch (a memory-mapped gather would make resident every page it touches:
+        # a reader's micro-batches are spread over the whole plan)
+        rows = SC.read_ranges(self.dir / F.PLAN_FILE, a, lens, np.int64)
+        vpos = SC.read_ranges(self.dir / F.VPOS_FILE, a, lens, np.int64)
+        return steps, bounds, rows, vpos
 
     def _reader_slots(self, rank: int, worker: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         _, _, rows, vpos = self.reader_slots(rank, worker, lo, hi)
@@ -201,6 +234,7 @@ class ScheduleIndex:
 
     @cached_property
     def _stream_codes(self) -> np.ndarray:
+        """Stream code of every sample row (the whole table: for tests and tools, not the loader)."""
         codes, _ = pa.compute.dictionary_encode(self.samples.column("stream")).combine_chunks().indices, None
         return codes.to_numpy()
 
@@ -213,22 +247,26 @@ class ScheduleIndex:
         """
         past_r, past_v = self._reader_slots(rank, worker, self.start_step, step)
         fut_r, fut_v = self._reader_slots(rank, worker, step, self.num_steps)
-        c, streams = self._cols, self._stream_codes
+        allr = np.concatenate([past_r, fut_r])
+        c = self.sample_rows(allr, with_ids=False)
+        n_past = len(past_r)
+        streams = c.stream
         state_open, buffer_rows = [], []
-        for s in np.intersect1d(streams[past_r], streams[fut_r]):
-            ps, fs = streams[past_r] == s, streams[fut_r] == s
-            i_front = int(np.argmax(past_v[ps]))
-            front_v, front_row = past_v[ps][i_front], past_r[ps][i_front]
+        for s in np.intersect1d(streams[:n_past], streams[n_past:]):
+            ps = np.flatnonzero(streams[:n_past] == s)
+            fs = np.flatnonzero(streams[n_past:] == s)
+            i_front = ps[int(np.argmax(past_v[ps]))]
+            front_v = past_v[i_front]
             fv, fr = fut_v[fs], fut_r[fs]
             buffer_rows.extend(fr[fv < front_v].tolist())
             ahead = fv > front_v
             if ahead.any():
-                nxt = fr[ahead][np.argmin(fv[ahead])]
-                if c["shard_id"][nxt] == c["shard_id"][front_row] and c["pos"][nxt] > c["pos"][front_row]:
-                    sid = int(c["shard_id"][nxt])
+                k = n_past + fs[ahead][np.argmin(fv[ahead])]
+                if c.shard_id[k] == c.shard_id[i_front] and c.pos[k] > c.pos[i_front]:
+                    sid = int(c.shard_id[k])
                     state_open.append({"shard_id": sid, "path": self.shard_paths[sid],
-                                       "next_pos": int(c["pos"][nxt]), "next_offset": int(c["offset"][nxt])})
-        ids = self._ids.take(pa.array(buffer_rows, type=pa.int64())).to_pylist() if buffer_rows else []
+                                       "next_pos": int(c.pos[k]), "next_offset": int(c.offset[k])})
+        ids = self.sample_rows(np.asarray(buffer_rows, dtype=np.int64)).ids if buffer_rows else []
         return {"open": state_open, "buffer": ids}
 
 

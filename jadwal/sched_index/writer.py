@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..shards.schema import SAMPLES_FILE
 from ..workspace import atomic_write, sha256_file
 from . import format as F
+from . import sample_columns
 from .arrays import count_cells
 
 
@@ -59,7 +61,8 @@ def write_index(ws, spec, st, shard_set, name, plans, results, stats, *, start_s
                         "slots_per_step": pp.slots, "micro_batch": pp.slots // W, "domain": pp.domain,
                         "targets": {col: {v: x / max(1, (pp.end - pp.start) * pp.slots) for v, x in d.items()}
                                     for col, d in pp.targets.items()},
-                        "deviations": r.deviations, "reassigned": pp.reassigned, "max_buffer": r.max_buffer})
+                        "deviations": r.deviations, "reassigned": pp.reassigned, "max_buffer": r.max_buffer,
+                        **getattr(pp, "meta", {})})  # modality, parts, expected_reuse (planner.compose)
     if all_phases is not None:  # a re-plan lists every phase (those before start_step unchanged)
         done = {p["index"] for p in ph_meta}
         ph_meta = [{"index": pp.phase, "policy": pp.policy, "start_step": pp.start, "end_step": pp.end,
@@ -102,6 +105,15 @@ def write_files(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, c
     outputs = {f: sha256_file(tmp / f) for f in (F.PLAN_FILE, F.OFFSETS_FILE, F.REQUESTED_FILE, F.VPOS_FILE,
                                                  F.CELLS_FILE, F.CHUNKS_FILE, *sorted(files or {}))}
     inputs = {ws.rel(p): sha256_file(p) for p in st.input_files}
+    # the shard set's fixed-width sample columns, once per samples.parquet: loaders read their rows from them
+    shard_dir = ws.path("shards", shard_set)
+    samples_sha = inputs.get(ws.rel(shard_dir / SAMPLES_FILE))
+    try:
+        sample_columns.build(shard_dir, samples_sha)
+    except OSError as e:  # a read-only shard set: loaders fall back to samples.parquet
+        import logging
+
+        logging.getLogger(__name__).warning("could not write the sample columns of %s (%s)", ws.rel(shard_dir), e)
     for mod in spec.policy_modules:
         inputs[ws.rel(mod)] = sha256_file(mod)
     for ph in spec.phases:

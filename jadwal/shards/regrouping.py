@@ -19,6 +19,8 @@ import shutil
 import struct
 import tarfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,10 +33,10 @@ from . import schema as S
 from .errors import ShardError
 from .index_files import REJECTS_FILE, write_index
 from .options import check_output, parse_keys, parse_size
-from .planning import plan_hash, plan_shards
+from .planning import ShardPlan, plan_hash, plan_shards
 from .sets import locked_set, remove_stale, remove_temp_files, set_prefix, shard_dir
 from .sidecars import add_sample_record, commit_shard, new_samples_record, read_sidecar
-from .streams import join_on_id, resolve_keys
+from .streams import KeyValues, join_on_id, resolve_keys
 from .. import storage
 from .tario import ShardWriter, TrackingReader, UnsafeMember, iter_members, split_name
 from .verify import list_sets
@@ -141,51 +143,30 @@ class _Buffers:
         return items
 
 
-def regroup(
-    ws: Workspace | str | os.PathLike,
-    by: str | list[str],
-    *,
-    source: str | None = None,
-    set_name: str | None = None,
-    target_size: str | int | None = "256MB",
-    max_samples: int | None = None,
-    seed: int = 0,
-    memory: str | int = "1GiB",
-    progress: bool = True,
-    on_plan=None,
-    output: str | None = None,
-    access: Access = LOCAL_ONLY,
-) -> dict:
-    """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary.
+@dataclass
+class RegroupPlan:
+    """What a regroup will write, decided before reading any tar."""
 
-    The source's shards may live at URLs (written with ``output``; read only when ``access`` grants
-    their scheme, ``file://`` and ``memory://`` always); ``output`` puts the new set's
-    tars and sidecars under ``<output>/<set>/`` (see :func:`jadwal.shards.write_shards`)."""
-    from tqdm import tqdm
+    src_name: str
+    src_dir: Path
+    src: pa.Table  # the source's samples.parquet (sorted by shard_id, pos)
+    src_shards: list[dict]  # the source's shards.parquet rows
+    src_hash: str  # sha256 of the source's samples.parquet (part of every plan hash)
+    id_list: list[str]  # sample ids, row-aligned with ``src``
+    keys: KeyValues
+    plans: list[ShardPlan]
+    inputs: list  # files recorded as inputs in ``meta.json``
 
-    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    keys = parse_keys(by)
-    target_bytes = parse_size(target_size)
-    mem_limit = parse_size(memory)
-    if max_samples is not None and max_samples < 1:
-        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
-    src_name = check_name(_pick_source(ws, source), "--from")
-    name = set_name or S.set_name(keys)
-    check_name(name, "--set")  # before planning (the lock is taken, and checks it again, to write)
-    output = check_output(output)
-    if name == src_name:
-        raise ShardError(f"regroup would overwrite its source set {src_name!r}: pass another --set")
+
+def plan_regroup(ws: Workspace, keys: list[str], src_name: str, name: str, output: str | None, *, seed: int,
+                 target_bytes: int | None, max_samples: int | None) -> RegroupPlan:
+    """Resolve the new keys for every sample of ``src_name`` (its columns, else the manifests joined on
+    id, else ``cluster:NAME``) and plan the new set's shards by the samples' exact byte sizes."""
     src_dir = ws.path("shards", src_name)
-    if ws.read_meta(src_dir) is None:
-        raise ShardError(f"shard set {src_name!r} is missing or incomplete (no {ws.rel(src_dir)}/meta.json)")
-    t0 = time.time()
-
-    # -- plan --------------------------------------------------------------------------------------
     src = pq.read_table(src_dir / S.SAMPLES_FILE).combine_chunks()
     src_shards = pq.read_table(src_dir / S.SHARDS_FILE).to_pylist()
     src_hash = sha256_file(src_dir / S.SAMPLES_FILE)
     ids = src.column("id").combine_chunks()
-    n = len(ids)
     inputs = [src_dir / S.SAMPLES_FILE, src_dir / S.SHARDS_FILE]
     manifest = {}
 
@@ -208,14 +189,148 @@ def regroup(
     for k in keys:
         if k.startswith("cluster:") and k not in src.column_names:
             inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
-    streams = kv.streams()
     sizes = src.column("size").to_numpy().astype(np.float64)
     plans = plan_shards(
-        set_prefix(name, output), ids, streams, sizes, seed=seed, target_bytes=target_bytes, max_samples=max_samples
+        set_prefix(name, output), ids, kv.streams(), sizes, seed=seed, target_bytes=target_bytes,
+        max_samples=max_samples
     )
+    return RegroupPlan(src_name, src_dir, src, src_shards, src_hash, ids.to_pylist(), kv, plans, inputs)
+
+
+@dataclass
+class PendingShards:
+    """The output shards still to write (their sidecar does not match the plan), per source row."""
+
+    hashes: dict[int, str]  # plan index → plan hash
+    sidecars: dict[int, dict]  # shard id → sidecar of a shard already complete
+    out_of_row: np.ndarray  # per source row: plan index of its output shard still to write, else -1
+    k_of_row: np.ndarray  # per source row: its position in that shard
+
+    @property
+    def skipped(self) -> int:
+        return len(self.sidecars)
+
+
+def pending_shards(ws: Workspace, rp: RegroupPlan) -> PendingShards:
+    """Plan hashes, and which output shards a rerun can skip (sidecar matches the plan)."""
+    n = len(rp.id_list)
+    hashes: dict[int, str] = {}
+    sidecars: dict[int, dict] = {}
+    out_of_row = np.full(n, -1, dtype=np.int64)
+    k_of_row = np.full(n, -1, dtype=np.int64)
+    for pi, p in enumerate(rp.plans):
+        hashes[pi] = plan_hash(FORMAT, rp.src_hash, p.path, *[rp.id_list[r] for r in p.rows.tolist()])
+        sc = read_sidecar(ws, p, hashes[pi])
+        if sc is not None:
+            sidecars[p.shard_id] = sc
+        else:
+            out_of_row[p.rows] = pi
+            k_of_row[p.rows] = np.arange(len(p.rows))
+    return PendingShards(hashes, sidecars, out_of_row, k_of_row)
+
+
+def copy_pass(ws: Workspace, rp: RegroupPlan, todo: PendingShards, spool: Path, mem_limit: int, access: Access,
+              progress: bool, desc: str) -> dict:
+    """The one sequential pass: read every source shard holding a sample of a pending output shard,
+    buffer each sample's members (spilled under ``spool`` beyond ``mem_limit``) and write an output
+    shard the moment its last sample arrives (its sidecar into ``todo.sidecars``).  Returns read and
+    buffer statistics."""
+    from tqdm import tqdm
+
+    plans, src, id_list = rp.plans, rp.src, rp.id_list
     src_shard_id = src.column("shard_id").to_numpy()
     src_pos = src.column("pos").to_numpy()
-    id_list = ids.to_pylist()
+    received = np.zeros(len(plans), dtype=np.int64)
+    needed = set(np.unique(src_shard_id[todo.out_of_row >= 0]).tolist())
+    to_read = [s for s in rp.src_shards if s["shard_id"] in needed]
+    # row range of each source shard in samples.parquet (sorted by shard_id, pos)
+    starts = np.searchsorted(src_shard_id, [s["shard_id"] for s in to_read], side="left")
+    bufs = _Buffers(spool, mem_limit)
+    stats = {"source_shards_read": 0, "source_bytes_read": 0}
+    src_dur = src.column("duration_s").to_pylist()
+
+    def finish(pi: int) -> None:
+        p = plans[pi]
+        items = sorted(bufs.take(pi), key=lambda it: it[0])
+        assert [k for k, _ in items] == list(range(len(p.rows))), "regroup: incomplete output shard"
+
+        def write(f):
+            w = ShardWriter(f)
+            rec = new_samples_record()
+            for k, members in items:
+                row = int(p.rows[k])
+                placed = w.add(S.member_key(id_list[row]), members)
+                add_sample_record(rec, id_list[row], k, placed, src_dur[row])
+            return rec, [], w
+
+        todo.sidecars[p.shard_id] = commit_shard(ws, p, todo.hashes[pi], write)
+
+    bar = tqdm(total=sum(s["bytes"] for s in to_read), unit="B", unit_scale=True, desc=desc, disable=not progress)
+    try:
+        for s, a in zip(to_read, starts.tolist()):
+            pending = _read_source(ws, s, a, id_list, src, src_shard_id, src_pos, access)
+            stats["source_shards_read"] += 1
+            stats["source_bytes_read"] += s["bytes"]
+            for row, members in pending:
+                pi = int(todo.out_of_row[row])
+                if pi < 0:
+                    continue
+                bufs.add(pi, int(todo.k_of_row[row]), members)
+                received[pi] += 1
+                if received[pi] == len(plans[pi].rows):
+                    finish(pi)
+            del pending
+            bar.update(s["bytes"])
+    finally:
+        bar.close()
+        if spool.exists():
+            shutil.rmtree(spool)
+    missing = [p.path for p in plans if p.shard_id not in todo.sidecars]
+    if missing:
+        raise ShardError(f"regroup: {len(missing)} output shards incomplete after the pass (e.g. {missing[0]})")
+    return {**stats, "peak_buffer_bytes": bufs.peak, "spills": bufs.spills}
+
+
+def regroup(
+    ws: Workspace | str | os.PathLike,
+    by: str | list[str],
+    *,
+    source: str | None = None,
+    set_name: str | None = None,
+    target_size: str | int | None = "256MB",
+    max_samples: int | None = None,
+    seed: int = 0,
+    memory: str | int = "1GiB",
+    progress: bool = True,
+    on_plan=None,
+    output: str | None = None,
+    access: Access = LOCAL_ONLY,
+) -> dict:
+    """Rewrite shard set ``source`` into streams grouped by ``by``; returns a summary.
+
+    The source's shards may live at URLs (written with ``output``; read only when ``access`` grants
+    their scheme, ``file://`` and ``memory://`` always); ``output`` puts the new set's
+    tars and sidecars under ``<output>/<set>/`` (see :func:`jadwal.shards.write_shards`)."""
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    keys = parse_keys(by)
+    target_bytes = parse_size(target_size)
+    mem_limit = parse_size(memory)
+    if max_samples is not None and max_samples < 1:
+        raise ShardError(f"--max-samples must be >= 1, got {max_samples}")
+    src_name = check_name(_pick_source(ws, source), "--from")
+    name = set_name or S.set_name(keys)
+    check_name(name, "--set")  # before planning (the lock is taken, and checks it again, to write)
+    output = check_output(output)
+    if name == src_name:
+        raise ShardError(f"regroup would overwrite its source set {src_name!r}: pass another --set")
+    src_dir = ws.path("shards", src_name)
+    if ws.read_meta(src_dir) is None:
+        raise ShardError(f"shard set {src_name!r} is missing or incomplete (no {ws.rel(src_dir)}/meta.json)")
+    t0 = time.time()
+
+    rp = plan_regroup(ws, keys, src_name, name, output, seed=seed, target_bytes=target_bytes,
+                      max_samples=max_samples)
+    plans = rp.plans
     summary = {
         "set": name,
         "path": f"shards/{name}",
@@ -223,9 +338,9 @@ def regroup(
         "source": src_name,
         "keys": keys,
         "streams": len({p.stream for p in plans}),
-        "planned_samples": n,
+        "planned_samples": len(rp.id_list),
         "planned_shards": len(plans),
-        "missing_key_values": kv.missing,
+        "missing_key_values": rp.keys.missing,
     }
     if on_plan:
         on_plan(dict(summary))
@@ -234,85 +349,25 @@ def regroup(
         spool = d / ".spool"
         if spool.exists():
             shutil.rmtree(spool)
-        sidecars: dict[int, dict] = {}
-        hashes = {}
-        out_of_row = np.full(n, -1, dtype=np.int64)
-        k_of_row = np.full(n, -1, dtype=np.int64)
-        for pi, p in enumerate(plans):
-            hashes[pi] = plan_hash(FORMAT, src_hash, p.path, *[id_list[r] for r in p.rows.tolist()])
-            sc = read_sidecar(ws, p, hashes[pi])
-            if sc is not None:
-                sidecars[p.shard_id] = sc
-            else:
-                out_of_row[p.rows] = pi
-                k_of_row[p.rows] = np.arange(len(p.rows))
-        skipped = len(sidecars)
-        received = np.zeros(len(plans), dtype=np.int64)
-        needed = set(np.unique(src_shard_id[out_of_row >= 0]).tolist())
-        to_read = [s for s in src_shards if s["shard_id"] in needed]
-        # row range of each source shard in samples.parquet (sorted by shard_id, pos)
-        starts = np.searchsorted(src_shard_id, [s["shard_id"] for s in to_read], side="left")
-        bufs = _Buffers(spool, mem_limit)
-        stats = {"source_shards_read": 0, "source_bytes_read": 0}
-        src_dur = src.column("duration_s").to_pylist()
-
-        def finish(pi: int) -> None:
-            p = plans[pi]
-            items = sorted(bufs.take(pi), key=lambda it: it[0])
-            assert [k for k, _ in items] == list(range(len(p.rows))), "regroup: incomplete output shard"
-
-            def write(f):
-                w = ShardWriter(f)
-                rec = new_samples_record()
-                for k, members in items:
-                    row = int(p.rows[k])
-                    placed = w.add(S.member_key(id_list[row]), members)
-                    add_sample_record(rec, id_list[row], k, placed, src_dur[row])
-                return rec, [], w
-
-            sidecars[p.shard_id] = commit_shard(ws, p, hashes[pi], write)
-
-        bar = tqdm(total=sum(s["bytes"] for s in to_read), unit="B", unit_scale=True,
-                   desc=f"regroup {src_name} → {name}", disable=not progress)
-        try:
-            for s, a in zip(to_read, starts.tolist()):
-                pending = _read_source(ws, s, a, id_list, src, src_shard_id, src_pos, access)
-                stats["source_shards_read"] += 1
-                stats["source_bytes_read"] += s["bytes"]
-                for row, members in pending:
-                    pi = int(out_of_row[row])
-                    if pi < 0:
-                        continue
-                    bufs.add(pi, int(k_of_row[row]), members)
-                    received[pi] += 1
-                    if received[pi] == len(plans[pi].rows):
-                        finish(pi)
-                del pending
-                bar.update(s["bytes"])
-        finally:
-            bar.close()
-            if spool.exists():
-                shutil.rmtree(spool)
-        missing = [plans[pi].path for pi in range(len(plans)) if plans[pi].shard_id not in sidecars]
-        if missing:
-            raise ShardError(f"regroup: {len(missing)} output shards incomplete after the pass (e.g. {missing[0]})")
+        todo = pending_shards(ws, rp)
+        skipped = todo.skipped
+        stats = copy_pass(ws, rp, todo, spool, mem_limit, access, progress, f"regroup {src_name} → {name}")
         remove_stale(ws, d, [] if output is not None else plans)
         if output is not None:
             sdir = shard_dir(ws, name, output)
             remove_temp_files(sdir)
             remove_stale(ws, sdir, plans, set_prefix(name, output))
+        src = rp.src
         attr_cols = [c for c in src.column_names if c not in ("id", "stream", "shard_id", "pos", "offset", "size",
                                                               "members", "duration_s")]
         attrs = {c: src.column(c) for c in attr_cols}
-        attrs.update(kv.extra_columns())
+        attrs.update(rp.keys.extra_columns())
         rejects = pq.read_table(src_dir / REJECTS_FILE).to_pylist() if (src_dir / REJECTS_FILE).exists() else []
-        summary.update(write_index(ws, d, plans, sidecars, pa.table(attrs), rejects))
+        summary.update(write_index(ws, d, plans, todo.sidecars, pa.table(attrs), rejects))
         summary.update(
             shards_written=len(plans) - skipped,
             shards_skipped=skipped,
             **stats,
-            peak_buffer_bytes=bufs.peak,
-            spills=bufs.spills,
             seconds=round(time.time() - t0, 3),
         )
         ws.write_meta(
@@ -320,7 +375,7 @@ def regroup(
             "shards",
             config={"regroup_from": src_name, "by": keys, "set": name, "target_size": target_bytes,
                     "max_samples": max_samples, "seed": seed, **({"output": output} if output is not None else {})},
-            inputs=inputs,
+            inputs=rp.inputs,
             outputs=[d / S.SAMPLES_FILE, d / S.SHARDS_FILE, d / REJECTS_FILE],
             extra={"summary": summary},
         )

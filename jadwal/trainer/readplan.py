@@ -18,12 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from ..shards.schema import SAMPLES_FILE
-
 
 
 @dataclass
@@ -51,45 +45,22 @@ class ReadPlan:
         return range(int(self.bounds[k]), int(self.bounds[k + 1]))
 
 
-def read_sample_columns(idx, rows: np.ndarray, columns: list[str]) -> dict[str, pa.Array]:
-    """``columns`` of the shard set's samples table at ``rows``, reading only the row groups that hold
-    them (a reader needs a fraction of a large shard set)."""
-    path = idx.shard_dir / SAMPLES_FILE
-    pf = pq.ParquetFile(path, memory_map=True)
-    md = pf.metadata
-    names = set(pf.schema_arrow.names)
-    columns = [c for c in columns if c in names]
-    rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
-    rg_start = np.r_[0, np.cumsum(rg_rows)]
-    if len(rows) == 0:
-        return {c: pa.array([], pf.schema_arrow.field(c).type) for c in columns}
-    rgs = np.unique(np.searchsorted(rg_start, rows, side="right") - 1)
-    table = pf.read_row_groups(rgs.tolist(), columns=columns)
-    # map global rows to rows of the concatenated row groups
-    local_base = np.r_[0, np.cumsum(rg_rows[rgs])]
-    where = np.searchsorted(rgs, np.searchsorted(rg_start, rows, side="right") - 1)
-    local = local_base[where] + (rows - rg_start[rgs[where]])
-    take = pa.array(local, pa.int64())
-    return {c: table.column(c).take(take).combine_chunks() if table.num_rows else table.column(c) for c in columns}
-
-
 def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
     """The read plan of reader (rank, worker) of index ``idx`` for steps ≥ ``start``."""
     steps, bounds, rows, vpos = idx.reader_slots(rank, worker, start)
-    cols = read_sample_columns(idx, rows, ["id", "stream", "shard_id", "pos", "offset", "size", "sha1"])
-    stream_codes = pc.dictionary_encode(cols["stream"]).indices.to_numpy(zero_copy_only=False).astype(np.int64) \
-        if len(rows) else np.zeros(0, np.int64)
+    c = idx.sample_rows(rows)  # only these rows: memory and time in proportion to the reader's slots
     n = len(rows)
-    shard_id = cols["shard_id"].to_numpy(zero_copy_only=False).astype(np.int64)
-    pos = cols["pos"].to_numpy(zero_copy_only=False).astype(np.int64)
+    names, stream_codes = (np.unique(c.stream, return_inverse=True) if n else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    stream_codes = stream_codes.reshape(-1).astype(np.int64)
+    shard_id, pos = c.shard_id, c.pos
     order = np.lexsort((vpos, stream_codes)) if n else np.zeros(0, np.int64)
     rank_in_order = np.empty(n, dtype=np.int64)
     rank_in_order[order] = np.arange(n)
     so, sh, ps = stream_codes[order], shard_id[order], pos[order]
     # the pass of each slot (vpos // eligible samples of its stream): a reader reads its range of each
     # pass of a stream front to back, so a new pass is a new visit even in the same shard
-    names = pc.dictionary_encode(cols["stream"]).dictionary.to_pylist() if n else []
-    n_of = np.array([max(1, int(idx.meta["streams"].get(str(x), 1))) for x in names], dtype=np.int64)
+    n_of = np.array([max(1, int(idx.meta["streams"].get(str(c.stream_names[int(x)]), 1))) for x in names],
+                    dtype=np.int64)
     pa_ = vpos[order] // n_of[so] if n else np.zeros(0, np.int64)
     new_stream = np.r_[True, so[1:] != so[:-1]] if n else np.zeros(0, bool)
     visit_start = new_stream | np.r_[True, (sh[1:] != sh[:-1]) | (ps[1:] <= ps[:-1])
@@ -102,10 +73,8 @@ def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
         stream_start[so[first]] = first
     step_of = np.repeat(steps, np.diff(bounds))
     return ReadPlan(
-        steps=steps, bounds=bounds, rows=rows, ids=cols["id"].to_pylist(), shard_id=shard_id, pos=pos,
-        offset=cols["offset"].to_numpy(zero_copy_only=False).astype(np.int64),
-        size=cols["size"].to_numpy(zero_copy_only=False).astype(np.int64),
-        sha1=cols["sha1"].to_pylist() if "sha1" in cols else None,
+        steps=steps, bounds=bounds, rows=rows, ids=c.ids, shard_id=shard_id, pos=pos, offset=c.offset, size=c.size,
+        sha1=c.sha1,
         step_of=step_of, stream=stream_codes, order=order, rank_in_order=rank_in_order,
         stream_start=stream_start, visit_start=visit_start, visit_end=visit_end,
     )
