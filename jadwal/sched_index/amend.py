@@ -24,7 +24,7 @@ import pyarrow as pa
 from ..workspace import Workspace
 from . import format as F
 from .ledger import Ledger, delivered_before, id_column, id_hash64
-from .planner import PlanError, StreamSequences, Supply, phase_columns, pick_shard_set, plan_index
+from .planner import PlanError, StreamSequences, Supply, phase_columns, pick_shard_set, plan_index, sample_columns
 from .policies import load_policy_modules
 from .reader import open_index
 from .samples import scan_samples
@@ -43,7 +43,7 @@ def amend(workspace, spec_source, name: str, *, old: str, at_step: int, progress
     spec = load_spec(spec_source)
     load_policy_modules(spec.policy_modules)
     shard_set = pick_shard_set(ws, spec.shards)
-    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec, sample_columns(ws, shard_set)))
     ledger = delivered_before(prev, at_step)
     cont = Continuation(st, id_column(ws.path("shards", shard_set)), ledger)
     lineage = list(prev.meta.get("lineage", [])) + [{"index": old, "fingerprint": prev.fingerprint,

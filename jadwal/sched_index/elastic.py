@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..workspace import Workspace
-from .planner import PlanError, Supply, phase_columns, pick_shard_set, plan_index, targets_of
+from .planner import PlanError, Supply, phase_columns, pick_shard_set, plan_index, sample_columns, targets_of
 from .policies import load_policy_modules
 from .reader import open_index
 from .samples import scan_samples
@@ -76,6 +76,6 @@ def replan(workspace, spec_source, name: str, *, old: str, at_step: int, progres
         raise PlanError(f"re-plan: --at-step {at_step} is outside index {old!r}'s steps [{prev.start_step}, {prev.num_steps})")
     load_policy_modules(spec.policy_modules)
     shard_set = pick_shard_set(ws, spec.shards)
-    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec, sample_columns(ws, shard_set)))
     return plan_index(ws, spec, st, shard_set, name, start_step=at_step, source=Remaining(prev, at_step, st),
                       progress=progress)

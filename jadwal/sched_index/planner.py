@@ -185,14 +185,35 @@ class PhasePlan:
         return self.cellset.cells
 
 
-def phase_columns(spec: Spec) -> list[tuple[str, ...]]:
+def sample_columns(ws: Workspace, shard_set: str) -> list[str]:
+    """The columns of the shard set's ``samples.parquet`` (its schema only)."""
+    import pyarrow.parquet as pq
+
+    from ..shards.schema import SAMPLES_FILE
+
+    return pq.read_schema(ws.path("shards", shard_set, SAMPLES_FILE)).names
+
+
+def effective_modality(pdef, params: dict, where: str, names=None) -> str:
+    """The modality a phase keeps: its ``modality`` key, else the policy's default — which a shard set
+    without a ``modality`` column (``names``: its columns) cannot apply: ``any`` then (``ads`` still
+    skips samples without a cluster, i.e. without audio)."""
+    m = phase_modality(pdef, params, where)
+    if "modality" not in params and names is not None and "modality" not in names:
+        return "any"
+    return m
+
+
+def phase_columns(spec: Spec, names=None) -> list[tuple[str, ...]]:
     """The composition columns of each phase's policy (the cell sets to count), and ``modality`` when
-    the phase keeps one modality."""
+    the phase keeps one modality (``names``: the shard set's sample columns, see
+    :func:`effective_modality`)."""
     out = []
     for ph in spec.phases:
-        pdef = get_policy(ph.policy, f"phases[{ph.index}]")
+        where = f"phases[{ph.index}]"
+        pdef = get_policy(ph.policy, where)
         cols = list(pdef.columns({k: v for k, v in ph.params.items() if k != "modality"}))
-        if phase_modality(pdef, ph.params, f"phases[{ph.index}]") != "any":
+        if effective_modality(pdef, ph.params, where, names) != "any":
             cols.append("modality")
         out.append(tuple(dict.fromkeys(cols)))
     return out
@@ -270,11 +291,14 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
         samples_per_step = spec.world_size * max(1.0, spec.max_duration / mean)
     total = resolve_phase_steps(spec, n_eligible, samples_per_step)
     plans = []
-    for ph, columns in zip(spec.phases, phase_columns(spec)):
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(scan.path).names
+    for ph, columns in zip(spec.phases, phase_columns(spec, names)):
         where = f"phases[{ph.index}]"
         pdef = get_policy(ph.policy, where)
         cellset = scan.cells(columns)
-        modality = phase_modality(pdef, ph.params, where)
+        modality = effective_modality(pdef, ph.params, where, names)
         # the modality filter comes before composition: the policy sees only the cells it keeps
         cells, kept = modality_cells(cellset.cells, modality, f"{where} ({ph.policy})")
         factor = pdef.slots_factor(ph.params)
@@ -306,6 +330,9 @@ def compose(spec: Spec, scan: SampleScan, ws: Workspace) -> list[PhasePlan]:
             meta["modality"] = modality
         if parts:
             meta["parts"] = phase_parts(ph, parts, slots)
+            for part in meta["parts"]:
+                part["expected_reuse"] = expected_reuse(
+                    cellset.cells, comp[part["start_step"] - ph.start : part["end_step"] - ph.start], columns)
         plans.append(PhasePlan(ph.index, ph.policy, ph.start, ph.end, slots, cellset,
                                comp, targets, pdef.domain(ph.params), meta=meta))
     return plans
@@ -828,5 +855,5 @@ def build_index(workspace, spec_source, name: str, *, progress: bool = True, ove
     spec = load_spec(spec_source)
     load_policy_modules(spec.policy_modules)
     shard_set = pick_shard_set(ws, spec.shards)
-    st = scan_samples(ws, shard_set, spec, phase_columns(spec))
+    st = scan_samples(ws, shard_set, spec, phase_columns(spec, sample_columns(ws, shard_set)))
     return plan_index(ws, spec, st, shard_set, name, progress=progress)

@@ -21,6 +21,11 @@ Add a policy::
         ...
 
 and name the file in the spec's ``policy_modules``.
+
+Every phase takes ``modality: audio | text | any`` (default per policy: ``register(…, modality=…)``;
+the planner keeps only cells of that modality before calling the policy, see :func:`phase_modality`).
+A composite policy (like ``hybrid``) records each part's steps and own request with :func:`add_part`,
+so reports and the checker judge every part against what it asked for.
 """
 from __future__ import annotations
 
@@ -475,16 +480,20 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", clus
             if w is None:  # round-robin
                 cycles = -(-len(lpos) // len(kl))
                 order = ctx.rng.permuted(np.tile(np.arange(len(kl)), (cycles, 1)), axis=1).ravel()[: len(lpos)]
-                ctx.add_target(ccol, kl.tolist(), np.ones(len(kl)), len(lpos))
+                w = np.ones(len(kl))
             else:
                 order = spread(w, len(lpos), ctx.rng)
+            if not distinct_clusters:
                 ctx.add_target(ccol, kl.tolist(), w, len(lpos))
             out[pos[lpos]] = pick_cells(order.astype(np.int32), per_cluster, cells, ctx.rng)
             g = len(alt)
             tl_of[lcells] = g
             alt[g] = lcells
     if distinct_clusters:
+        # the request is the de-duplicated sequence: its cluster counts are the requested slots
         _distinct_clusters(out, ctx.slots, clu, tl_of, alt, ctx.rng)
+        k, cnt = np.unique(clu[out], return_counts=True)
+        ctx.add_target(ccol, k.tolist(), cnt, int(cnt.sum()))
     return to_steps(out, ctx, shuffle=True)
 
 

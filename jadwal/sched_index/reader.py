@@ -124,14 +124,14 @@ class ScheduleIndex:
             return SC.gather(self.shard_dir, rows, with_ids=with_ids)
         s = self.samples  # fallback: the whole table
         t = pa.array(np.asarray(rows, dtype=np.int64), pa.int64())
-        enc = pa.compute.dictionary_encode(s.column("stream").take(t)).combine_chunks()
+        enc = pa.compute.dictionary_encode(s.column("stream")).combine_chunks()  # codes of the whole table
         sha1 = s.column("sha1").take(t).to_pylist() if "sha1" in s.column_names else None
         return SC.SampleRows(
             shard_id=s.column("shard_id").take(t).to_numpy().astype(np.int64),
             pos=s.column("pos").take(t).to_numpy().astype(np.int64),
             offset=s.column("offset").take(t).to_numpy().astype(np.int64),
             size=s.column("size").take(t).to_numpy().astype(np.int64),
-            stream=enc.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            stream=enc.indices.take(t).to_numpy(zero_copy_only=False).astype(np.int64),
             stream_names=enc.dictionary.to_pylist(), sha1=None if sha1 is None else [x or "" for x in sha1],
             ids=s.column("id").take(t).to_pylist() if with_ids else [])
 

@@ -89,7 +89,7 @@ def reuse(workspace, name: str) -> list[dict]:
     for ph, part, _targets, lo, hi in units(idx):
         rows = _steps_rows(idx, lo, hi)
         _, counts = np.unique(rows, return_counts=True)
-        exp = ph.get("expected_reuse", {}) if not part else {}
+        exp = ph.get("expected_reuse", {}) if not part else ph["parts"][int(part.split(":")[0])].get("expected_reuse", {})
         out.append({"phase": ph["index"], "policy": ph["policy"], "part": part, "start_step": lo, "end_step": hi,
                     "slots": int(len(rows)), "distinct_ratio": round(len(counts) / max(len(rows), 1), 5),
                     "max_reuse": int(counts.max()) if len(counts) else 0,
@@ -143,8 +143,9 @@ def reuse_line(er: dict, worst: int = 3) -> str:
 
 def write_report(workspace, name: str, column: str = "task", bins: int = 50, top: int = 10) -> dict:
     """Write ``index/<name>/fidelity.csv``, ``fidelity.json`` (fidelity per phase and part, declared
-    changes, reuse, clusters), ``mixture.png`` (stacked shares of ``column`` over steps, parts marked)
-    and, when a phase requests clusters, ``clusters.png`` (per phase/part: requested vs realized slots
+    changes, reuse, clusters), ``mixture.png`` (stacked shares of ``column`` over steps, parts marked),
+    ``fidelity.png`` (per phase and part, requested vs realized shares of each target column) and,
+    when a phase requests clusters, ``clusters.png`` (per phase/part: requested vs realized slots
     of the ``top`` clusters, and a histogram of realized slots per cluster).  Returns the paths and
     the tables."""
     import matplotlib
@@ -193,9 +194,38 @@ def write_report(workspace, name: str, column: str = "task", bins: int = 50, top
     plt.close(fig)
     out = {"csv": str(csv), "png": str(png), "max_abs_diff": float(df["diff"].abs().max()) if len(df) else 0.0,
            "changes": changes, "reuse": ru, "fidelity": df, "clusters": cl}
+    if len(df):
+        out["fidelity_png"] = str(_fidelity_plot(idx, df, top, plt))
     if len(cl):
         out["clusters_png"] = str(_cluster_plot(idx, cl, top, plt))
     return out
+
+
+def _fidelity_plot(idx, df: pd.DataFrame, top: int, plt):
+    """``fidelity.png``: one row per phase and part, one panel per target column: requested vs realized
+    shares of its ``top`` values (largest request first)."""
+    units_ = list(df.groupby(["phase", "part"], sort=True))
+    ncol = max(g["column"].nunique() for _, g in units_)
+    fig, axes = plt.subplots(len(units_), ncol, figsize=(4.2 * ncol, 3.0 * len(units_)), squeeze=False)
+    for row, ((phase, part), g) in zip(axes, units_):
+        for ax in row:
+            ax.axis("off")
+        for ax, (col, h) in zip(row, g.groupby("column", sort=True)):
+            ax.axis("on")
+            h = h.sort_values(["requested", "value"], ascending=[False, True]).head(top)
+            x = np.arange(len(h))
+            ax.bar(x - 0.2, h["requested"], width=0.4, label="requested")
+            ax.bar(x + 0.2, h["realized"], width=0.4, label="realized")
+            ax.set_xticks(x, [str(v) for v in h["value"]], rotation=90, fontsize=6)
+            lo, hi = int(h["start_step"].iloc[0]), int(h["end_step"].iloc[0])
+            ax.set_title(f"phase {phase}{' part ' + part if part else ''} [{lo}, {hi}): {col}", fontsize=8)
+            ax.set_ylabel("share of slots", fontsize=7)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = idx.dir / "fidelity.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
 
 
 def _cluster_plot(idx, cl: pd.DataFrame, top: int, plt):

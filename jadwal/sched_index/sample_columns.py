@@ -127,7 +127,7 @@ def _build_locked(shard_dir: Path, samples_sha256: str | None) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    pf = pq.ParquetFile(src_path, memory_map=True)
+    pf = pq.ParquetFile(src_path, memory_map=False)  # read, not mapped: mapped pages count as resident
     n = pf.metadata.num_rows
     names = set(pf.schema_arrow.names)
     cols = ["id", "stream", "shard_id", "pos", "offset", "size"] + (["sha1"] if "sha1" in names else [])

@@ -17,7 +17,9 @@ phase may omit it (the rest of the run).  Other top-level keys: ``shards`` (shar
 the workspace has one), ``split`` (only samples of this split, default ``train`` when the column has it),
 ``on_exhaustion`` (``repeat`` | ``stop`` | ``fail``, or a mapping ``{default: …, <stream>: …}``),
 ``fallback`` (``none`` | ``substitute``), ``policy_modules`` (Python files that register policies),
-``num_buckets``/``bucket_window`` (duration mode), ``plan_memory`` (see below).
+``num_buckets``/``bucket_window`` (duration mode), ``plan_memory`` (see below).  Every phase also
+takes ``modality: audio | text | any`` (default per policy, see docs/sched_index.md); a sweep
+(``jadwal plan --sweep KEY=V1,V2,…``) is a family of specs, one per value (:func:`sweep_specs`).
 
 Bounds (checked while loading, before anything is planned or allocated): the spec text is at most
 :data:`MAX_SPEC_BYTES`; its YAML at most :data:`MAX_SPEC_NODES` nodes with every alias use counted
@@ -368,3 +370,69 @@ def resolve_phase_steps(spec: Spec, n_samples: int, samples_per_step: float) -> 
         ph.start, ph.end = start, start + n
         start += n
     return total
+
+
+_SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*(\.[A-Za-z_][A-Za-z0-9_]*(\[\d+\])*)*$")
+
+
+def parse_sweep(text: str) -> tuple[list, list, str]:
+    """``KEY=V1,V2,…`` → (path of keys and list indexes, values, leaf name).  KEY is dotted with list
+    indexes (``phases[0].switch``, ``phases[1].ads.cluster_weights``, ``seed``); each value is a YAML
+    scalar (``0.25`` → float, ``100`` → int, ``size`` → str)."""
+    key, sep, vals = str(text).partition("=")
+    key = key.strip()
+    if not sep or not _SWEEP_KEY.match(key) or not vals.strip():
+        raise SpecError(f"--sweep {text!r}: expected KEY=V1,V2,… with KEY like phases[0].switch")
+    path: list = []
+    for tok in key.split("."):
+        name, *idx = re.split(r"\[", tok)
+        path.append(name)
+        path.extend(int(i.rstrip("]")) for i in idx)
+    values = []
+    for v in vals.split(","):
+        x = _safe_yaml(v.strip(), f"--sweep value {v.strip()!r}")
+        if not isinstance(x, (int, float, str)) or isinstance(x, bool) or x == "":
+            raise SpecError(f"--sweep {key}: value {v!r} is not a number or a word")
+        values.append(x)
+    if len(set(map(str, values))) != len(values):
+        raise SpecError(f"--sweep {key}: values repeat")
+    return path, values, str(path[-1]) if isinstance(path[-1], str) else key
+
+
+def sweep_specs(source, text: str) -> list[tuple[str, dict]]:
+    """The specs of a sweep: ``source`` (path, YAML text or dict) with KEY set to each value of
+    ``KEY=V1,V2,…`` (:func:`parse_sweep`), each validated by :func:`load_spec`; returned as
+    ``(name suffix, raw spec)`` with suffix ``<leaf><number>`` (``switch0.25``) or ``<leaf>-<word>``
+    (``cluster_weights-size``)."""
+    import copy
+
+    base = load_spec(source)
+    path, values, leaf = parse_sweep(text)
+    where = "--sweep " + text.partition("=")[0].strip()
+    out = []
+    for v in values:
+        raw = copy.deepcopy(base.raw)
+        node = raw
+        for k, nxt in zip(path[:-1], path[1:]):
+            ok = (isinstance(node, dict) and isinstance(k, str) and k in node) or \
+                 (isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node))
+            if not ok:
+                raise SpecError(f"{where}: the spec has no {k!r} on that path")
+            node = node[k]
+        last = path[-1]
+        if isinstance(last, int) and not (isinstance(node, list) and 0 <= last < len(node)):
+            raise SpecError(f"{where}: the spec has no item {last} on that path")
+        if isinstance(last, str) and not isinstance(node, dict):
+            raise SpecError(f"{where}: the spec has no mapping holding {last!r}")
+        node[last] = v
+        base_dir = None
+        text_src = str(source) if not isinstance(source, dict) else ""
+        if text_src and "\n" not in text_src and Path(text_src).is_file():
+            base_dir = Path(text_src).parent
+        if base_dir is not None and raw.get("policy_modules"):  # relative to the spec file, as load_spec does
+            mods = raw["policy_modules"]
+            raw["policy_modules"] = [str((base_dir / m).resolve()) if not Path(m).is_absolute() else m
+                                     for m in ([mods] if isinstance(mods, str) else mods)]
+        load_spec(raw, base_dir=base_dir)  # the swept spec is valid on its own
+        out.append((f"{leaf}{v}" if not isinstance(v, str) else f"{leaf}-{v}", raw))
+    return out

@@ -24,11 +24,13 @@ def write_synthetic_shard_set(
     set_name: str = "syn",
     text_fraction: dict[str, float] | None = None,
     split: str = "train",
+    cluster_p: list[float] | None = None,
 ) -> Workspace:
     """Write shard set ``shards/<set_name>`` with, per dataset, ``(task, labels or None, n_samples)``.
 
     ``stream_by`` picks the stream key among dataset/task/label/``cluster``; ``n_clusters`` > 0 adds a
-    ``cluster:<cluster_name>`` column (also written to ``clusters/<name>/assignments.parquet``).
+    ``cluster:<cluster_name>`` column (also written to ``clusters/<name>/assignments.parquet``), clusters
+    uniform or drawn with probabilities ``cluster_p``.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     rng = np.random.default_rng(seed)
@@ -50,7 +52,8 @@ def write_synthetic_shard_set(
     n = len(ids)
     ccol = f"cluster:{cluster_name}"
     if n_clusters:
-        cols[ccol] = rng.integers(0, n_clusters, n).astype(np.int64)
+        cols[ccol] = (rng.integers(0, n_clusters, n) if cluster_p is None
+                      else rng.choice(n_clusters, size=n, p=cluster_p)).astype(np.int64)
     key_cols = [ccol if k == "cluster" else k for k in stream_by]
     # a missing key value is spelled "null" in stream names, as the shard writer does
     key_strs = [pc.fill_null(pc.cast(pa.array(cols[k]), pa.string()), "null") for k in key_cols]

@@ -163,7 +163,12 @@ def default_opener(url: str) -> BinaryIO:
     if "://" in url:
         import fsspec
 
-        return fsspec.open(url, "rb").open()
+        f = fsspec.open(url, "rb").open()
+        if url.startswith("memory://"):  # fsspec hands every open the same stored object: one shared position
+            from fsspec.implementations.memory import MemoryFile
+
+            f = MemoryFile(None, None, f.getvalue())
+        return f
     return open(url, "rb", buffering=0)
 
 

@@ -76,16 +76,22 @@ class _Reader:
         self.handles: dict[int, tuple[ShardHandle, int]] = {}
         self.buffer: dict[int, dict[str, bytes]] = {}
         self.max_buffer = 0
+        self.buffer_bytes = 0  # sample bytes held in the buffer now
+        self.max_buffer_bytes = 0
+        self.sample_bytes_read = 0  # sample bytes read from shards (what a resume re-reads counts here too)
+        self.bytes_delivered = 0
         self.opens = 0
         self.current_step: int | None = None  # the step being prepared (for messages)
 
     # -- delivery --------------------------------------------------------------------------------
     def fetch(self, i: int) -> dict[str, bytes]:
         """Raw members of slot ``i`` (reading its stream forward up to it when needed)."""
+        p = self.plan
         got = self.buffer.pop(i, None)
         if got is not None:
+            self.buffer_bytes -= int(p.size[i])
+            self.bytes_delivered += int(p.size[i])
             return got
-        p = self.plan
         s = int(p.stream[i])
         g = int(p.rank_in_order[i])
         if g < self.cursor[s]:
@@ -96,9 +102,13 @@ class _Reader:
             j = int(p.order[c])
             members = self._read(s, c, j)
             self.cursor[s] = c + 1
+            self.sample_bytes_read += int(p.size[j])
             if j == i:
+                self.bytes_delivered += int(p.size[j])
                 return members
             self.buffer[j] = members
+            self.buffer_bytes += int(p.size[j])
+            self.max_buffer_bytes = max(self.max_buffer_bytes, self.buffer_bytes)
             if len(self.buffer) > self.max_buffer:
                 self.max_buffer = len(self.buffer)
                 if self.max_buffer > self.ds.buffer_bound:
@@ -161,7 +171,8 @@ class _Reader:
             first = True
         else:
             h = self.handles[s][0]
-            first = False
+            # a resume skips what this reader delivered before its start step with one forward seek
+            first = bool(p.resume_hole[c]) and ds.seek_gap is not None
         url = h.url
         try:
             h.advance_to(off, first=first)
@@ -463,6 +474,10 @@ class ScheduleDataset(IterableDataset):
             self.stats = {
                 "opens": sum(r.opens for r in readers.values()),
                 "max_buffer": max([r.max_buffer for r in readers.values()] + [0]),
+                # bytes of raw samples held by one reader's buffer at most, and over all readers of this process
+                "max_buffer_bytes": max([r.max_buffer_bytes for r in readers.values()] + [0]),
+                "sample_bytes_read": sum(r.sample_bytes_read for r in readers.values()),
+                "bytes_delivered": sum(r.bytes_delivered for r in readers.values()),
             }
             for r in readers.values():
                 r.close()

@@ -40,6 +40,8 @@ class ReadPlan:
     stream_start: np.ndarray  # [n_streams] first position in ``order`` of each stream
     visit_start: np.ndarray  # bool per position in ``order``: a new shard open starts here
     visit_end: np.ndarray  # bool per position in ``order``: the shard is closed after it
+    resume_hole: np.ndarray  # bool per position in ``order``: the bytes before it (same visit) hold samples
+    # this reader delivered before the start step (a resume skips them with a seek, whatever their size)
 
     def step_slots(self, k: int) -> range:
         return range(int(self.bounds[k]), int(self.bounds[k + 1]))
@@ -50,8 +52,13 @@ def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
     steps, bounds, rows, vpos = idx.reader_slots(rank, worker, start)
     c = idx.sample_rows(rows)  # only these rows: memory and time in proportion to the reader's slots
     n = len(rows)
-    names, stream_codes = (np.unique(c.stream, return_inverse=True) if n else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-    stream_codes = stream_codes.reshape(-1).astype(np.int64)
+    # streams coded by first appearance in delivery order (the order shards are first opened in)
+    uniq, first_at, inverse = np.unique(c.stream, return_index=True, return_inverse=True)
+    by_first = np.argsort(first_at, kind="stable")
+    code_of = np.empty(len(uniq), np.int64)
+    code_of[by_first] = np.arange(len(uniq))
+    names = uniq[by_first]
+    stream_codes = code_of[inverse.reshape(-1)] if n else np.zeros(0, np.int64)
     shard_id, pos = c.shard_id, c.pos
     order = np.lexsort((vpos, stream_codes)) if n else np.zeros(0, np.int64)
     rank_in_order = np.empty(n, dtype=np.int64)
@@ -72,9 +79,32 @@ def build_read_plan(idx, rank: int, worker: int, start: int) -> ReadPlan:
         first = np.flatnonzero(new_stream)
         stream_start[so[first]] = first
     step_of = np.repeat(steps, np.diff(bounds))
+    resume_hole = _resume_holes(idx, rank, worker, start, c.stream[order] if n else np.zeros(0, np.int64),
+                                vpos[order] if n else np.zeros(0, np.int64), visit_start)
     return ReadPlan(
         steps=steps, bounds=bounds, rows=rows, ids=c.ids, shard_id=shard_id, pos=pos, offset=c.offset, size=c.size,
         sha1=c.sha1,
         step_of=step_of, stream=stream_codes, order=order, rank_in_order=rank_in_order,
-        stream_start=stream_start, visit_start=visit_start, visit_end=visit_end,
+        stream_start=stream_start, visit_start=visit_start, visit_end=visit_end, resume_hole=resume_hole,
     )
+
+
+def _resume_holes(idx, rank: int, worker: int, start: int, gstream: np.ndarray, vo: np.ndarray,
+                  visit_start: np.ndarray) -> np.ndarray:
+    """Per position in the read order: does a sample this reader delivered before ``start`` lie between it
+    and the previous position of its visit?  (Only mixed streams resumed mid-run have such holes: the
+    samples buffered at ``start`` are read again, those delivered between them are not.)"""
+    n = len(vo)
+    hole = np.zeros(n, dtype=bool)
+    if n < 2 or start <= idx.start_step or int(idx.meta.get("max_buffer", 0) or 0) == 0:
+        return hole
+    _, _, prow, pv = idx.reader_slots(rank, worker, idx.start_step, start)
+    if not len(prow):
+        return hole
+    ps = idx.sample_rows(prow, with_ids=False).stream  # same stream codes as ``gstream``
+    big = int(max(int(pv.max()), int(vo.max()))) + 2
+    past = np.sort(ps * big + pv)
+    key = gstream * big + vo
+    between = np.searchsorted(past, key[1:], side="left") - np.searchsorted(past, key[:-1], side="right")
+    hole[1:] = (between > 0) & ~visit_start[1:]
+    return hole

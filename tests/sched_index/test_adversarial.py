@@ -176,15 +176,17 @@ def draw_phase(draw, corpus, steps, modalities):
         return {"policy": "mix", "by": by, "weights": w}
     if p == "pool":
         return {"policy": "pool", "by": "task", "factor": draw(st.integers(1, 3))}
-    if p == "ads":
-        return {"policy": "ads", "clusters": "k3"}
+    if p == "ads":  # ads keeps audio by default: a corpus drawn without audio samples asks for any
+        return {"policy": "ads", "clusters": "k3", **({} if "audio" in modalities else {"modality": "any"})}
     if p == "gst":
         return {"policy": "gst", "groups": _partition(draw, datasets, steps)}
     if p == "tpc":
         return {"policy": "tpc", "stages": _partition(draw, tasks, steps),
                 "replay": draw(st.sampled_from([0.0, 0.25]))}
     if p == "hybrid":
-        return {"policy": "hybrid", "switch": 0.5, "tpc": {"stages": [tasks]}, "ads": {"clusters": "k3"}}
+        # hybrid keeps audio by default: its stages name every task, some of which may be text only
+        return {"policy": "hybrid", "switch": 0.5, "tpc": {"stages": [tasks]}, "ads": {"clusters": "k3"},
+                **({"modality": "any"} if "text" in modalities else {})}
     return {"policy": "speech_curriculum", "text_only": 0.5, "speech_fraction": 0.25}
 
 
@@ -208,6 +210,8 @@ def test_random_multiphase_specs(tmp_path_factory, corpus, data, world, readers,
         if kind == "epochs":
             ph = data.draw(st.sampled_from([{"policy": "mix"}, {"policy": "ads", "clusters": "k3"},
                                             {"policy": "mix", "by": "task", "weights": "uniform"}]))
+            if ph["policy"] == "ads" and "audio" not in mods:
+                ph["modality"] = "any"  # ads keeps audio by default
             ph["length"] = {"epochs": data.draw(st.sampled_from([0.05, 0.1, 0.3]))}
         else:
             n = data.draw(st.integers(1, 12))
