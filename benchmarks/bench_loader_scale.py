@@ -66,12 +66,14 @@ def child(ws: str, step: str, n: int) -> dict:
     if step == "columns":
         from jadwal.sched_index import sample_columns
 
-        sample_columns.build(os.path.join(ws, "shards", "syn"))
+        shard_dir = os.path.join(ws, "shards", "syn")
+        shutil.rmtree(sample_columns.columns_dir(shard_dir), ignore_errors=True)  # measure a fresh build
+        sample_columns.build(shard_dir)
     elif step == "plan":
         from jadwal.sched_index.planner import build_index
 
         batch = 8 * 64
-        spec = {"seed": 1, "batch_size": batch, "steps": n // batch, "world_size": 8, "readers_per_rank": 4,
+        spec = {"seed": 1, "batch_size": batch, "steps": int(os.environ.get("BENCH_STEPS") or n // batch), "world_size": 8, "readers_per_rank": 4,
                 "buffer": 0, "phases": [{"policy": "mix", "by": "dataset", "weights": {"temperature": 2.0}}]}
         meta = build_index(ws, spec, NAME, progress=False)
         extra["streams"] = len(meta["streams"])
@@ -153,6 +155,9 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where the synthetic workspaces go (default: a temp dir)")
     ap.add_argument("--replicate", nargs=2, metavar=("BASE_WS", "COPIES"),
                     help="instead of --sizes: COPIES × the shard set of a kept workspace (e.g. 5 × 10M = 50M)")
+    ap.add_argument("--run-steps", type=int, default=None,
+                    help="plan this many steps at every size (default: one epoch); fixes each reader's slots so "
+                         "that only the corpus grows")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic workspaces (in --workdir)")
     ap.add_argument("--child", nargs=3, metavar=("WS", "STEP", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -161,6 +166,9 @@ def main() -> None:
         print(json.dumps(child(ws, step, int(n))))
         return
     from bench_plan import make
+
+    if args.run_steps:
+        os.environ["BENCH_STEPS"] = str(args.run_steps)
 
     rows = []
     for n in ([None] if args.replicate else args.sizes):

@@ -2,7 +2,7 @@
 
 Outputs in ``clusters/<name>/`` (default name ``k<K>``, K as requested):
 
-* ``assignments.parquet`` — **the contract** read by ``jadwal shard --by cluster:NAME``,
+* ``assignments.parquet`` — **the contract** (:mod:`jadwal.shards.clusters`) read by ``jadwal shard --by cluster:NAME``,
   ``jadwal shard regroup`` and the ``ads``/``hybrid`` scheduling policies: one row per sample of the
   embeddings' shard set, in its ``samples.parquet`` order, columns ``id`` (string), ``cluster``
   (int64, ``0..k-1``; ``-1`` for text-only samples, which have no audio and no embedding) and
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..shards.clusters import ASSIGNMENTS, ASSIGNMENTS_SCHEMA
 from ..workspace import StageOutput, Workspace, atomic_path
 
 log = logging.getLogger("jadwal.cluster")
 
-ASSIGNMENTS = "assignments.parquet"
 CENTROIDS = "centroids.npy"
 REPORT = "report.json"
 NO_AUDIO = -1
@@ -344,7 +344,7 @@ def _cluster_embeddings(
         "id": pa.array(all_ids, pa.string()),
         "cluster": pa.array(cluster_col, pa.int64()),
         "distance": pa.array(dist_col, pa.float32()),
-    })
+    }, schema=ASSIGNMENTS_SCHEMA)
     so.parquet(ASSIGNMENTS, table)
     with so.file(CENTROIDS) as tmp:
         with open(tmp, "wb") as f:

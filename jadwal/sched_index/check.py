@@ -1,33 +1,42 @@
 """An independent checker of a scheduling index.
 
 It reads only what any consumer can read — :func:`open_index` (``plan``/``rows``, ``meta``) and the shard
-set's ``samples.parquet``/``shards.parquet`` — never the planner's internals, and re-derives the
-properties of ARCHITECTURE.md by simulating each reader:
+set's ``samples.parquet``/``shards.parquet`` (and cluster assignments, :mod:`jadwal.shards.clusters`) —
+never the planner's internals, and re-derives the properties of docs/sched_index.md ("Properties and how
+they are proven"; the layers and contracts are in docs/architecture.md), one function per property over
+a shared slot table (:class:`_SlotTable`), each reporting failures in the :class:`CheckReport`:
 
-0. *intact*     the index files are those meta.json records (sha256), phases tile the steps;
-1. *exact*      every micro-batch names existing, eligible samples (split, duration) in existing shards,
-                each of its requested cell (``requested.npy``/``cells.parquet``) unless meta declares
-                the deviation; ``vpos`` addresses the delivered sample (within a pass of a stream,
-                each shard is one run of consecutive positions, front to back), and a fresh count-mode
-                index consumes every stream's sequence without a gap (a re-plan: exactly what the
-                index it continues had left);
-2. *sequential* a reader opens a shard once per pass and reads it front to back (a sample delivered
-                after a later one of the same shard waits in the reader's buffer);
-3. *bounded*    the simulated buffer of read-but-undelivered samples never exceeds ``buffer`` nor the
-                planner's own (conservative) simulation ``max_buffer``;
-6. *distributed* every rank has every step, micro-batches are equal (or within the duration budget),
-                and within a pass no sample is delivered twice and readers own disjoint shard ranges;
-7. *faithful*   per phase, realized shares of each target column are within sampling error of the
-                requested ones (deviations counted separately);
-8. *pass order* in global step order, a sample of a stream comes back only once every eligible sample
-                of the stream has been delivered as often (:mod:`.passorder`), up to a slack of
-                ``readers × max buffer`` (0 when streams hold one cell) in count mode, and never twice
-                in a step when the stream holds that step's requests (except repeats the planner
-                declares in ``meta["stats"]["same_step_repeats_left"]``); for an index that continues
-                another (re-plan or amendment), measured on the concatenated deliveries of the chain
-                (samples matched by id), judging the steps from its start; an amendment's ledger is
-                recomputed from its parent's files.
-Determinism (4) is checked by building twice and comparing bytes (see tests).
+1. *exact*      (:func:`prop1_exact`) the index files are those meta.json records (sha256), phases tile
+                the steps; every micro-batch names existing, eligible samples (split, duration) in
+                existing shards, each of its requested cell (``requested.npy``/``cells.parquet``)
+                unless meta declares the deviation; ``vpos`` addresses the delivered sample (within a
+                pass of a stream, each shard is one run of consecutive positions, front to back), and
+                a fresh count-mode index consumes every stream's sequence without a gap (a re-plan:
+                exactly what the index it continues had left; an amendment's ledger is recomputed
+                from its parent's files); a stream whose ``on_exhaustion`` is not ``repeat`` delivers
+                no sample twice;
+2. *sequential* (:func:`prop2_sequential`) a reader reads a shard once per pass, front to back, in one
+                run no other reader interleaves (a sample delivered after a later one of the same
+                shard waits in the reader's buffer);
+3. *bounded*    (:func:`prop3_bounded`) the simulated buffer of read-but-undelivered samples never
+                exceeds ``buffer`` nor the planner's own (conservative) simulation ``max_buffer``;
+6. *distributed* (:func:`prop6_distributed`) every rank has every step, micro-batches are equal (or
+                within the duration budget, none empty), and within a pass no sample is delivered twice;
+7. *faithful*   (:func:`prop7_faithful`) per phase and part, realized shares of each target column
+                (:mod:`.targets`) are within sampling error of the requested ones (deviations counted
+                separately), and a phase's ``modality`` delivers no other;
+8. *pass order* (:func:`prop8_pass_order`) in global step order, a sample of a stream comes back only
+                once every eligible sample of the stream has been delivered as often (:mod:`.passorder`),
+                up to a slack of ``readers × max buffer`` (0 when streams hold one cell) in count mode,
+                and never twice in a step when the stream holds that step's requests (except repeats the
+                planner declares in ``meta["stats"]["same_step_repeats_left"]``); for an index that
+                continues another (re-plan or amendment), measured on the concatenated deliveries of the
+                chain (samples matched by id), judging the steps from its start.
+
+Determinism (4) is checked by building twice and comparing bytes, resumability (5) by the loader's
+tests (``tests/sched_index``, ``tests/trainer``).  Readers follow :class:`.format.ReaderLayout`.
+Vectorized branches whose integer keys could overflow have a slower fallback (``_LIM``, ``_DENSE``);
+``tests/sched_index/test_check_properties.py`` runs the checker with the fallbacks forced and compares.
 """
 from __future__ import annotations
 
@@ -39,11 +48,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..shards.clusters import CLUSTER_PREFIX, AssignmentError, assignments_path, cluster_name, read_assignments
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
 from ..workspace import sha256_file
 from . import format as F
 from .ledger import Ledger, delivered_before, id_column
 from .reader import open_index
+from .targets import TargetColumns
 
 
 @dataclass
@@ -63,44 +74,97 @@ class CheckReport:
         return "\n".join(lines)
 
 
+# numbers in the order ``str(report)`` prints them (properties run in their own order)
+_NUMBERS = ("max_buffer", "shard_opens", "slots", "pass_order", "pass_order_slack", "same_step_repeats",
+            "continuation", "ledger", "ledger_samples", "worst_fidelity_sigmas")
+
+
 def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> CheckReport:
+    """Every property of index ``name`` (one function each, numbered as in docs/sched_index.md), failures
+    reported, never raised; the index must open (:func:`open_index`)."""
     idx = open_index(workspace, name)
     rep = CheckReport()
+    t = _slot_table(idx, rep)
+    if t is not None:
+        prop1_exact(t, rep)
+        rs = _ReaderSequence.simulate(t)
+        prop2_sequential(t, rep, rs)
+        prop3_bounded(t, rep, rs)
+        prop6_distributed(t, rep, rs)
+        max_buf = rs.max_buffer
+        del rs
+        prop8_pass_order(t, rep, max_buf)
+        prop7_faithful(t, rep, tolerance_sigmas)
+    order = {k: i for i, k in enumerate(_NUMBERS)}
+    rep.numbers = dict(sorted(rep.numbers.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return rep
+
+
+@dataclass
+class _SlotTable:
+    """What every property reads: the shard set's samples and every slot of the index.
+
+    Micro-batch ``i`` is (step ``start + i // W``, rank ``i % W``); its slots are ``plan[a[i]:b[i]]``
+    (``lens``, and ``cum``: their start among all slots).  Slots of micro-batches whose rows are out of
+    range are dropped from the ``*_v`` arrays (``valid``: per micro-batch)."""
+
+    idx: object
+    samples: "_Samples"
+    shard_id: np.ndarray  # per sample row
+    pos: np.ndarray
+    duration: np.ndarray
+    known_shards: set
+    scode_raw: np.ndarray  # stream code per sample row …
+    svals: list  # … and the stream values (first appearance order)
+    arrays: tuple  # plan.npy, vpos.npy, offsets.npy
+    lens: np.ndarray  # per micro-batch
+    cum: np.ndarray
+    rows_s: np.ndarray  # per slot (every micro-batch)
+    oor: np.ndarray  # per micro-batch: a row out of range
+    valid: np.ndarray
+    rows_v: np.ndarray  # per slot of a valid micro-batch
+    mb_v: np.ndarray
+    vpos_v: np.ndarray
+    ph_pos: np.ndarray  # per step: position of its phase in meta["phases"]
+    unknown: np.ndarray  # per micro-batch: a shard not in shards.parquet
+
+    @property
+    def meta(self) -> dict:
+        return self.idx.meta
+
+    @property
+    def W(self) -> int:
+        return self.idx.world_size
+
+    @property
+    def start(self) -> int:
+        return self.idx.start_step
+
+    @property
+    def n_steps(self) -> int:
+        return self.idx.num_steps - self.idx.start_step
+
+
+def _slot_table(idx, rep: CheckReport) -> _SlotTable | None:
+    """The slot table; ``None`` (with the failure reported) when a step lies past the last phase."""
     sdir = idx.ws.path("shards", idx.shard_set)
     samples = _Samples(sdir / SAMPLES_FILE)
     shards = pq.read_table(sdir / SHARDS_FILE)
     n_rows = samples.num_rows
     shard_id = samples.column("shard_id").to_numpy()
-    pos = samples.column("pos").to_numpy()
-    duration = np.nan_to_num(samples.column("duration_s").to_numpy(zero_copy_only=False).astype(float))
     known_shards = set(shards.column("shard_id").to_pylist())
     known = np.array(sorted(x for x in known_shards if x is not None), dtype=np.int64)
-    # streams as codes: ``svals`` are the distinct values (first appearance order), ``scode_raw`` per sample
     scode_raw, svals = _encode(samples.column("stream"))
-    meta = idx.meta
-    W, nw = idx.world_size, idx.readers_per_rank
-
-    # 0: the files are those planned, and the phases tile the steps
-    for f, h in meta.get("outputs_sha256", {}).items():
-        if not (idx.dir / f).exists() or sha256_file(idx.dir / f) != h:
-            rep.fail(f"{f}: sha256 differs from meta.json (edited or damaged since planning)")
-    phases = meta["phases"]
-    # a re-plan lists the phase it cut at its start step as starting there
-    S = idx.start_step
-    if (not phases or phases[0]["start_step"] not in (0, S) or phases[-1]["end_step"] != idx.num_steps
-            or any(b["start_step"] != a["end_step"] and not (b["start_step"] == S and a["end_step"] <= S)
-                   for a, b in pairwise(phases))
-            or any(p["end_step"] <= p["start_step"] for p in phases)):
-        rep.fail(f"phases {[(p['start_step'], p['end_step']) for p in phases]} do not tile the run's "
-                 f"{idx.num_steps} steps")
-    for p in phases:
-        if not meta.get("max_duration") and p["end_step"] > idx.start_step and p["micro_batch"] * W != p["slots_per_step"]:
-            rep.fail(f"phase {p['index']}: micro-batch {p['micro_batch']} × world size {W} ≠ {p['slots_per_step']} slots per step")
-
-    # 1 + 6: structure, exactness, equal micro-batches.  Micro-batch i is (step S + i // W, rank i % W).
-    plan_all, vpos_all, off = _arrays(idx)
-    n_mb = len(off) - 1
+    W, S = idx.world_size, idx.start_step
     n_steps = idx.num_steps - S
+    steps = S + np.arange(n_steps, dtype=np.int64)
+    ph_pos = np.searchsorted(idx._phase_ends, steps, side="right") if n_steps else np.zeros(0, np.int64)
+    if len(ph_pos) and int(ph_pos.max()) >= len(idx.meta["phases"]):
+        rep.fail(f"steps from {int(steps[np.argmax(ph_pos >= len(idx.meta['phases']))])} lie past the last "
+                 "phase of meta.json")
+        return None
+    plan_all, vpos_all, off = arrays = _arrays(idx)
+    n_mb = len(off) - 1
     a, b = _slice_bounds(off[:-1], len(plan_all)), _slice_bounds(off[1:], len(plan_all))
     lens = np.maximum(b - a, 0)
     cum = np.r_[0, np.cumsum(lens)].astype(np.int64)
@@ -120,144 +184,197 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
         vpos_s = vpos_all
     else:
         va, vb = _slice_bounds(off[:-1], lv), _slice_bounds(off[1:], lv)
-        vl = np.maximum(vb - va, 0)
-        ok_len = vl == lens
+        ok_len = np.maximum(vb - va, 0) == lens
         vix = np.repeat(va - cum[:-1], lens) + np.arange(int(cum[-1]), dtype=np.int64)
         vix = np.where(np.repeat(ok_len, lens), vix, 0)
         vpos_s = vpos_all[vix] if lv else np.zeros(len(vix), np.int64)
     vpos_v = vpos_s if all_valid else vpos_s[valid[np.repeat(np.arange(n_mb), lens)]]
+    t = _SlotTable(idx, samples, shard_id, samples.column("pos").to_numpy(),
+                   np.nan_to_num(samples.column("duration_s").to_numpy(zero_copy_only=False).astype(float)),
+                   known_shards, scode_raw, svals, arrays, lens, cum, rows_s, oor, valid, rows_v, mb_v, vpos_v,
+                   ph_pos, np.bincount(mb_v[~np.isin(shard_id[rows_v], known)], minlength=n_mb) > 0)
+    return t
 
-    unknown = np.bincount(mb_v[~np.isin(shard_id[rows_v], known)], minlength=n_mb) > 0
-    steps = S + np.arange(n_steps, dtype=np.int64)
-    ph_pos = np.searchsorted(idx._phase_ends, steps, side="right") if n_steps else np.zeros(0, np.int64)
-    if len(ph_pos) and int(ph_pos.max()) >= len(phases):
-        raise IndexError("list index out of range")  # a step past the last phase
-    max_dur = meta.get("max_duration")
-    mb_ph = np.repeat(ph_pos, W)
-    if max_dur:
-        dsum = np.bincount(mb_v, weights=duration[rows_v], minlength=n_mb)
-        size_flag = dsum > max_dur + 1e-6 - 1e-7  # candidates, decided exactly below
-    else:
-        mbsz = np.array([p["micro_batch"] for p in phases], dtype=np.int64)
-        size_flag = lens != (mbsz[mb_ph] if len(mb_ph) else np.zeros(0, np.int64))
-    flag = oor | (valid & (unknown | size_flag))
-    lv2 = lens.reshape(n_steps, W)
-    vv2 = valid.reshape(n_steps, W)
-    big = np.iinfo(np.int64).max
-    smax = np.where(vv2, lv2, -1).max(axis=1) if W else np.zeros(n_steps, np.int64)
-    smin = np.where(vv2, lv2, big).min(axis=1) if W else np.zeros(n_steps, np.int64)
-    step_flag = flag.reshape(n_steps, W).any(axis=1) | (vv2 & (lv2 == 0)).any(axis=1)
-    if max_dur and meta.get("equal_counts", False):
-        step_flag |= vv2.any(axis=1) & (smax != smin)
-    for k in np.flatnonzero(step_flag).tolist():
-        t = S + k
-        ph = phases[int(ph_pos[k])]
-        sizes = []
-        for r in range(W):
-            i = k * W + r
-            rows = rows_s[cum[i]:cum[i + 1]]
-            if oor[i]:
-                rep.fail(f"step {t} rank {r}: sample rows out of range")
-                continue
-            if unknown[i]:
-                bad = set(shard_id[rows].tolist()) - known_shards
-                if bad:
-                    rep.fail(f"step {t} rank {r}: shards {sorted(bad)[:3]} not in shards.parquet")
-            sizes.append(len(rows))
-            if max_dur:
-                if size_flag[i] and duration[rows].sum() > max_dur + 1e-6:
-                    rep.fail(f"step {t} rank {r}: {duration[rows].sum():.2f} s over the budget {max_dur} s")
-            elif len(rows) != ph["micro_batch"]:
-                rep.fail(f"step {t} rank {r}: {len(rows)} samples, phase micro-batch is {ph['micro_batch']}")
-        if max_dur and len(set(sizes)) > 1 and meta.get("equal_counts", False):
-            rep.fail(f"step {t}: unequal micro-batch sizes {sizes}")
-        if any(s == 0 for s in sizes):
-            rep.fail(f"step {t}: an empty micro-batch")
-    delivered = np.bincount(rows_v, minlength=n_rows)
 
+def prop1_exact(t: _SlotTable, rep: CheckReport) -> None:
+    """1. *exact*: the index files are those meta.json records and its phases tile the steps; every
+    micro-batch names existing, eligible samples in existing shards, each of its requested cell unless
+    meta declares the deviation; ``vpos`` addresses the delivered sample and no stream's sequence has a
+    gap; a stream that must not repeat delivers no sample twice."""
+    idx, meta, W, S = t.idx, t.meta, t.W, t.start
+    for f, h in meta.get("outputs_sha256", {}).items():
+        if not (idx.dir / f).exists() or sha256_file(idx.dir / f) != h:
+            rep.fail(f"{f}: sha256 differs from meta.json (edited or damaged since planning)")
+    phases = meta["phases"]
+    # a re-plan lists the phase it cut at its start step as starting there
+    if (not phases or phases[0]["start_step"] not in (0, S) or phases[-1]["end_step"] != idx.num_steps
+            or any(b["start_step"] != a["end_step"] and not (b["start_step"] == S and a["end_step"] <= S)
+                   for a, b in pairwise(phases))
+            or any(p["end_step"] <= p["start_step"] for p in phases)):
+        rep.fail(f"phases {[(p['start_step'], p['end_step']) for p in phases]} do not tile the run's "
+                 f"{idx.num_steps} steps")
+    for i in np.flatnonzero(t.oor | (t.valid & t.unknown)).tolist():
+        step, r = S + i // W, i % W
+        if t.oor[i]:
+            rep.fail(f"step {step} rank {r}: sample rows out of range")
+            continue
+        bad = set(t.shard_id[t.rows_s[t.cum[i]:t.cum[i + 1]]].tolist()) - t.known_shards
+        if bad:
+            rep.fail(f"step {step} rank {r}: shards {sorted(bad)[:3]} not in shards.parquet")
     # passes: the k-th delivery of a sample belongs to pass k of its stream
-    stream_passes = np.zeros(len(svals), dtype=np.int64)
-    np.maximum.at(stream_passes, scode_raw, delivered)
+    delivered = np.bincount(t.rows_v, minlength=t.samples.num_rows)
+    stream_passes = np.zeros(len(t.svals), dtype=np.int64)
+    np.maximum.at(stream_passes, t.scode_raw, delivered)
     exh = meta["spec"].get("on_exhaustion", "repeat")
     exh = {"default": exh} if isinstance(exh, str) else {"default": "repeat", **exh}
-    for s, c in zip(svals, stream_passes.tolist()):
+    for s, c in zip(t.svals, stream_passes.tolist()):
         if exh.get(s, exh["default"]) != "repeat" and c > 1:
             rep.fail(f"stream {s!r}: a sample delivered {c} times but on_exhaustion is not repeat")
+    _check_exact(idx, rep, t.samples, t.scode_raw, t.svals, t.shard_id, t.pos, t.duration, t.arrays)
 
-    # 2 + 3 + disjointness: simulate every reader.  The pass of a delivery is its virtual position
-    # (vpos.npy, part of the index format) divided by the stream's eligible sample count.
-    # Readers in order, each delivering its micro-batches in step order: slot j of that sequence is time j.
-    n_stream = meta["streams"]
-    mb_reader = (np.arange(n_mb, dtype=np.int64) % W) * nw + steps.repeat(W) % nw if n_mb else np.zeros(0, np.int64)
-    vmb = np.flatnonzero(valid)
-    vmb = vmb[np.argsort(mb_reader[vmb], kind="stable")]
-    vlen = lens[vmb]
-    vcum = np.r_[0, np.cumsum(lens * valid)].astype(np.int64)  # start of each mb among the valid slots
-    order = np.repeat(vcum[vmb] - np.r_[0, np.cumsum(vlen)][:-1], vlen) + np.arange(int(vlen.sum()), dtype=np.int64)
-    seq = rows_v[order]
-    vp = np.asarray(vpos_v[order], dtype=np.int64)
-    rd = np.repeat(mb_reader[vmb], vlen)
-    del order
-    code_seq = scode_raw[seq]
-    n_code = np.array([n_stream.get(v, -1) if isinstance(v, str) else -1 for v in svals], dtype=np.int64)
-    used = np.bincount(code_seq, minlength=len(svals)) > 0
-    missing = np.flatnonzero(used & (n_code < 0))
-    for c in missing.tolist():
-        if svals[c] not in n_stream:
-            raise KeyError(svals[c])
-    pass_of = vp // np.maximum(n_code[code_seq], 1)
-    del vp, code_seq
-    sh_seq = shard_id[seq].astype(np.int64)
-    p_seq = pos[seq].astype(np.int64)
-    _check_twice(rep, seq, pass_of)
-    total_opens = _check_disjoint(rep, sh_seq, pass_of, p_seq, rd)
-    max_buf = _buffer(rd, sh_seq, pass_of, p_seq)
-    del seq, rd, sh_seq, p_seq, pass_of
+
+@dataclass
+class _ReaderSequence:
+    """Every valid slot in reader order (readers in order, each delivering its micro-batches in step
+    order: slot j of that sequence is time j), with its sample row, shard, position, pass and reader.
+    The pass of a delivery is its virtual position divided by the stream's eligible sample count."""
+
+    seq: np.ndarray
+    pass_of: np.ndarray
+    sh: np.ndarray
+    pos: np.ndarray
+    reader: np.ndarray
+    unknown_streams: list  # stream values delivered that meta.json does not count
+    _max_buffer: int | None = None
+
+    @classmethod
+    def simulate(cls, t: _SlotTable) -> _ReaderSequence:
+        n_mb = len(t.lens)
+        rl = F.ReaderLayout.of(t.idx)
+        mb_reader = rl.grid(t.start, t.start + t.n_steps).reshape(-1) if n_mb else np.zeros(0, np.int64)
+        vmb = np.flatnonzero(t.valid)
+        vmb = vmb[np.argsort(mb_reader[vmb], kind="stable")]
+        vlen = t.lens[vmb]
+        vcum = np.r_[0, np.cumsum(t.lens * t.valid)].astype(np.int64)  # start of each mb among the valid slots
+        order = (np.repeat(vcum[vmb] - np.r_[0, np.cumsum(vlen)][:-1], vlen)
+                 + np.arange(int(vlen.sum()), dtype=np.int64))
+        seq = t.rows_v[order]
+        vp = np.asarray(t.vpos_v[order], dtype=np.int64)
+        rd = np.repeat(mb_reader[vmb], vlen)
+        del order
+        n_stream = t.meta["streams"]
+        code_seq = t.scode_raw[seq]
+        n_code = np.array([n_stream.get(v, -1) if isinstance(v, str) else -1 for v in t.svals], dtype=np.int64)
+        used = np.bincount(code_seq, minlength=len(t.svals)) > 0
+        unknown = [t.svals[c] for c in np.flatnonzero(used & (n_code < 0)).tolist()]
+        pass_of = vp // np.maximum(n_code[code_seq], 1)
+        return cls(seq, pass_of, t.shard_id[seq].astype(np.int64), t.pos[seq].astype(np.int64), rd, unknown)
+
+    @property
+    def max_buffer(self) -> int:
+        if self._max_buffer is None:
+            self._max_buffer = _buffer(self.reader, self.sh, self.pass_of, self.pos)
+        return self._max_buffer
+
+
+def prop2_sequential(t: _SlotTable, rep: CheckReport, rs: _ReaderSequence) -> None:
+    """2. *sequential*: a reader reads each (shard, pass) as one run front to back, a range no other
+    reader's interleaves (the disjoint ranges of property 6); ``shard_opens`` counts (reader, shard, pass)."""
+    rep.numbers["shard_opens"] = _check_disjoint(rep, rs.sh, rs.pass_of, rs.pos, rs.reader)
+
+
+def prop3_bounded(t: _SlotTable, rep: CheckReport, rs: _ReaderSequence) -> None:
+    """3. *bounded*: the simulated buffer of read-but-undelivered samples (a sample delivered after a later
+    one of its shard waits) never exceeds ``buffer`` nor the planner's own simulation ``max_buffer``."""
+    meta, max_buf = t.meta, rs.max_buffer
     rep.numbers["max_buffer"] = max_buf
-    rep.numbers["shard_opens"] = total_opens
-    rep.numbers["slots"] = int(delivered.sum())
-    del delivered
     if max_buf > meta["buffer"]:
         rep.fail(f"simulated buffer reaches {max_buf} samples, over the bound {meta['buffer']}")
     if max_buf > meta.get("max_buffer", max_buf):
         rep.fail(f"simulated buffer reaches {max_buf} samples, over the planner's simulated maximum "
                  f"{meta['max_buffer']} (its simulation must be an upper bound)")
 
-    ph_key = np.array([p["index"] for p in phases], dtype=np.int64)[mb_ph][mb_v] if len(mb_v) else np.zeros(0, np.int64)
 
-    # 8: pass order, over the whole chain of indexes this one continues
-    _check_pass_order(idx, rep, samples, rows_v, S + mb_v // W, scode_raw, svals, max_buf)
+def prop6_distributed(t: _SlotTable, rep: CheckReport, rs: _ReaderSequence) -> None:
+    """6. *distributed*: every rank has every step with an equal micro-batch (duration mode: within the
+    budget, none empty), each phase's micro-batch × world size is its slots per step, and within a pass
+    of its stream no sample is delivered twice (readers' ranges are disjoint: property 2's check)."""
+    meta, phases, W = t.meta, t.meta["phases"], t.W
+    max_dur = meta.get("max_duration")
+    for p in phases:
+        if not max_dur and p["end_step"] > t.start and p["micro_batch"] * W != p["slots_per_step"]:
+            rep.fail(f"phase {p['index']}: micro-batch {p['micro_batch']} × world size {W} ≠ {p['slots_per_step']} "
+                     "slots per step")
+    n_mb, lens = len(t.lens), t.lens
+    if max_dur:  # candidates by a vectorized sum, decided by the exact sum below
+        dsum = np.bincount(t.mb_v, weights=t.duration[t.rows_v], minlength=n_mb)
+        size_flag = t.valid & (dsum > max_dur + 1e-6 - 1e-7)
+    else:
+        mbsz = np.array([p["micro_batch"] for p in phases], dtype=np.int64)
+        size_flag = t.valid & (lens != (mbsz[np.repeat(t.ph_pos, W)] if n_mb else np.zeros(0, np.int64)))
+    empty = (t.valid & (lens == 0)).reshape(t.n_steps, W).any(axis=1)
+    for k in np.flatnonzero(size_flag.reshape(t.n_steps, W).any(axis=1) | empty).tolist():
+        step, ph = t.start + k, phases[int(t.ph_pos[k])]
+        for r in range(W):
+            i = k * W + r
+            if not size_flag[i]:
+                continue
+            if max_dur:
+                total = t.duration[t.rows_s[t.cum[i]:t.cum[i + 1]]].sum()
+                if total > max_dur + 1e-6:
+                    rep.fail(f"step {step} rank {r}: {total:.2f} s over the budget {max_dur} s")
+            else:
+                rep.fail(f"step {step} rank {r}: {int(lens[i])} samples, phase micro-batch is {ph['micro_batch']}")
+        if empty[k]:
+            rep.fail(f"step {step}: an empty micro-batch")
+    for s in rs.unknown_streams:
+        rep.fail(f"stream {s!r} is delivered but meta.json counts no eligible sample of it")
+    _check_twice(rep, rs.seq, rs.pass_of)
+    rep.numbers["slots"] = len(t.rows_v)
+
+
+def prop7_faithful(t: _SlotTable, rep: CheckReport, tolerance_sigmas: float) -> None:
+    """7. *faithful*: per phase (and per part of a composite phase), realized shares of each target
+    column within sampling error of the requested ones (declared deviations apart); a phase's
+    ``modality`` delivers no other modality."""
+    idx, samples, meta, W, S = t.idx, t.samples, t.meta, t.W, t.start
+    phases = meta["phases"]
+    ph_key = (np.array([p["index"] for p in phases], dtype=np.int64)[np.repeat(t.ph_pos, W)][t.mb_v]
+              if len(t.mb_v) else np.zeros(0, np.int64))
     # steps of the slots, only where a phase declares parts (their targets hold over their own steps)
-    step_v = S + mb_v // W if any(p.get("parts") for p in phases) else None
-    del mb_v
-
-    # 1: eligible samples, requested cells, virtual positions
-    _check_exact(idx, rep, samples, scode_raw, svals, shard_id, pos, duration, (plan_all, vpos_all, off))
-
-    # 7: faithfulness per phase
+    step_v = S + t.mb_v // W if any(p.get("parts") for p in phases) else None
+    rows_v = t.rows_v
     allowed_cols = [c for c in samples.column_names if c not in ("id", "shard_id", "pos", "offset", "size", "duration_s")]
     enc: dict = {}
 
     def codes_of(c):
-        if c not in allowed_cols and not (c.startswith("cluster:") and c not in samples.column_names):
-            raise KeyError(c)
+        """Codes and values of column ``c``; ``None`` (with the failure reported once) when it has none."""
         if c not in enc:
-            enc[c] = _encode_np(samples.column(c)) if c in allowed_cols else _cluster_codes(idx, samples, c)
+            if c in allowed_cols:
+                enc[c] = _encode_np(samples.column(c))
+            elif c.startswith(CLUSTER_PREFIX) and c not in samples.column_names:
+                try:
+                    enc[c] = _cluster_codes(idx, samples, c)
+                except AssignmentError as e:
+                    enc[c] = None
+                    rep.fail(f"target column {c!r}: {e}")
+            else:
+                enc[c] = None
+                rep.fail(f"target column {c!r} is neither a column of the shard set nor a cluster assignment")
         return enc[c]
 
     worst = 0.0
-    for ph in meta["phases"]:
+    for ph in phases:
         in_ph = ph_key == ph["index"]
         rows = rows_v[in_ph]
-        n = len(rows)
-        if not n:
+        if not len(rows):
             continue
         # substitutions (fallback) and slots moved off exhausted `stop` streams are declared changes
         declared = sum(ph.get("deviations", {}).values()) + ph.get("reassigned", 0)
         worst = max(worst, _faithful(rep, codes_of, allowed_cols, rows, ph.get("targets", {}), declared,
                                      tolerance_sigmas, f"phase {ph['index']} ({ph['policy']})"))
         # the modality a phase keeps (applied before composition): no slot of another one
-        if ph.get("modality", "any") != "any":
+        if ph.get("modality", "any") != "any" and codes_of("modality") is not None:
             codes, vals = codes_of("modality")
             other = [k for k, v in enumerate(vals) if v != ph["modality"]]
             n_other = int(np.isin(codes[rows], other).sum())
@@ -274,7 +391,11 @@ def check_index(workspace, name: str, *, tolerance_sigmas: float = 4.0) -> Check
                 worst = max(worst, _faithful(rep, codes_of, allowed_cols, sel, part.get("targets", {}), declared,
                                              tolerance_sigmas, f"phase {ph['index']} part {k} ({part['policy']})"))
     rep.numbers["worst_fidelity_sigmas"] = round(float(worst), 2)
-    return rep
+
+
+def prop8_pass_order(t: _SlotTable, rep: CheckReport, max_buf: int) -> None:
+    """8. *pass order* (see the module docstring), over the chain of indexes this one continues."""
+    _check_pass_order(t.idx, rep, t.samples, t.rows_v, t.start + t.mb_v // t.W, t.scode_raw, t.svals, max_buf)
 
 
 def _faithful(rep: CheckReport, codes_of, allowed_cols: list, rows: np.ndarray, targets: dict, declared: int,
@@ -286,6 +407,8 @@ def _faithful(rep: CheckReport, codes_of, allowed_cols: list, rows: np.ndarray, 
     allowed_dev = declared / n
     for col, target in targets.items():
         real = _realized(codes_of, col, allowed_cols, rows)
+        if real is None:
+            continue  # a column without values: reported by ``codes_of``
         for v, p in target.items():
             q = real.get(v, 0) / n
             sigma = np.sqrt(max(p * (1 - p), 1e-12) / n)
@@ -297,19 +420,19 @@ def _faithful(rep: CheckReport, codes_of, allowed_cols: list, rows: np.ndarray, 
 
 
 def _cluster_codes(idx, samples, col: str) -> tuple[np.ndarray, list]:
-    """A ``cluster:NAME`` column not in samples.parquet, from ``clusters/NAME/assignments.parquet`` joined
-    by sample id: codes per sample row and the values (a sample without an assignment: None)."""
-    p = idx.ws.path("clusters", col.split(":", 1)[1], "assignments.parquet")
-    if not p.exists():
-        raise KeyError(col)
-    a = pq.read_table(p, columns=["id", "cluster"])
-    at = pc.index_in(_plain(samples.column("id")), value_set=_plain(a.column("id")))
-    at = np.asarray(at.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-    codes, vals = _encode_np(a.column("cluster"))
+    """A ``cluster:NAME`` column not in samples.parquet, from its assignments joined by sample id
+    (:mod:`jadwal.shards.clusters`): codes per sample row and the values (a sample without an
+    assignment: None).  Raises :class:`AssignmentError`."""
+    a = read_assignments(idx.ws, cluster_name(col))
+    at = a.row_codes(_plain(samples.column("id")))
+    codes, vals = _encode_np(a.clusters)
     vals = list(vals) + [None]
     return np.where(at >= 0, codes[np.maximum(at, 0)] if len(codes) else len(vals) - 1, len(vals) - 1), vals
 
-_LIM = 1 << 62
+
+_LIM = 1 << 62  # combined integer keys below this: one sort of int64 (else the lexsort branch)
+_DENSE = 1 << 22  # key spaces up to this (or _DENSE_PER_SLOT × the slots) are counted with bincount …
+_DENSE_PER_SLOT = 4  # … else with np.unique
 
 
 class _Samples:
@@ -480,45 +603,47 @@ def _buffer(rd: np.ndarray, sh: np.ndarray, ps: np.ndarray, p: np.ndarray) -> in
     return int(max(0, np.cumsum(events).max()))
 
 
-def _realized(codes_of, col: str, allowed: list, rows: np.ndarray) -> dict:
-    """Delivered slots per value of a target column, values spelled as str (None → "None"; for an
-    "a/b" column, the parts joined by "/" with None → "")."""
-    if "/" in col and col not in allowed:
-        parts = [codes_of(c) for c in col.split("/")]
-        ks = [len(v) for _, v in parts]
-        total = 1
-        for k in ks:
-            total *= k
-        if total < _LIM:
-            key = np.zeros(len(rows), dtype=np.int64)
-            for (codes, _), k in zip(parts, ks):
-                key = key * k + codes[rows]
-            if total <= max(1 << 22, 4 * len(rows)):
-                cnt = np.bincount(key, minlength=total)
-                u = np.flatnonzero(cnt)
-                cnt = cnt[u]
-            else:
-                u, cnt = np.unique(key, return_counts=True)
-            digits = []
-            for k in reversed(ks):
-                digits.append(u % k)
-                u = u // k
-            combos = np.stack(digits[::-1], axis=1) if digits else np.zeros((0, 0), np.int64)
-        else:
-            combos, cnt = np.unique(np.stack([c[rows] for c, _ in parts], axis=1), axis=0, return_counts=True)
-        spell = [["" if x is None else str(x) for x in v] for _, v in parts]
+def _realized(codes_of, col: str, allowed: list, rows: np.ndarray) -> dict | None:
+    """Delivered slots per value of target column ``col``, values spelled as meta.json spells them
+    (:class:`.targets.TargetColumns`); ``None`` when a column of it has no values (``codes_of``)."""
+    tc = TargetColumns.parse(col, allowed)
+    parts = [codes_of(c) for c in tc.columns]
+    if any(p is None for p in parts):
+        return None
+    if not tc.composite:
+        codes, vals = parts[0]
+        cnt = np.bincount(codes[rows], minlength=len(vals))
         real: dict = {}
-        for combo, c in zip(combos.tolist(), cnt.tolist()):
-            s = "/".join(sp[i] for sp, i in zip(spell, combo))
-            real[s] = real.get(s, 0) + c
+        for x, c in zip(vals, cnt.tolist()):
+            if c:
+                s = tc.encode((x,))
+                real[s] = real.get(s, 0) + c
         return real
-    codes, vals = codes_of(col)
-    cnt = np.bincount(codes[rows], minlength=len(vals))
+    ks = [len(v) for _, v in parts]
+    total = 1
+    for k in ks:
+        total *= k
+    if total < _LIM:
+        key = np.zeros(len(rows), dtype=np.int64)
+        for (codes, _), k in zip(parts, ks):
+            key = key * k + codes[rows]
+        if total <= max(_DENSE, _DENSE_PER_SLOT * len(rows)):
+            cnt = np.bincount(key, minlength=total)
+            u = np.flatnonzero(cnt)
+            cnt = cnt[u]
+        else:
+            u, cnt = np.unique(key, return_counts=True)
+        digits = []
+        for k in reversed(ks):
+            digits.append(u % k)
+            u = u // k
+        combos = np.stack(digits[::-1], axis=1) if digits else np.zeros((0, 0), np.int64)
+    else:
+        combos, cnt = np.unique(np.stack([c[rows] for c, _ in parts], axis=1), axis=0, return_counts=True)
     real = {}
-    for x, c in zip(vals, cnt.tolist()):
-        if c:
-            s = "None" if x is None else str(x)
-            real[s] = real.get(s, 0) + c
+    for combo, c in zip(combos.tolist(), cnt.tolist()):
+        s = tc.encode(tuple(v[i] for (_, v), i in zip(parts, combo)))
+        real[s] = real.get(s, 0) + c
     return real
 
 
@@ -627,7 +752,11 @@ def _check_exact(idx, rep: CheckReport, samples, scode_raw: np.ndarray, svals: l
             rs = rows[sel]
             for c in used:
                 if c not in scodes:
-                    scodes[c] = _sample_codes(idx, samples, c, code_of[c])
+                    try:
+                        scodes[c] = _sample_codes(idx, samples, c, code_of[c])
+                    except AssignmentError as e:
+                        scodes[c] = None
+                        rep.fail(f"composition column {c!r}: {e}")
                 if scodes[c] is None:
                     continue
                 off |= scodes[c][rs] != ccodes[c][ci]
@@ -769,20 +898,15 @@ def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def _sample_codes(idx, samples, col: str, code_of: dict):
     """A composition column of every sample as codes of ``code_of`` (its strings; null → -1, a string
-    ``code_of`` lacks → -2): from samples.parquet or a cluster assignment (a sample without one → -2)."""
+    ``code_of`` lacks → -2): from samples.parquet or a cluster assignment (a sample without one → -2);
+    ``None`` when the column is neither (raises :class:`AssignmentError` for a bad assignment file)."""
     if col in samples.column_names:
         return _str_codes(samples.column(col), code_of)
-    if col.startswith("cluster:"):
-        p = idx.ws.path("clusters", col.split(":", 1)[1], "assignments.parquet")
-        if p.exists():
-            a = pq.read_table(p, columns=["id", "cluster"])
-            ids = _plain(a.column("id"))
-            if pc.count_distinct(ids, mode="all").as_py() != len(ids):
-                raise ValueError("cannot reindex on an axis with duplicate labels")
-            acodes = _str_codes(a.column("cluster"), code_of)
-            at = pc.index_in(_plain(samples.column("id")), value_set=ids)
-            at = np.asarray(at.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-            return np.where(at >= 0, acodes[np.maximum(at, 0)] if len(acodes) else -2, -2)
+    if col.startswith(CLUSTER_PREFIX) and assignments_path(idx.ws, cluster_name(col)).exists():
+        a = read_assignments(idx.ws, cluster_name(col))
+        acodes = _str_codes(a.clusters, code_of)
+        at = a.row_codes(_plain(samples.column("id")))
+        return np.where(at >= 0, acodes[np.maximum(at, 0)] if len(acodes) else -2, -2)
     return None
 
 
@@ -838,7 +962,7 @@ def _check_pass_order(idx, rep: CheckReport, samples, rows_v, steps_v, scode_raw
             return
         rows, steps = np.concatenate([hist[0], rows]), np.concatenate([hist[1], steps])
     po = pass_order(rows, steps, scode_raw[rows], n_code, from_step=idx.start_step)
-    R = idx.world_size * idx.readers_per_rank
+    R = F.ReaderLayout.of(idx).n_readers
     bound = R * max(max_buf, int(meta.get("max_buffer", 0)))
     rep.numbers["pass_order_slack"] = po.slack
     rep.numbers["same_step_repeats"] = po.same_step

@@ -10,11 +10,13 @@ the rest of its nominal sequence is not read (``unused`` in meta.json, per phase
 differ between ranks; every micro-batch is within the budget.
 
 The planning itself is the one pipeline of :func:`jadwal.sched_index.planner.plan_index`; this module
-holds the packing (no imports from the rest of ``sched_index``).
+holds the packing (from the rest of ``sched_index`` it imports only the reader rule of :mod:`.format`).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .format import ReaderLayout
 
 
 def pack(durations: np.ndarray, need: int, budget: float, window: int) -> list[list[int]] | None:
@@ -100,7 +102,8 @@ def stream_front_buffer(stream: np.ndarray, vpos: np.ndarray) -> int:
 def pack_all(spec, plans, results, real, duration, n0, budget, window, stream_of=None, start_step: int = 0):
     """Per phase and reader: pack the nominal sequence; returns micro-batches in (step, rank) order,
     steps from ``start_step``."""
-    W, nw = spec.world_size, spec.readers_per_rank
+    rl = ReaderLayout.of(spec)
+    W = rl.world_size
     T = real[-1][1] - start_step
     mb_rows: list = [None] * (T * W)
     mb_vpos: list = [None] * (T * W)
@@ -113,12 +116,12 @@ def pack_all(spec, plans, results, real, duration, n0, budget, window, stream_of
         req = pp.comp.reshape(Tn, W, n0)
         un = 0
         for rank in range(W):
-            for w in range(nw):
-                nominal_steps = [t for t in range(Tn) if (pp.start + t) % nw == w]
+            for w in range(rl.readers_per_rank):
+                nominal_steps = [t - pp.start for t in rl.steps_of(w, pp.start, pp.end)]
                 seq_rows = rows[nominal_steps, rank].reshape(-1)
                 seq_v = vpos[nominal_steps, rank].reshape(-1)
                 seq_q = req[nominal_steps, rank].reshape(-1)
-                steps = [t for t in range(s, e) if t % nw == w]
+                steps = list(rl.steps_of(w, s, e))
                 mbs = pack(duration[seq_rows], len(steps), budget, window)
                 if mbs is None:
                     return None

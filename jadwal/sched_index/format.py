@@ -30,10 +30,14 @@ An index lives in ``index/<name>/`` of a workspace:
                   every file above.
 
 Reader ``(rank, worker)`` serves micro-batch (step, rank) when ``step % readers_per_rank == worker``:
-this is how PyTorch's DataLoader alternates between workers, so a worker yields whole micro-batches.
+this is how PyTorch's DataLoader alternates between workers, so a worker yields whole micro-batches
+(:class:`ReaderLayout`, the one definition of the rule).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pyarrow as pa
 
 PLAN_FILE = "plan.npy"
@@ -68,10 +72,48 @@ CHUNKS_SCHEMA = pa.schema(
 )
 
 
-def reader_id(rank: int, worker: int, readers_per_rank: int) -> int:
-    return rank * readers_per_rank + worker
+@dataclass(frozen=True)
+class ReaderLayout:
+    """The reader rule: reader ``rank * readers_per_rank + step % readers_per_rank`` serves micro-batch
+    (step, rank), so the DataLoader worker ``step % readers_per_rank`` of each rank yields whole
+    micro-batches.  Methods take ints or NumPy int arrays (broadcast)."""
+
+    world_size: int
+    readers_per_rank: int
+
+    @classmethod
+    def of(cls, obj) -> ReaderLayout:
+        """The layout of anything with ``world_size`` and ``readers_per_rank`` (a spec, an index)."""
+        return cls(int(obj.world_size), int(obj.readers_per_rank))
+
+    @property
+    def n_readers(self) -> int:
+        """Readers over all ranks (``world_size * readers_per_rank``)."""
+        return self.world_size * self.readers_per_rank
+
+    def worker_of(self, step):
+        """The worker of a rank that serves ``step``."""
+        return step % self.readers_per_rank
+
+    def reader_of(self, step, rank):
+        """The global reader id serving micro-batch (``step``, ``rank``)."""
+        return rank * self.readers_per_rank + self.worker_of(step)
+
+    def split(self, reader):
+        """``(rank, worker)`` of a global reader id."""
+        return divmod(reader, self.readers_per_rank)
+
+    def grid(self, start: int, end: int) -> np.ndarray:
+        """int64 ``[end - start, world_size]``: the reader of each (step, rank) of steps ``start..end-1``."""
+        return self.reader_of(np.arange(start, end, dtype=np.int64)[:, None],
+                              np.arange(self.world_size, dtype=np.int64)[None, :])
+
+    def steps_of(self, worker: int, start: int, end: int) -> range:
+        """The steps of ``start..end-1`` that worker ``worker`` (of every rank) serves."""
+        return range(start + (worker - start) % self.readers_per_rank, end, self.readers_per_rank)
 
 
 def worker_of(step: int, readers_per_rank: int) -> int:
-    """The DataLoader worker of a rank that serves ``step``."""
+    """The DataLoader worker of a rank that serves ``step`` (:meth:`ReaderLayout.worker_of`, for callers
+    without a layout object)."""
     return step % readers_per_rank

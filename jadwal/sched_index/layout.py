@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arrays import segmented_cumcount
+from .format import ReaderLayout
 
 BLOCK_SLOTS = 1 << 20
 
@@ -30,13 +31,13 @@ class LayoutError(ValueError):
 def slot_blocks(spec, pp, cstream: np.ndarray, block_slots: int = BLOCK_SLOTS):
     """``(b0, b1, stream, reader)`` per block of whole steps of phase ``pp``, slots in plan order
     ((step, rank, slot): global order)."""
-    W, nw = spec.world_size, spec.readers_per_rank
+    rl = ReaderLayout.of(spec)
+    W = rl.world_size
     T, m = pp.end - pp.start, pp.slots // W
     per_block = max(1, block_slots // max(1, pp.slots))
     for b0 in range(0, T, per_block):
         b1 = min(T, b0 + per_block)
-        reader = (np.arange(W, dtype=np.int64)[None, :, None] * nw
-                  + (np.arange(pp.start + b0, pp.start + b1, dtype=np.int64) % nw)[:, None, None])
+        reader = rl.grid(pp.start + b0, pp.start + b1)[:, :, None]
         s_of = cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)].reshape(-1)
         yield b0, b1, s_of, np.broadcast_to(reader, (b1 - b0, W, m)).reshape(-1)
 
@@ -59,7 +60,7 @@ class PassLayout:
         sequence positions), when given, lets the layout rotate the reader order inside a segment so
         that the step where it begins takes no sample twice (see :func:`_rotate_segment`); ``total``:
         the requests per stream, when the caller has them."""
-        R = spec.world_size * spec.readers_per_rank
+        R = ReaderLayout.of(spec).n_readers
         S = n_streams
         if total is None:  # requests per stream over the run
             total = np.zeros(S, dtype=np.int64)

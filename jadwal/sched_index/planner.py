@@ -33,10 +33,12 @@ from ..workspace import Workspace
 from .duration import nominal_cut, pack_all
 from .policies import PolicyContext, get_policy, load_policy_modules, phase_modality, read_groups
 from .arrays import blocks, count_cells, dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
+from .format import ReaderLayout
 from .layout import PassLayout
 from .samestep import defer_same_step_repeats, pair_slots, undo
 from .samples import CellSet, SampleScan, scan_samples
 from .spec import Phase, Spec, SpecError, load_spec, resolve_phase_steps
+from .targets import TargetColumns
 from .writer import cells_table, chunks_table, write_files, write_index
 
 log = logging.getLogger(__name__)
@@ -246,8 +248,8 @@ def expected_reuse(cells: pd.DataFrame, comp: np.ndarray, columns) -> dict:
     cols = [c for c in ("task", "label") if c in cells.columns]
     if len(cols) < 2:
         cols = [c for c in columns if c in cells.columns and c != "modality"][:1]
-    keys = ["/".join("" if v is None or v != v else str(v) for v in xs)
-            for xs in zip(*[cells[c].tolist() for c in cols])] if cols else ["all"] * len(cells)
+    tc = TargetColumns(tuple(cols))
+    keys = tc.encode_rows(*[cells[c].tolist() for c in cols]) if cols else ["all"] * len(cells)
     by: dict = {}
     for k, c, d, r in zip(keys, counts.tolist(), distinct.tolist(), reuse.tolist()):
         if c:
@@ -256,7 +258,7 @@ def expected_reuse(cells: pd.DataFrame, comp: np.ndarray, columns) -> dict:
             e[1] += d
             e[2] = max(e[2], r)
     total = max(int(counts.sum()), 1)
-    return {"by": "/".join(cols) or "all", "distinct_ratio": round(float(distinct.sum()) / total, 5),
+    return {"by": tc.name or "all", "distinct_ratio": round(float(distinct.sum()) / total, 5),
             "max_reuse": int(reuse.max()) if len(reuse) else 0,
             "cells": {k: {"slots": e[0], "distinct_ratio": round(e[1] / max(e[0], 1), 5), "max_reuse": e[2]}
                       for k, e in sorted(by.items())}}
@@ -396,26 +398,25 @@ class Resolved:
 
 def phase_demand(spec: Spec, pp: PhasePlan, n_streams: int) -> np.ndarray:
     """``D[s, r]``: slots of reader r requesting stream s in this phase."""
-    W, nw = spec.world_size, spec.readers_per_rank
+    rl = ReaderLayout.of(spec)
+    W, R = rl.world_size, rl.n_readers
     T, m = pp.end - pp.start, pp.slots // W
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
-    D = np.zeros(n_streams * W * nw, dtype=np.int64)
+    D = np.zeros(n_streams * R, dtype=np.int64)
     per_block = max(1, BLOCK_SLOTS // pp.slots)
     for b0 in range(0, T, per_block):
         b1 = min(T, b0 + per_block)
-        reader = (np.arange(W)[None, :] * nw + (np.arange(pp.start + b0, pp.start + b1) % nw)[:, None])
-        key = cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)] * (W * nw) + reader[:, :, None]
-        D += np.bincount(key.reshape(-1), minlength=n_streams * W * nw)
-    return D.reshape(n_streams, W * nw)
+        reader = rl.grid(pp.start + b0, pp.start + b1)
+        key = cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)] * R + reader[:, :, None]
+        D += np.bincount(key.reshape(-1), minlength=n_streams * R)
+    return D.reshape(n_streams, R)
 
 
-def chunk_layout(demands: list[np.ndarray], first: np.ndarray | None = None) -> list[np.ndarray]:
+def chunk_layout(demands: list[np.ndarray]) -> list[np.ndarray]:
     """Virtual start of each phase's consumption per (stream, reader).  Reader r owns one contiguous
     range of each stream for the whole run (readers in order), consumed phase after phase."""
     total = sum(demands)
     start = np.cumsum(total, axis=1) - total
-    if first is not None:
-        start = start + first[:, None]
     out, used = [], np.zeros_like(total)
     for d in demands:
         out.append(start + used)
@@ -444,8 +445,8 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     r's consumption of stream s in this phase begins (see :func:`chunk_layout`); ``layout`` maps those
     coordinates to positions of the stream's sequence pass by pass (:class:`PassLayout`; none: the
     identity), ``supply`` those positions to virtual positions (a re-plan)."""
-    W, nw = spec.world_size, spec.readers_per_rank
-    R, S = W * nw, len(seq.names)
+    rl = ReaderLayout.of(spec)
+    W, R, S = rl.world_size, rl.n_readers, len(seq.names)
     T = pp.end - pp.start
     m = pp.slots // W  # slots per micro-batch
     cstream = pp.cells["stream_code"].to_numpy().astype(np.int64)
@@ -453,9 +454,7 @@ def resolve_phase(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     if not impure[cstream[count_cells(pp.comp, len(cstream)) > 0]].any():
         return _resolve_pure(spec, pp, seq, start, cstream, layout, stats, supply)
     flat = pp.comp.reshape(-1)  # plan order: (t, rank, j)
-    # reader of each slot: rank * readers_per_rank + t % readers_per_rank
-    reader3 = (np.arange(W, dtype=np.int64)[None, :, None] * nw
-               + (np.arange(pp.start, pp.end, dtype=np.int64) % nw)[:, None, None])
+    reader3 = rl.grid(pp.start, pp.end)[:, :, None]  # reader of each slot
     s_of = cstream[flat]
     key = s_of * R + np.broadcast_to(reader3, (T, W, m)).reshape(-1)  # (stream, reader)
     del reader3
@@ -521,8 +520,8 @@ def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     in blocks of whole steps with running per-(stream, reader) offsets, so temporaries stay
     O(block + streams × readers) whatever the phase length; rows are generated range by range (slot by
     slot through ``supply`` for an index that continues another)."""
-    W, nw = spec.world_size, spec.readers_per_rank
-    R, S = W * nw, len(seq.names)
+    rl = ReaderLayout.of(spec)
+    W, R, S = rl.world_size, rl.n_readers, len(seq.names)
     T = pp.end - pp.start
     m = pp.slots // W
     n = T * pp.slots
@@ -533,8 +532,7 @@ def _resolve_pure(spec: Spec, pp: PhasePlan, seq: StreamSequences, start: np.nda
     per_block = max(1, BLOCK_SLOTS // pp.slots)
     for b0 in range(0, T, per_block):
         b1 = min(T, b0 + per_block)
-        reader = (np.arange(W, dtype=np.int64)[None, :, None] * nw
-                  + (np.arange(pp.start + b0, pp.start + b1, dtype=np.int64) % nw)[:, None, None])
+        reader = rl.grid(pp.start + b0, pp.start + b1)[:, :, None]
         key = (cstream[pp.comp[b0:b1].reshape(b1 - b0, W, m)] * R + reader).reshape(-1)
         order = stable_order(key)  # grouped by (stream, reader), time order inside
         Db = np.bincount(key, minlength=S * R)
@@ -594,7 +592,7 @@ def _chunks(pp: PhasePlan, cs_: np.ndarray, cr_: np.ndarray, x0: np.ndarray, len
 def _match_impure(spec, pp, seq, flat, s_of, reader, key, start, D, impure, q, supply=None, layout=None):
     """Within chunks of impure streams, give the k-th request of a cell the k-th sample of that cell;
     leftover requests take leftover samples in order (counted deviations)."""
-    R = spec.world_size * spec.readers_per_rank
+    R = ReaderLayout.of(spec).n_readers
     C = len(pp.cells)
     sel = np.flatnonzero(impure[s_of])
     # chunk samples of the impure (stream, reader) pairs, in position order
@@ -689,12 +687,8 @@ def targets_of(pp: PhasePlan) -> dict:
     counts = np.bincount(pp.comp.reshape(-1), minlength=len(pp.cells))
     out = {}
     for col in pp.targets:
-        parts = col.split("/") if col not in pp.cells.columns else [col]
-        if len(parts) == 1:  # the checker's and add_target's spelling: str(value), None → "None"
-            vals = ["None" if v is None or v != v else str(v) for v in pp.cells[col].tolist()]
-        else:
-            vals = ["/".join("" if v is None or v != v else str(v) for v in xs)
-                    for xs in zip(*[pp.cells[c].tolist() for c in parts])]
+        tc = TargetColumns.parse(col, pp.cells.columns)
+        vals = tc.encode_rows(*[pp.cells[c].tolist() for c in tc.columns])
         d: dict = {}
         for v, c in zip(vals, counts.tolist()):
             if c:
@@ -809,7 +803,7 @@ def _plan_duration(ws, spec, st, seq, shard_set: str, name: str, *, start_step: 
         stats: dict = {}
         plans, real = nominal_cut(compose(nominal, st, ws), real_all, start_step, nw, targets_of)
         apply_exhaustion(nominal, plans, seq, stats, capacity=None if source is None else source.capacity)
-        results = resolve_all(nominal, plans, seq, stats, source, check_buffer=False)
+        results = resolve_all(nominal, plans, seq, stats, source, progress, name, check_buffer=False)
         packed = pack_all(spec, plans, results, real, durations, n0, budget, window, st.stream_of_rows, start_step)
         if packed is not None:
             break
@@ -849,7 +843,7 @@ def _plan_duration(ws, spec, st, seq, shard_set: str, name: str, *, start_step: 
                        start_step=start_step, extra=extra, files=files)
 
 
-def build_index(workspace, spec_source, name: str, *, progress: bool = True, overwrite: bool = True) -> dict:
+def build_index(workspace, spec_source, name: str, *, progress: bool = True) -> dict:
     """Plan ``spec_source`` (path, YAML text or dict) into ``index/<name>/``. Returns the meta dict."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     spec = load_spec(spec_source)

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .spec import SpecError
+from .targets import TargetColumns
 
 
 @dataclass
@@ -62,14 +63,17 @@ class PolicyContext:
             self.phase_steps = self.n_steps
 
     def add_target(self, column: str, values: list, weights, n_slots: int) -> None:
-        """Record that ``n_slots`` slots of this phase request ``column`` values with ``weights``."""
+        """Record that ``n_slots`` slots of this phase request ``column`` values with ``weights``: a value
+        of a composite column (``"task/label"``) is a tuple, one part per column (:mod:`.targets`)."""
         if self.targets is None:
             self.targets = {}
-        col = self.targets.setdefault(column, {})
+        tc = TargetColumns.parse(column)
+        col = self.targets.setdefault(tc.name, {})
         w = np.asarray(weights, dtype=np.float64)
         w = w / w.sum() if w.sum() > 0 else w
         for v, x in zip(values, w):
-            col[str(v)] = col.get(str(v), 0.0) + float(x) * n_slots
+            key = tc.encode(v if tc.composite else (v,))
+            col[key] = col.get(key, 0.0) + float(x) * n_slots
 
 
 @dataclass
@@ -84,6 +88,7 @@ class PolicyDef:
 
 POLICIES: dict[str, PolicyDef] = {}
 MODALITIES = ("audio", "text", "any")
+TASK_LABEL = TargetColumns(("task", "label"))  # the composite target of ads and hybrid
 
 
 def register(name: str, *, columns: Callable[[dict], list[str]], slots_factor=None, domain=None,
@@ -469,7 +474,7 @@ def ads(ctx: PolicyContext, clusters: str = "k500", task_weights="uniform", clus
         for li, lpos in enumerate(group_positions(lab_seq, len(labels))):
             if not len(lpos):
                 continue
-            ctx.add_target("task/label", [f"{tasks[t]}/{labels[li]}"], [1.0], len(lpos))
+            ctx.add_target(TASK_LABEL.name, [(tasks[t], labels[li])], [1.0], len(lpos))
             lcells = tcells[lab[tcells] == labels[li]]
             kl = np.unique(clu[lcells])
             # a (cluster, task, label) may span several streams: pick ∝ size
@@ -550,7 +555,7 @@ def hybrid(ctx: PolicyContext, switch: float = 0.3, tpc: dict | None = None, ads
     lab = cells["label"].astype(object).where(cells["label"].notna(), "").to_numpy()
     counts = np.bincount(a.reshape(-1), minlength=len(cells))
     for c in np.flatnonzero(counts):
-        ca.add_target("task/label", [f"{cells['task'].iloc[c]}/{lab[c]}"], [1.0], int(counts[c]))
+        ca.add_target(TASK_LABEL.name, [(cells['task'].iloc[c], lab[c])], [1.0], int(counts[c]))
     if ctx.targets is None:
         ctx.targets = {}
     for part in (ca.targets, cb.targets):

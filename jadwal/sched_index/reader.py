@@ -149,9 +149,13 @@ class ScheduleIndex:
     def shards(self) -> pa.Table:
         return pq.read_table(self.shard_dir / SHARDS_FILE)
 
+    def shard_columns(self, columns: list[str]) -> pa.Table:
+        """``columns`` of ``shards.parquet`` (one thread: a loader process needs a few small columns)."""
+        return pq.read_table(self.shard_dir / SHARDS_FILE, columns=columns, use_threads=False)
+
     @cached_property
     def shard_paths(self) -> dict[int, str]:
-        t = self.shards
+        t = self.shard_columns(["shard_id", "path"])
         return dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
 
     # -- plan ------------------------------------------------------------------------------------

@@ -8,30 +8,27 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ..shards.clusters import CLUSTER_PREFIX, cluster_name, read_assignments
 from ..shards.schema import SAMPLES_FILE
 from ..workspace import atomic_write
 from .reader import open_index
+from .targets import TargetColumns
 
 
 def _attr(idx, column: str) -> np.ndarray:
-    """Per sample row of the shard set, ``column`` spelled as the targets spell it (str, None → "None";
-    "a/b": the parts joined by "/"); a ``cluster:NAME`` column not in the shard index comes from
-    ``clusters/NAME/assignments.parquet`` (by sample id; no assignment → "None")."""
+    """Per sample row of the shard set, ``column``'s value as meta.json spells targets
+    (:class:`.targets.TargetColumns`); a ``cluster:NAME`` column not in the shard index comes from its
+    assignments (:mod:`jadwal.shards.clusters`, by sample id; no assignment → missing)."""
     names = pq.read_schema(idx.shard_dir / SAMPLES_FILE).names
-    cols = column.split("/") if column not in names else [column]
-    vals = [_column(idx, c, names) for c in cols]
-    if len(vals) == 1:
-        return np.array(["None" if x is None else str(x) for x in vals[0]], dtype=object)
-    return np.array(["/".join("" if x is None else str(x) for x in xs) for xs in zip(*vals)], dtype=object)
+    tc = TargetColumns.parse(column, names)
+    return np.array(tc.encode_rows(*[_column(idx, c, names) for c in tc.columns]), dtype=object)
 
 
 def _column(idx, c: str, names: list) -> np.ndarray:
-    if c in names or not c.startswith("cluster:"):
+    if c in names or not c.startswith(CLUSTER_PREFIX):
         return pq.read_table(idx.shard_dir / SAMPLES_FILE, columns=[c]).column(c).to_numpy(zero_copy_only=False)
-    a = pq.read_table(idx.ws.path("clusters", c.split(":", 1)[1], "assignments.parquet"), columns=["id", "cluster"])
-    ids = pq.read_table(idx.shard_dir / SAMPLES_FILE, columns=["id"]).column("id").to_pandas()
-    got = pd.Series(a.column("cluster").to_pylist(), index=a.column("id").to_pandas()).reindex(ids)
-    return np.array([None if x is None or x != x else int(x) for x in got.tolist()], dtype=object)
+    ids = pq.read_table(idx.shard_dir / SAMPLES_FILE, columns=["id"]).column("id")
+    return np.array(read_assignments(idx.ws, cluster_name(c)).join(ids).to_pylist(), dtype=object)
 
 
 def _steps_rows(idx, lo: int, hi: int) -> np.ndarray:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .format import ReaderLayout
+
 
 def defer_same_step_repeats(spec, pp, rows: np.ndarray, v: np.ndarray, cstream: np.ndarray,
                             pass_len: np.ndarray, cand: list[tuple[int, int]], q: np.ndarray | None = None):
     """Edit ``rows``/``v`` (and ``q``) of phase ``pp`` in place.  ``cand``: (stream, step) pairs that may
     hold a repeat.  Returns ``(deferred, left, touched)``: repeats moved, repeats that found no later
     sample in the phase, the (reader, stream) pairs edited, and the swaps made (``undo`` reverts them)."""
-    W, nw = spec.world_size, spec.readers_per_rank
-    m = pp.slots // W
+    rl = ReaderLayout.of(spec)
+    m = pp.slots // rl.world_size
     flat = pp.comp.reshape(-1)
     deferred = left = 0
     touched: set[tuple[int, int]] = set()
@@ -36,7 +38,7 @@ def defer_same_step_repeats(spec, pp, rows: np.ndarray, v: np.ndarray, cstream: 
             rank = (i - lo) // m
             cell, p, x = flat[i], v[i] // pass_len[s], rows[i]
             done = False
-            for t2 in range(t + nw, pp.end, nw):
+            for t2 in rl.steps_of(rl.worker_of(t), t + 1, pp.end):  # this reader's next steps
                 lo2 = (t2 - pp.start) * pp.slots
                 c = lo2 + rank * m + np.arange(m)
                 mine = cstream[flat[c]] == s
@@ -50,7 +52,7 @@ def defer_same_step_repeats(spec, pp, rows: np.ndarray, v: np.ndarray, cstream: 
                 v[i], v[j] = v[j], v[i]
                 if q is not None:
                     q[i], q[j] = q[j], q[i]
-                touched.add((rank * nw + t % nw, int(s)))
+                touched.add((rl.reader_of(t, rank), int(s)))
                 swaps.append((i, j))
                 deferred += 1
                 done = True
@@ -70,18 +72,18 @@ def undo(swaps, *arrays) -> None:
 def pair_slots(spec, pp, cstream: np.ndarray, v: np.ndarray, touched: set[tuple[int, int]]):
     """The slots of the (reader, stream) pairs ``touched`` in plan order, with each slot's reader, stream
     and rank among its pair's virtual positions (the reader's read position: it reads in that order)."""
-    W, nw = spec.world_size, spec.readers_per_rank
-    m = pp.slots // W
+    rl = ReaderLayout.of(spec)
+    m = pp.slots // rl.world_size
     flat = pp.comp.reshape(-1)
     parts = []
     for r, s in sorted(touched):
-        rank, w = divmod(r, nw)
-        steps = np.arange(pp.start + (w - pp.start) % nw, pp.end, nw)
+        rank, w = rl.split(r)
+        steps = np.array(rl.steps_of(w, pp.start, pp.end), dtype=np.int64)
         c = ((steps - pp.start)[:, None] * pp.slots + rank * m + np.arange(m)[None, :]).reshape(-1)
         parts.append(c[cstream[flat[c]] == s])
     sl = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     T = (sl // pp.slots) + pp.start
-    reader = (sl % pp.slots) // m * nw + T % nw
+    reader = rl.reader_of(T, (sl % pp.slots) // m)
     s_of = cstream[flat[sl]]
     key = reader * (int(s_of.max()) + 1 if len(s_of) else 1) + s_of
     o = np.lexsort((v[sl], key))

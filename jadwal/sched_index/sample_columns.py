@@ -18,6 +18,7 @@ memory map: a process's resident memory holds only what it asked for).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -94,12 +95,10 @@ def _hex_to_bytes(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(shard_dir: Path, samples_sha256: str | None = None) -> None:
-    """Write the columns of ``shard_dir/samples.parquet`` (batch by batch: memory bounded by a batch), unless
+    """Write the columns of ``shard_dir/samples.parquet`` (row group by row group: memory bounded by one), unless
     they are current.  Concurrent callers wait on the lock; the folder is replaced atomically."""
     shard_dir = Path(shard_dir)
-    lock = Path(shard_dir) / f"{COLUMNS_DIR}.lock"
-    import fcntl
-
+    lock = shard_dir / f"{COLUMNS_DIR}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
@@ -137,7 +136,7 @@ def _build_locked(shard_dir: Path, samples_sha256: str | None) -> None:
         np.lib.format.write_array_header_1_0(fr, {"descr": np.lib.format.dtype_to_descr(RECORD),
                                                   "fortran_order": False, "shape": (n,)})
         np.lib.format.write_array_header_1_0(fo, {"descr": "<i8", "fortran_order": False, "shape": (n + 1,)})
-        for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
+        for b in _batches(pf, cols):
             m = b.num_rows
             rec = np.zeros(m, dtype=RECORD)
             for c in ("shard_id", "pos", "offset", "size"):
@@ -168,6 +167,12 @@ def _build_locked(shard_dir: Path, samples_sha256: str | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def _batches(pf: pq.ParquetFile, cols: list[str]):
+    """Record batches of ``cols``, one row group decoded at a time (``iter_batches`` reads ahead)."""
+    for g in range(pf.metadata.num_row_groups):
+        yield from pf.read_row_group(g, columns=cols, use_threads=False).to_batches(max_chunksize=BATCH_ROWS)
 
 
 def _header_offset(path: Path) -> int:
@@ -271,12 +276,9 @@ def gather(shard_dir: Path, rows: np.ndarray, *, with_ids: bool = True) -> Sampl
         uniq_ids = [blob_b[a: a + ln].decode("utf-8") for a, ln in zip(loc.tolist(), (o_ends - o_starts).tolist())]
         ids = [uniq_ids[k] for k in inverse.reshape(-1).tolist()]
     names = json.loads((d / STREAMS_FILE).read_text(encoding="utf-8"))
-    src = read_source(shard_dir) or {}
-    has_any = src.get("has_sha1", True)
     sha1 = None
-    if has_any:
-        hexes = [h.hex() if f else "" for h, f in zip(rec["sha1"].tolist(), rec["has_sha1"].tolist())]
-        sha1 = hexes
+    if (read_source(shard_dir) or {}).get("has_sha1", True):
+        sha1 = [h.hex() if f else "" for h, f in zip(rec["sha1"].tolist(), rec["has_sha1"].tolist())]
     return SampleRows(shard_id=rec["shard_id"].astype(np.int64), pos=rec["pos"].astype(np.int64),
                       offset=rec["offset"].astype(np.int64), size=rec["size"].astype(np.int64),
                       stream=rec["stream"].astype(np.int64), stream_names=names, sha1=sha1, ids=ids)

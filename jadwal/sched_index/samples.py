@@ -15,8 +15,8 @@ streams) memory:
 What stays per sample, only where needed: the rows of *impure* streams (streams mixing cells: 12 bytes
 per row of those streams are kept — row and cell — for the planner's matching; more while scanning), eligibility as a sorted list of the minority
 (eligible or ineligible rows, 8 bytes each; nothing when every row is eligible), a cluster column that
-is not in the shard index (joined by sample id from ``clusters/NAME/assignments.parquet``: regroup the
-shards by it to avoid the join) and, in duration mode, the durations.
+is not in the shard index (joined by sample id from ``clusters/NAME/assignments.parquet``,
+:mod:`jadwal.shards.clusters`: regroup the shards by it to avoid the join) and, in duration mode, the durations.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..shards.clusters import CLUSTER_PREFIX, AssignmentError, cluster_name, read_assignments
 from ..shards.schema import SAMPLES_FILE, SHARDS_FILE
 from .spec import Spec, SpecError
 
@@ -290,16 +291,14 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
     files = [path, sdir / SHARDS_FILE]
     joins = {}
     for c in missing:
-        if not c.startswith("cluster:"):
+        if not c.startswith(CLUSTER_PREFIX):
             raise SpecError(f"spec: column {c!r} is neither in the shard index nor a cluster "
                             f"assignment (`cluster:NAME`); shard index columns: {names}")
-        p = ws.path("clusters", c.split(":", 1)[1], "assignments.parquet")
-        if not p.exists():
-            raise SpecError(f"spec: cluster column {c!r} needs {ws.rel(p)} (run `jadwal cluster --name "
-                            f"{c.split(':', 1)[1]}`)")
-        a = pq.read_table(p, columns=["id", "cluster"])
-        joins[c] = (pd.Series(a.column("cluster").to_numpy(), index=a.column("id").to_numpy(zero_copy_only=False)), p)
-        files.append(p)
+        try:
+            joins[c] = read_assignments(ws, cluster_name(c))
+        except AssignmentError as e:
+            raise SpecError(f"spec: cluster column {c!r}: {e}") from None
+        files.append(joins[c].path)
     dict_cols = [c for c in read if c not in ("id", "shard_id", "duration_s") and not c.startswith("cluster:")]
     pf = pq.ParquetFile(path, read_dictionary=dict_cols, pre_buffer=False)
 
@@ -347,12 +346,9 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
         col_codes = {}
         for c in needed:
             if c in joins:
-                lut = joins[c][0]
-                ids = batch.column("id").to_numpy(zero_copy_only=False)
-                vals = lut.reindex(ids).to_numpy()
-                bad = np.isnan(vals.astype(np.float64))
-                unmatched[c] += int(bad.sum())  # every row, eligible or not (a stale file)
-                arr = pa.array(np.where(bad, 0, vals).astype(np.int64))
+                vals = joins[c].join(batch.column("id"))
+                unmatched[c] += vals.null_count  # every row, eligible or not (a stale file)
+                arr = vals.fill_null(0)
             else:
                 arr = batch.column(c)
             col_codes[c] = values[c].of(arr)[e]
@@ -365,7 +361,7 @@ def _scan(ws, shard_set: str, spec: Spec, column_sets: list[tuple[str, ...]], us
         return _scan(ws, shard_set, spec, column_sets, False)
     for c, k in unmatched.items():
         if k:
-            raise SpecError(f"spec: {ws.rel(joins[c][1])} has no cluster for {k} samples of the shard set "
+            raise SpecError(f"spec: {ws.rel(joins[c].path)} has no cluster for {k} samples of the shard set "
                             "(re-run `jadwal cluster` on these shards)")
     if not stream_n.any():
         raise SpecError(f"spec: no sample of shard set {shard_set!r} is eligible (split={spec.split!r})")

@@ -30,6 +30,7 @@ from ..access import LOCAL_ONLY, Access
 from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace, check_name, sha256_file
 from . import schema as S
+from .clusters import assignments_path, cluster_name
 from .errors import ShardError
 from .index_files import REJECTS_FILE, write_index
 from .options import check_output, parse_keys, parse_size
@@ -188,7 +189,7 @@ def plan_regroup(ws: Workspace, keys: list[str], src_name: str, name: str, outpu
     kv = resolve_keys(ws, keys, ids, lookup)
     for k in keys:
         if k.startswith("cluster:") and k not in src.column_names:
-            inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
+            inputs.append(assignments_path(ws, cluster_name(k)))
     sizes = src.column("size").to_numpy().astype(np.float64)
     plans = plan_shards(
         set_prefix(name, output), ids, kv.streams(), sizes, seed=seed, target_bytes=target_bytes,

@@ -1,5 +1,5 @@
 """Grouping keys → streams: a sample's stream is its key values joined with ``|`` (a missing value is
-:data:`NULL_VALUE`); ``cluster:NAME`` keys read ``clusters/NAME/assignments.parquet`` joined on id."""
+:data:`NULL_VALUE`); ``cluster:NAME`` keys read the cluster assignments joined on id (:mod:`.clusters`)."""
 from __future__ import annotations
 
 import logging
@@ -7,32 +7,16 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..manifests.schema import MANIFEST_COLUMNS
 from ..workspace import Workspace
+from .clusters import AssignmentError, cluster_name, read_assignments
 from .errors import ShardError
 from .schema import SAMPLES_SCHEMA
 
 log = logging.getLogger("jadwal.shards")
 
 NULL_VALUE = "null"  # stream value of a missing key value (e.g. a sample without a cluster)
-
-
-def read_assignments(ws: Workspace, name: str) -> pa.Table:
-    path = ws.path("clusters", name, "assignments.parquet")
-    if not path.exists():
-        raise ShardError(
-            f"key 'cluster:{name}': no cluster assignments at {ws.rel(path)} (run `jadwal cluster` first)"
-        )
-    t = pq.read_table(path)
-    missing = {"id", "cluster"} - set(t.column_names)
-    if missing:
-        raise ShardError(f"{ws.rel(path)} lacks column(s) {sorted(missing)} (needs id: string, cluster: int)")
-    ids = t.column("id").cast(pa.string())
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ShardError(f"{ws.rel(path)}: duplicate ids in cluster assignments")
-    return pa.table({"id": ids, "cluster": t.column("cluster").cast(pa.int64())})
 
 
 def join_on_id(ids: pa.Array | pa.ChunkedArray, other_ids, values) -> pa.Array:
@@ -61,7 +45,7 @@ def resolve_keys(ws: Workspace, keys: list[str], ids, lookup) -> KeyValues:
     """Values of each grouping key for rows ``ids``.
 
     ``lookup(name)`` returns the row-aligned column ``name`` or ``None``; ``cluster:NAME`` reads
-    ``clusters/NAME/assignments.parquet`` joined on id (rows without a cluster get null, counted).
+    its assignments joined on id (:mod:`.clusters`; rows without a cluster get null, counted).
     """
     arrays, missing = {}, {}
     for k in keys:
@@ -69,13 +53,12 @@ def resolve_keys(ws: Workspace, keys: list[str], ids, lookup) -> KeyValues:
         if col is not None:
             arrays[k] = pa.chunked_array([col]).combine_chunks() if not isinstance(col, pa.ChunkedArray) else col.combine_chunks()
             continue
-        if k.startswith("cluster:"):
-            name = k.split(":", 1)[1]
-            if not name or "/" in name or name.startswith("."):
-                raise ShardError(f"bad cluster key {k!r} (expected cluster:NAME)")
-            a = read_assignments(ws, name)
-            vals = join_on_id(ids, a.column("id"), a.column("cluster"))
-            vals = pa.chunked_array([vals]).combine_chunks() if not isinstance(vals, pa.ChunkedArray) else vals.combine_chunks()
+        name = cluster_name(k)
+        if name is not None:
+            try:
+                vals = read_assignments(ws, name).join(ids)
+            except AssignmentError as e:
+                raise AssignmentError(f"key {k!r}: {e}") from None
             n_missing = vals.null_count
             if n_missing:
                 missing[k] = n_missing

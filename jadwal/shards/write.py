@@ -30,6 +30,7 @@ from ..manifests.schema import MANIFEST_COLUMNS, manifest_paths, read_manifests
 from ..workspace import Workspace, check_name
 from . import schema as S
 from .audio import AudioError, estimate_audio_bytes, load_row_audio
+from .clusters import assignments_path, cluster_name
 from .errors import ShardError
 from .index_files import reject_row, write_index
 from .options import check_output, parse_keys, parse_size
@@ -369,7 +370,7 @@ def write_shards(
         inputs = list(sp.paths)
         for k in opts.keys:
             if k.startswith("cluster:"):
-                inputs.append(ws.path("clusters", k.split(":", 1)[1], "assignments.parquet"))
+                inputs.append(assignments_path(ws, cluster_name(k)))
         ws.write_meta(
             d,
             "shards",

@@ -109,6 +109,13 @@ class _Reader:
             self.buffer[j] = members
             self.buffer_bytes += int(p.size[j])
             self.max_buffer_bytes = max(self.max_buffer_bytes, self.buffer_bytes)
+            limit = self.ds.buffer_bytes_limit
+            if limit is not None and self.buffer_bytes > limit:
+                raise LoaderError(
+                    f"index {self.ds.index_name!r}: reader (rank {self.ds.rank}, worker {self.worker}) would hold "
+                    f"{self.buffer_bytes} bytes of read-but-undelivered samples ({len(self.buffer)} samples) at "
+                    f"step {int(p.step_of[i])}, over buffer_bytes_limit={limit}. Raise the limit, or re-plan with "
+                    f"a smaller `buffer` (the spec's bound on samples held per reader).")
             if len(self.buffer) > self.max_buffer:
                 self.max_buffer = len(self.buffer)
                 if self.max_buffer > self.ds.buffer_bound:
@@ -256,6 +263,9 @@ class ScheduleDataset(IterableDataset):
         seek_gap: gaps between needed samples of at least this many bytes are skipped with a forward
             seek; shorter gaps are read and dropped (None: always read).  Default 1 MiB.
         verify: check each sample's sha1 when the shard index records one.
+        buffer_bytes_limit: raise when one reader's buffer of read-but-undelivered samples would hold more
+            than this many sample bytes (None: no byte limit; the index's bound on their number always
+            applies).  ``stats["max_buffer_bytes"]`` reports what a run held.
         check_inputs: verify that the shard set still is the one the index was planned against.
     """
 
@@ -279,6 +289,7 @@ class ScheduleDataset(IterableDataset):
         verify: bool = True,
         check_inputs: bool = True,
         allow_remote=frozenset(),
+        buffer_bytes_limit: int | None = None,
     ):
         super().__init__()
         if features not in FEATURES:
@@ -326,7 +337,7 @@ class ScheduleDataset(IterableDataset):
                 idx.check_inputs()
             except IndexError_ as e:
                 raise LoaderError(f"ScheduleDataset (index {index_name!r}, start step {start}, rank {rank}): {e}") from e
-        t = idx.shards
+        t = idx.shard_columns(["shard_id", "path", "bytes"])
         self.shard_paths: dict[int, str] = dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
         self.shard_bytes: dict[int, int] = dict(zip(t.column("shard_id").to_pylist(), t.column("bytes").to_pylist()))
         self.allow_remote = frozenset(allow_remote)
@@ -343,6 +354,9 @@ class ScheduleDataset(IterableDataset):
         self.opener: Opener = opener or default_opener
         self.seek_gap = seek_gap
         self.verify = verify
+        if buffer_bytes_limit is not None and int(buffer_bytes_limit) < 0:
+            raise LoaderError(f"ScheduleDataset: buffer_bytes_limit must be ≥ 0, got {buffer_bytes_limit}")
+        self.buffer_bytes_limit = None if buffer_bytes_limit is None else int(buffer_bytes_limit)
         self.stats: dict[str, Any] = {}
 
     # -- pickling (DataLoader spawn) ---------------------------------------------------------------

@@ -191,3 +191,19 @@ def test_resumed_buffered_plan_reads_what_it_delivers(workspace, lh, auditor):
                 assert auditor.max_seeks_per_open() <= 1
                 assert auditor.bytes_read >= ds.stats["bytes_delivered"]
     assert holes > 0  # the resumes above do cross holes
+
+
+def test_buffer_bytes_limit_is_enforced(workspace, lh):
+    name = lh.index_name("ads", 2)
+    ds = ScheduleDataset(workspace, name, rank=0, world_size=2, decode_audio=False, prefetch=0)
+    list(ds)
+    held = ds.stats["max_buffer_bytes"]
+    assert held > 0
+    ok = ScheduleDataset(workspace, name, rank=0, world_size=2, decode_audio=False, prefetch=0,
+                         buffer_bytes_limit=held)
+    assert len(list(ok)) == len(list(ds.__class__(workspace, name, rank=0, world_size=2, decode_audio=False,
+                                                  prefetch=0)))
+    tight = ScheduleDataset(workspace, name, rank=0, world_size=2, decode_audio=False, prefetch=0,
+                            buffer_bytes_limit=held - 1)
+    with pytest.raises(LoaderError, match="over buffer_bytes_limit"):
+        list(tight)
