@@ -278,7 +278,9 @@ def gather(shard_dir: Path, rows: np.ndarray, *, with_ids: bool = True) -> Sampl
     names = json.loads((d / STREAMS_FILE).read_text(encoding="utf-8"))
     sha1 = None
     if (read_source(shard_dir) or {}).get("has_sha1", True):
-        sha1 = [h.hex() if f else "" for h, f in zip(rec["sha1"].tolist(), rec["has_sha1"].tolist())]
+        # raw bytes via a uint8 view: ``S20.tolist()`` strips trailing NUL bytes (a sha1 ending in 00)
+        raw = np.ascontiguousarray(rec["sha1"]).view(np.uint8).reshape(-1, 20).tobytes()
+        sha1 = [raw[20 * k: 20 * k + 20].hex() if f else "" for k, f in enumerate(rec["has_sha1"].tolist())]
     return SampleRows(shard_id=rec["shard_id"].astype(np.int64), pos=rec["pos"].astype(np.int64),
                       offset=rec["offset"].astype(np.int64), size=rec["size"].astype(np.int64),
                       stream=rec["stream"].astype(np.int64), stream_names=names, sha1=sha1, ids=ids)

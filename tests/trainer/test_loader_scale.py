@@ -207,3 +207,22 @@ def test_buffer_bytes_limit_is_enforced(workspace, lh):
                             buffer_bytes_limit=held - 1)
     with pytest.raises(LoaderError, match="over buffer_bytes_limit"):
         list(tight)
+
+
+def test_sha1s_round_trip_byte_for_byte_including_trailing_zero_bytes(tmp_path):
+    """Every stored sha1 comes back as the 40 hex digits written, whatever its last bytes (a fixed-width
+    ``S20`` numpy column drops trailing NUL bytes on ``tolist()``: a sha1 ending in ``00`` would come
+    back 38 digits long and every read of that sample would fail its hash check)."""
+    shas = ["ab" * 19 + "00", "00" * 20, "12" * 18 + "0000", "ff" * 20, None]
+    n = len(shas)
+    t = pa.table({
+        "id": [f"d/s{i}" for i in range(n)], "stream": ["d"] * n, "shard_id": np.zeros(n, np.int64),
+        "pos": np.arange(n, dtype=np.int64), "offset": np.arange(n, dtype=np.int64) * 1024,
+        "size": np.full(n, 1024, np.int64), "sha1": pa.array(shas, pa.string()),
+    })
+    pq.write_table(t, tmp_path / SAMPLES_FILE)
+    sample_columns.build(tmp_path)
+    rows = np.array([4, 0, 1, 2, 3, 0], dtype=np.int64)
+    got = sample_columns.gather(tmp_path, rows)
+    assert got.sha1 == [shas[r] or "" for r in rows]
+    assert got.ids == [f"d/s{r}" for r in rows]
