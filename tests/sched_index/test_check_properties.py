@@ -3,6 +3,7 @@ docs/sched_index.md; failures reported (never an exception standing in for one);
 branches give the same report as the fast ones."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,11 @@ import pytest
 from jadwal.sched_index import build_index, check_index
 from jadwal.sched_index import check as C
 from jadwal.sched_index.elastic import replan
+
+# the per-slot reference checks of test_check_scale.py, rerun below with the fallbacks forced
+_spec_scale = importlib.util.spec_from_file_location("_check_scale", Path(__file__).with_name("test_check_scale.py"))
+scale = importlib.util.module_from_spec(_spec_scale)
+_spec_scale.loader.exec_module(scale)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 HYBRID = [{"policy": "hybrid", "switch": 0.4, "tpc": {"stages": [["asr"], ["did", "ser", "ssum"]]},
@@ -81,6 +87,14 @@ def test_slow_branches_report_what_the_fast_ones_do(case, syn_ws, ds_ws, forced_
     slow = check_index(ws, "x")
     assert str(slow) == str(fast)
     assert fast.ok == (case != "broken"), str(fast)
+
+
+@pytest.mark.parametrize("seed", range(0, 40, 3))
+def test_slow_reader_checks_match_the_reference(seed, forced_slow):
+    """The per-slot reference of test_check_scale holds for the fallback branches too."""
+    forced_slow()
+    scale.test_vectorized_reader_checks_match_reference(seed)
+    scale.test_unique_rows_is_numpy_unique(seed)
 
 
 def test_slow_realized_counts_match_fast(forced_slow):
