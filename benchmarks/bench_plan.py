@@ -89,7 +89,7 @@ def run_one(ws: str, policy: str, n: int) -> dict:
 
 def run_amend(ws: str, n: int) -> dict:
     """Amend the ``mix`` index at half its steps to the ``tpc`` spec run 20% longer (ledger included)."""
-    from jadwal.sched_index.amend import amend
+    from jadwal.sched_index.amendment import amend
 
     batch = 8 * 64
     steps = n // batch

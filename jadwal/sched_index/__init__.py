@@ -9,7 +9,7 @@ index through :mod:`.reader` and must not pay for the planner, pandas or the che
 from importlib import import_module
 
 _EXPORTS = {
-    "amend": ".amend", "continue_index": ".amend",
+    "amend": ".amendment", "continue_index": ".amendment",
     "check_index": ".check",
     "PlanError": ".planner", "build_index": ".planner",
     "POLICIES": ".policies", "register": ".policies",
@@ -23,7 +23,7 @@ __all__ = ["open_index", "build_index", "amend", "continue_index", "check_index"
 def __getattr__(name: str):
     if name in _EXPORTS:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value  # not the submodule of the same name (``amend``) bound by the import
+        globals()[name] = value  # cached: later lookups skip __getattr__
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

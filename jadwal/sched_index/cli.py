@@ -21,7 +21,7 @@ def _plan(args) -> int:
         with ws.stage("index", name):  # name check, one writer, killed runs' index/.NAME.tmp-PID removed
             _check_shard_paths(ws, spec, parse_schemes(args.allow_remote))
             if args.continue_from:
-                from .amend import continue_index
+                from .amendment import continue_index
 
                 meta = continue_index(ws, spec, name, old=args.continue_from, at_step=args.at_step,
                                       progress=not args.quiet)

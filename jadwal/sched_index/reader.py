@@ -18,7 +18,7 @@ from . import format as F
 from . import sample_columns as SC
 
 
-class IndexError_(ValueError):
+class IndexDamaged(ValueError):
     """The index is missing, damaged, or planned against different shards."""
 
 
@@ -59,6 +59,7 @@ class ScheduleIndex:
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         self.world_size: int = int(self.meta["world_size"])
         self.readers_per_rank: int = int(self.meta["readers_per_rank"])
+        self.layout = F.ReaderLayout(int(self.meta["world_size"]), self.readers_per_rank)  # the reader rule
         self.num_steps: int = int(self.meta["num_steps"])
         self.start_step: int = int(self.meta.get("start_step", 0))
         self.shard_set: str = self.meta["shard_set"]
@@ -66,7 +67,7 @@ class ScheduleIndex:
         self._offsets = np.load(self.dir / F.OFFSETS_FILE, mmap_mode="r")
         expected = (self.num_steps - self.start_step) * self.world_size + 1
         if len(self._offsets) != expected or int(self._offsets[-1]) != len(self._plan):
-            raise IndexError_(f"index {name!r} is damaged: offsets/plan lengths disagree with meta.json")
+            raise IndexDamaged(f"index {name!r} is damaged: offsets/plan lengths disagree with meta.json")
         self._phase_ends = np.array([p["end_step"] for p in self.meta["phases"]], dtype=np.int64)
         if verify_shards:
             self.check_inputs()
@@ -90,12 +91,12 @@ class ScheduleIndex:
         for fname in (SAMPLES_FILE, SHARDS_FILE):
             p = self.shard_dir / fname
             if not p.exists():
-                raise IndexError_(f"index {self.name!r}: shard set {self.shard_set!r} has no {fname}")
+                raise IndexDamaged(f"index {self.name!r}: shard set {self.shard_set!r} has no {fname}")
             want = self.meta["inputs_sha256"][f"shards/{self.shard_set}/{fname}"]
             if fname == SAMPLES_FILE and SC.current(self.shard_dir, want):
                 continue
             if sha256_file(p) != want:
-                raise IndexError_(
+                raise IndexDamaged(
                     f"index {self.name!r} was planned against different shards: {self.ws.rel(p)} changed "
                     f"since planning (re-run `jadwal plan`)"
                 )
@@ -163,7 +164,7 @@ class ScheduleIndex:
         return int(np.searchsorted(self._phase_ends, step, side="right"))
 
     def worker_of(self, step: int) -> int:
-        return F.worker_of(step, self.readers_per_rank)
+        return self.layout.worker_of(step)
 
     def rows(self, step: int, rank: int) -> np.ndarray:
         """Sample rows of micro-batch (step, rank) in delivery order."""
@@ -201,13 +202,7 @@ class ScheduleIndex:
     def reader_steps(self, rank: int, worker: int, start: int | None = None) -> range:
         """The steps reader (rank, worker) serves, from ``start`` (default: the first step) on."""
         s = self.start_step if start is None else max(start, self.start_step)
-        first = s + (worker - s) % self.readers_per_rank
-        return range(first, self.num_steps, self.readers_per_rank)
-
-    def reader_rows(self, rank: int, worker: int, start: int | None = None) -> np.ndarray:
-        """All sample rows reader (rank, worker) delivers from ``start`` on, in delivery order."""
-        parts = [self.rows(t, rank) for t in self.reader_steps(rank, worker, start)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self.layout.steps_of(worker, s, self.num_steps)
 
     def reader_slots(self, rank: int, worker: int, start: int | None = None, stop: int | None = None):
         """Everything reader (rank, worker) delivers in steps [start, stop), vectorized.

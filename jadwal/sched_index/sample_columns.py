@@ -94,10 +94,21 @@ def _hex_to_bytes(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
+#: columns of ``samples.parquet`` the sample columns are made of (``sha1`` is optional)
+REQUIRED_COLUMNS = ("id", "stream", "shard_id", "pos", "offset", "size")
+
+
+class ColumnsUnavailable(ValueError):
+    """``samples.parquet`` lacks the columns a loader reads (a planning-only table)."""
+
+
 def build(shard_dir: Path, samples_sha256: str | None = None) -> None:
     """Write the columns of ``shard_dir/samples.parquet`` (row group by row group: memory bounded by one), unless
     they are current.  Concurrent callers wait on the lock; the folder is replaced atomically."""
     shard_dir = Path(shard_dir)
+    missing = [c for c in REQUIRED_COLUMNS if c not in pq.read_schema(shard_dir / SAMPLES_FILE).names]
+    if missing:  # a planning-only table (no byte locations): nothing a loader could read; it fails loudly then
+        raise ColumnsUnavailable(f"{shard_dir / SAMPLES_FILE} has no {', '.join(missing)} column(s)")
     lock = shard_dir / f"{COLUMNS_DIR}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)

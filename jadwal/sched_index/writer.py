@@ -110,7 +110,8 @@ def write_files(ws, spec, st, shard_set, name, rows, vpos, requested, offsets, c
     samples_sha = inputs.get(ws.rel(shard_dir / SAMPLES_FILE))
     try:
         sample_columns.build(shard_dir, samples_sha)
-    except OSError as e:  # a read-only shard set: loaders fall back to samples.parquet
+    except (OSError, sample_columns.ColumnsUnavailable) as e:  # read-only or planning-only shard set:
+        # loaders fall back to samples.parquet (and fail loudly there when it has no byte locations)
         import logging
 
         logging.getLogger(__name__).warning("could not write the sample columns of %s (%s)", ws.rel(shard_dir), e)

@@ -300,11 +300,11 @@ class ScheduleDataset(IterableDataset):
             raise LoaderError(f"ScheduleDataset: prefetch must be ≥ 0, got {prefetch}")
         self.workspace = workspace
         self.index_name = index_name
-        from ..sched_index.reader import IndexError_
+        from ..sched_index.reader import IndexDamaged
 
         try:
             idx = open_index(workspace, index_name, verify_shards=False)
-        except IndexError_ as e:
+        except IndexDamaged as e:
             raise LoaderError(f"ScheduleDataset: {e}") from e
         self._idx: ScheduleIndex | None = idx
         self.ws_root = idx.ws.root
@@ -335,7 +335,7 @@ class ScheduleDataset(IterableDataset):
         if check_inputs:
             try:
                 idx.check_inputs()
-            except IndexError_ as e:
+            except IndexDamaged as e:
                 raise LoaderError(f"ScheduleDataset (index {index_name!r}, start step {start}, rank {rank}): {e}") from e
         t = idx.shard_columns(["shard_id", "path", "bytes"])
         self.shard_paths: dict[int, str] = dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
@@ -449,22 +449,22 @@ class ScheduleDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         workers = self._my_readers()
         start = self._next_step
-        nw = self.readers_per_rank
         idx = self.index
         readers = {w: _Reader(self, build_read_plan(idx, self.rank, w, start), w) for w in workers}
-        steps = [t for t in range(start, self.num_steps) if t % nw in readers]
+        steps = sorted(t for w in readers for t in idx.layout.steps_of(w, start, self.num_steps))
         return self._iterate(readers, steps)
 
     def _iterate(self, readers: dict[int, _Reader], steps: list[int]) -> Iterator[dict]:
-        nw = self.readers_per_rank
+        layout = self.index.layout
         counters = {w: 0 for w in readers}
 
         def produce(t: int) -> dict:
-            r = readers[t % nw]
-            k = counters[t % nw]
-            counters[t % nw] += 1
+            w = layout.worker_of(t)
+            r = readers[w]
+            k = counters[w]
+            counters[w] += 1
             if int(r.plan.steps[k]) != t:  # pragma: no cover - guards the step bookkeeping
-                raise LoaderError(f"internal error: reader {t % nw} expected step {int(r.plan.steps[k])}, got {t}")
+                raise LoaderError(f"internal error: reader {w} expected step {int(r.plan.steps[k])}, got {t}")
             slots = r.plan.step_slots(k)
             r.current_step = t
             raw = [r.fetch(i) for i in slots]
