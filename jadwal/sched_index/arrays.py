@@ -68,3 +68,15 @@ def count_cells(comp: np.ndarray, n: int, lut: np.ndarray | None = None) -> np.n
     for _, b in blocks(comp):
         out += np.bincount(b if lut is None else lut[b], minlength=n)
     return out
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a fast, well-mixed, deterministic hash of uint64 values (vectorized)."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x

@@ -14,18 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import format as F
+from .arrays import mix64 as _mix64
 from .reader import open_index
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
 
 
 def id_hash64(ids) -> np.ndarray:

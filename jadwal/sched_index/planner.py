@@ -32,7 +32,7 @@ from ..shards import sets as shard_sets
 from ..workspace import Workspace
 from .duration import nominal_cut, pack_all
 from .policies import PolicyContext, get_policy, load_policy_modules, phase_modality, read_groups
-from .arrays import blocks, count_cells, dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
+from .arrays import mix64 as _mix64, blocks, count_cells, dense_unique, segmented_cumcount as _segmented_cumcount, stable_order  # noqa: F401 (re-exported)
 from .format import ReaderLayout
 from .layout import PassLayout
 from .samestep import defer_same_step_repeats, pair_slots, undo
@@ -69,16 +69,6 @@ def pick_shard_set(ws: Workspace, name: str | None) -> str:
 
 
 # -- stream sequences -------------------------------------------------------------------------------
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: a fast, well-mixed, deterministic hash of uint64 values (vectorized)."""
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
 
 
 class StreamSequences:
