@@ -18,9 +18,23 @@ reading the same shards, in the same run; plus an ``strace`` audit of file acces
    seeks (``lseek`` calls that move the position; backward ones separately), ``read`` calls and bytes
    read per shard open, against the bytes of the samples used.
 
+4. ``--cpu`` (issue 19): CPU time per sample, decode included, of ``jadwal`` and ``webdataset`` at 1, 2
+   and 4 DataLoader workers, for an unbuffered plan (``mix-rW``: the ``mix`` above, ``readers_per_rank``
+   W) and a buffered one (``ads-rW``: ADS over synthetic k8 clusters read from the by-dataset streams,
+   which do not follow ADS's cells, so readers hold a read-ahead buffer: ``meta.json`` ``max_buffer`` >
+   0).  Each run is a fresh child process that reports the CPU of its iteration, its own plus its
+   DataLoader workers' (``getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN)``: the workers are its
+   children, reaped when the iterator ends).  Passes are interleaved (every (plan, workers, loader) once
+   per pass, ``--cpu-repeat`` passes); the table has the medians and the median of the per-pass ratios
+   jadwal / webdataset.  Here webdataset yields micro-batches of the index's batch size
+   (``.batched(16, collation_fn=None)``), so both move as many objects between processes.
+   Then the buffered plans' ``ds.stats`` (``num_workers=0``, all readers in one process): fresh and
+   resumed at 3/5 of the run, bytes read over bytes delivered.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_loader.py --samples 1200 --workers 2 --out /tmp/bench_loader.json
+    .venv/bin/python benchmarks/bench_loader.py --samples 1200 --cpu --cpu-repeat 3 --no-timing --no-strace
 """
 from __future__ import annotations
 
@@ -84,9 +98,42 @@ def build_workspace(ws: Path, n: int, workers: int, seed: int = 0) -> dict:
     build_index(ws, {"seed": 0, "batch_size": 16, "epochs": 1, "world_size": 1, "readers_per_rank": workers,
                      "buffer": 0, "phases": [{"policy": "mix", "by": "dataset", "weights": "size"}]},
                 INDEX, progress=False)
+    build_cpu_indexes(ws, n_total)
     shutil.rmtree(ws / "audio")  # only the shards are read from here on
     return {"samples": n_total, "shards": summary["shards"], "shard_bytes": summary["bytes"],
             "audio_h": summary["duration_h"], "seconds_audio": round(t_audio, 1), "seconds_shard": round(t_shard, 1)}
+
+
+CPU_WORKERS = (1, 2, 4)
+K = 8  # synthetic clusters of the buffered plan
+
+
+def write_clusters(ws: Path, seed: int = 0) -> None:
+    """``clusters/k8/assignments.parquet``: a seeded random cluster per sample (the shape `jadwal cluster`
+    writes).  Random clusters are the hard case for locality: every cluster is spread over every shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(ws / "shards" / "by-dataset" / "samples.parquet", columns=["id"]).column("id")
+    rng = np.random.default_rng(seed)
+    d = ws / "clusters" / f"k{K}"
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "cluster": pa.array(rng.integers(0, K, len(ids)), pa.int64()),
+                             "distance": pa.array(np.zeros(len(ids), np.float32))}), d / "assignments.parquet")
+
+
+def build_cpu_indexes(ws: Path, n: int) -> None:
+    """``mix-rW`` (unbuffered) and ``ads-rW`` (buffered) for W in ``CPU_WORKERS``: 1 epoch, world size 1."""
+    from jadwal.sched_index.planner import build_index
+
+    write_clusters(ws)
+    base = {"seed": 0, "batch_size": 16, "epochs": 1, "world_size": 1}
+    for w in CPU_WORKERS:
+        build_index(ws, {**base, "readers_per_rank": w, "buffer": 0,
+                         "phases": [{"policy": "mix", "by": "dataset", "weights": "size"}]}, f"mix-r{w}", progress=False)
+        # the buffer bound is the corpus: the benchmark measures what the plan needs, it does not cap it
+        build_index(ws, {**base, "readers_per_rank": w, "buffer": n, "fallback": "substitute",
+                         "phases": [{"policy": "ads", "clusters": f"k{K}"}]}, f"ads-r{w}", progress=False)
 
 
 # -- loaders -----------------------------------------------------------------------------------------
@@ -104,14 +151,14 @@ def _decode(flac: bytes | None, js: bytes):
     return row, audio
 
 
-def jadwal_iter(ws: Path, workers: int, decode: bool, start: int | None = None):
+def jadwal_iter(ws: Path, workers: int, decode: bool, start: int | None = None, index: str = INDEX):
     from torch.utils.data import DataLoader
 
     from jadwal.trainer import ScheduleDataset
 
-    ds = ScheduleDataset(ws, INDEX, decode_audio=decode, prefetch=2)
+    ds = ScheduleDataset(ws, index, decode_audio=decode, prefetch=2)
     if start is not None:  # resume: the state is the step
-        ds.load_state_dict({"step": start, "index": ds.fingerprint, "name": INDEX})
+        ds.load_state_dict({"step": start, "index": ds.fingerprint, "name": index})
     for b in DataLoader(ds, batch_size=None, num_workers=workers):
         yield len(b["ids"]), b["ids"]
 
@@ -125,7 +172,7 @@ def _wds_map(decode: bool):
     return fn
 
 
-def wds_iter(ws: Path, workers: int, decode: bool):
+def wds_iter(ws: Path, workers: int, decode: bool, batch: int = 1):
     import pyarrow.parquet as pq
     import webdataset as wds
     from torch.utils.data import DataLoader
@@ -133,6 +180,10 @@ def wds_iter(ws: Path, workers: int, decode: bool):
     shards = pq.read_table(ws / "shards" / "by-dataset" / "shards.parquet").column("path").to_pylist()
     urls = [str(ws / p) for p in shards]
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).map(_wds_map(decode))
+    if batch > 1:  # micro-batches as lists of samples, like jadwal's (no collation)
+        for b in DataLoader(ds.batched(batch, collation_fn=None), batch_size=None, num_workers=workers):
+            yield len(b), [s["__key__"] for s in b]
+        return
     for s in DataLoader(ds, batch_size=None, num_workers=workers):
         yield 1, [s["__key__"]]
 
@@ -146,13 +197,13 @@ def shard_bytes(ws: Path) -> int:
     return int(sum(pq.read_table(ws / "shards" / "by-dataset" / "shards.parquet").column("bytes").to_pylist()))
 
 
-def used_bytes(ws: Path, start: int | None = None) -> tuple[int, int]:
+def used_bytes(ws: Path, start: int | None = None, index: str = INDEX) -> tuple[int, int]:
     """(bytes of the samples the index delivers from ``start`` on, number of slots)."""
     import pyarrow.parquet as pq
 
     from jadwal.sched_index import open_index
 
-    idx = open_index(ws, INDEX)
+    idx = open_index(ws, index)
     size = pq.read_table(idx.shard_dir / "samples.parquet", columns=["size"]).column("size").to_numpy()
     s = idx.start_step if start is None else start
     rows = np.concatenate([idx.rows(t, r) for t in range(s, idx.num_steps) for r in range(idx.world_size)])

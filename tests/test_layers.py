@@ -1,7 +1,8 @@
 """Layers that point one way: every import in jadwal (module level *and* inside functions, found with
 ``ast``) goes from a package to itself or to a lower layer, and the package graph has no cycle.
 
-The order (low → high) is :data:`LAYERS`; packages in one layer do not import each other.
+The order (low → high) is :data:`LAYERS`; packages in one layer do not import each other.  The same
+order, with the contracts' homes, is ``docs/architecture.md``.
 """
 from __future__ import annotations
 
