@@ -226,6 +226,92 @@ def time_modes(ws: Path, workers: int, decode: bool, repeat: int) -> list[dict]:
             for loader, t in times.items()]
 
 
+# -- CPU per sample (issue 19) ------------------------------------------------------------------------
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its reaped children (the DataLoader workers), seconds."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def child_cpu(ws: Path, loader: str, workers: int, index: str) -> dict:
+    """One decode pass in this (fresh) process: CPU seconds of the iteration, workers included (they are
+    joined, hence reaped, when the DataLoader iterator ends).  Library imports happen before the measure
+    (``pq.read_table`` imports pyarrow.dataset and pandas, ≈ 0.2 s once per process: in a 1,200-sample run
+    that alone would be 0.17 ms per sample); dataset construction, read plans and worker start-up count."""
+    import pyarrow.dataset  # noqa: F401 - one-time imports outside the measure, the same for both loaders
+    import soundfile  # noqa: F401
+    import torch
+    import webdataset  # noqa: F401
+
+    import jadwal.sched_index
+    import jadwal.trainer.dataset  # noqa: F401
+
+    torch.set_num_threads(1)
+    it = (jadwal_iter(ws, workers, True, index=index) if loader == "jadwal"
+          else wds_iter(ws, workers, True, batch=16))
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    n = sum(c for c, _ in it)
+    return {"samples": n, "cpu_s": cpu_seconds() - c0, "wall_s": time.perf_counter() - t0}
+
+
+def cpu_modes(ws: Path, repeat: int) -> list[dict]:
+    """Every (plan, workers, loader) in a fresh child process, passes interleaved; medians over passes and
+    the median of the per-pass ratios jadwal / webdataset (CPU per sample)."""
+    runs: dict[tuple, list[dict]] = defaultdict(list)
+    for k in range(repeat):
+        for w in CPU_WORKERS:
+            for key in ((f"mix-r{w}", "jadwal"), ("-", "webdataset"), (f"ads-r{w}", "jadwal")):
+                index, loader = key
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--workspace", str(ws), "--child-cpu", loader,
+                       "--child-workers", str(w), "--child-index", index if index != "-" else INDEX]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                runs[(index, loader, w)].append(r)
+                print(f"pass {k + 1}/{repeat} {loader:<10} {index:<6} workers={w} {r['samples']} samples "
+                      f"{1e3 * r['cpu_s'] / r['samples']:.3f} ms CPU/sample ({r['wall_s']:.2f} s wall)", file=sys.stderr)
+    rows = []
+    for plan in ("mix", "ads"):
+        for w in CPU_WORKERS:
+            j, b = runs[(f"{plan}-r{w}", "jadwal", w)], runs[("-", "webdataset", w)]
+            per = lambda rs: [r["cpu_s"] / r["samples"] for r in rs]  # noqa: E731
+            ratios = [x / y for x, y in zip(per(j), per(b))]
+            rows.append({"plan": f"{plan}-r{w}", "workers": w, "passes": len(j),
+                         "jadwal_samples": j[0]["samples"], "webdataset_samples": b[0]["samples"],
+                         "jadwal_ms_per_sample": 1e3 * float(np.median(per(j))),
+                         "webdataset_ms_per_sample": 1e3 * float(np.median(per(b))),
+                         "ratio_median": float(np.median(ratios)), "ratios": [round(x, 4) for x in ratios],
+                         "jadwal_wall_s": float(np.median([r["wall_s"] for r in j])),
+                         "webdataset_wall_s": float(np.median([r["wall_s"] for r in b]))})
+    return rows
+
+
+def buffer_stats(ws: Path) -> list[dict]:
+    """The buffered plans' ``ds.stats`` (``num_workers=0``: this process plays every reader), from step 0
+    and resumed at 3/5 of the run; no decoding (it does not change what is read)."""
+    from jadwal.sched_index import open_index
+    from jadwal.trainer import ScheduleDataset
+
+    out = []
+    for w in CPU_WORKERS:
+        name = f"ads-r{w}"
+        idx = open_index(ws, name)
+        mid = (idx.num_steps * 3) // 5
+        for start in (None, mid):
+            ds = ScheduleDataset(ws, name, decode_audio=False, prefetch=0,
+                                 **({} if start is None else {"start_step": start}))
+            n = sum(len(b["ids"]) for b in ds)
+            st = dict(ds.stats)
+            out.append({"index": name, "readers": w, "steps": idx.num_steps, "start": start or 0,
+                        "slots": n, "meta_max_buffer": int(idx.meta.get("max_buffer", 0) or 0),
+                        "spec_buffer": int(idx.meta.get("buffer", 0) or 0),
+                        "expected_bytes": used_bytes(ws, start, name)[0], **st,
+                        "read_over_delivered": st["sample_bytes_read"] / max(1, st["bytes_delivered"])})
+            print(f"stats {name} from step {start or 0}: {out[-1]}", file=sys.stderr)
+    return out
+
+
 # -- strace ------------------------------------------------------------------------------------------
 _CALL = re.compile(r"^(\d+)\s+(openat|lseek|read|close)\((.*?)(?:\)\s+=\s+(-?\d+).*| <unfinished \.\.\.>)$")
 _RESUMED = re.compile(r"^(\d+)\s+<\.\.\. (openat|lseek|read|close) resumed>.*=\s+(-?\d+)")
@@ -294,9 +380,12 @@ def parse_strace(path: Path, tar_prefix: str) -> dict:
             "read_calls": tot["reads"], "bytes_read": tot["bytes"]}
 
 
-def strace_mode(ws: Path, loader: str, workers: int, out_dir: Path, start: int | None = None) -> dict:
-    trace = out_dir / f"strace-{loader}-w{workers}-s{start}.txt"
+def strace_mode(ws: Path, loader: str, workers: int, out_dir: Path, start: int | None = None,
+                index: str = INDEX) -> dict:
+    trace = out_dir / f"strace-{loader}-{index}-w{workers}-s{start}.txt"
     child = ["--child", loader, "--child-workers", str(workers), "--workspace", str(ws)]
+    if index != INDEX:
+        child += ["--child-index", index]
     if start is not None:
         child += ["--child-start", str(start)]
     cmd = ["strace", "-f", "-qq", "-s", "0", "-e", "trace=openat,lseek,read,close", "-o", str(trace),
@@ -332,16 +421,29 @@ def main(argv=None) -> int:
     ap.add_argument("--child", choices=sorted(LOADERS), help=argparse.SUPPRESS)
     ap.add_argument("--child-workers", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-start", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--no-timing", action="store_true", help="only the strace audit")
+    ap.add_argument("--child-index", default=INDEX, help=argparse.SUPPRESS)
+    ap.add_argument("--child-cpu", choices=sorted(LOADERS), help=argparse.SUPPRESS)
+    ap.add_argument("--no-timing", action="store_true", help="skip the wall-clock modes (timing table)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="issue 19: CPU per sample at 1, 2, 4 workers (mix and buffered ads plans, fresh child "
+                         "process per run) and the buffered plans' stats, fresh and resumed")
+    ap.add_argument("--cpu-repeat", type=int, default=3, help="interleaved passes of the --cpu runs (median reported)")
     a = ap.parse_args(argv)
+    if a.child_cpu:  # one decode pass, CPU measured here (workers are this process's children)
+        print(json.dumps(child_cpu(Path(a.workspace), a.child_cpu, a.child_workers, a.child_index)))
+        return 0
     if a.child:  # one decode pass, traced by the parent
         kw = {"start": a.child_start} if a.child_start is not None else {}
+        if a.child == "jadwal":
+            kw["index"] = a.child_index
         n = sum(c for c, _ in LOADERS[a.child](Path(a.workspace), a.child_workers, True, **kw))
         print(n)
         return 0
     tmp = None
     if a.workspace and (Path(a.workspace) / "index" / INDEX / "meta.json").exists():
         ws, built = Path(a.workspace), {"reused": True}
+        if not (ws / "index" / f"ads-r{CPU_WORKERS[-1]}" / "meta.json").exists():  # built by an older version
+            build_cpu_indexes(ws, used_bytes(ws)[1])
     else:
         if a.workspace:
             ws = Path(a.workspace)
@@ -370,16 +472,27 @@ def main(argv=None) -> int:
                     print(f"{loader:<10} workers={workers} decode={decode!s:<5} {r['samples']:>6} samples "
                           f"{r['seconds']:.2f}s {r['samples_per_s']:.0f} samples/s {r['MB_per_s']:.1f} MB/s",
                           file=sys.stderr)
+        if a.cpu:
+            results["cpu"] = cpu_modes(ws, a.cpu_repeat)
+            if a.out:  # saved as soon as measured (the --cpu runs take minutes)
+                Path(a.out).write_text(json.dumps(results, indent=2))
+            results["buffer_stats"] = buffer_stats(ws)
         if not a.no_strace and shutil.which("strace"):
             out_dir = Path(tmp or ws)
             from jadwal.sched_index import open_index
 
             mid = (open_index(ws, INDEX).num_steps * 3) // 5  # a resume step inside every reader's chunks
-            for loader, workers, start in (("jadwal", 0, None), ("jadwal", a.workers, None),
-                                           ("jadwal", a.workers, mid), ("webdataset", 0, None)):
-                key = f"{loader}-w{workers}" + (f"-resume@{start}" if start is not None else "")
-                results["strace"][key] = r = strace_mode(ws, loader, workers, out_dir, start)
-                base = sb if loader == "webdataset" else used_bytes(ws, start)[0]
+            runs = [("jadwal", 0, None, INDEX), ("jadwal", a.workers, None, INDEX),
+                    ("jadwal", a.workers, mid, INDEX), ("webdataset", 0, None, INDEX)]
+            if a.cpu:  # the buffered plan, fresh and resumed: bytes read at the file level
+                ads = f"ads-r{a.workers}"
+                amid = (open_index(ws, ads).num_steps * 3) // 5
+                runs += [("jadwal", a.workers, None, ads), ("jadwal", a.workers, amid, ads)]
+            for loader, workers, start, index in runs:
+                key = (f"{loader}-w{workers}" + (f"-{index}" if index != INDEX else "")
+                       + (f"-resume@{start}" if start is not None else ""))
+                results["strace"][key] = r = strace_mode(ws, loader, workers, out_dir, start, index)
+                base = sb if loader == "webdataset" else used_bytes(ws, start, index)[0]
                 r["reference_bytes"] = base  # shards (webdataset) / samples used from the start step (jadwal)
                 r["bytes_read_over_reference"] = r["bytes_read"] / base
                 print(f"strace {key}: {r}", file=sys.stderr)
