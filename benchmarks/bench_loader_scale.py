@@ -16,6 +16,7 @@ above the process's RSS just before the step, via ``/proc/self/clear_refs`` + ``
 * ``rank@0`` — the 4 read plans of rank 0 (what ``num_workers=0`` builds before its first micro-batch).
 
     .venv/bin/python benchmarks/bench_loader_scale.py --sizes 1000000 10000000 50000000
+    .venv/bin/python benchmarks/bench_loader_scale.py --workspace KEPT_WS --steps dataset --repeat 3
 """
 from __future__ import annotations
 
@@ -155,6 +156,9 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where the synthetic workspaces go (default: a temp dir)")
     ap.add_argument("--replicate", nargs=2, metavar=("BASE_WS", "COPIES"),
                     help="instead of --sizes: COPIES × the shard set of a kept workspace (e.g. 5 × 10M = 50M)")
+    ap.add_argument("--workspace", metavar="WS",
+                    help="instead of --sizes/--replicate: measure --steps on a kept workspace (already planned)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each step this many times (fresh processes)")
     ap.add_argument("--run-steps", type=int, default=None,
                     help="plan this many steps at every size (default: one epoch); fixes each reader's slots so "
                          "that only the corpus grows")
@@ -171,23 +175,28 @@ def main() -> None:
         os.environ["BENCH_STEPS"] = str(args.run_steps)
 
     rows = []
-    for n in ([None] if args.replicate else args.sizes):
-        ws = tempfile.mkdtemp(prefix=f"loader-scale-{n or 'rep'}-", dir=args.workdir)
+    for n in ([None] if args.replicate or args.workspace else args.sizes):
+        ws = args.workspace or tempfile.mkdtemp(prefix=f"loader-scale-{n or 'rep'}-", dir=args.workdir)
         try:
             t = time.perf_counter()
-            if args.replicate:
+            if args.workspace:
+                import pyarrow.parquet as pq
+
+                n = pq.ParquetFile(os.path.join(ws, "shards", "syn", "samples.parquet")).metadata.num_rows
+            elif args.replicate:
                 n = replicate(args.replicate[0], ws, int(args.replicate[1]))
             else:
                 make(ws, n)
-            print(f"# synthetic shard set of {n:,} samples written in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-            for step in args.steps:
+            made = "found" if args.workspace else f"written in {time.perf_counter() - t:.1f}s"
+            print(f"# synthetic shard set of {n:,} samples {made}", file=sys.stderr)
+            for step in [s for s in args.steps for _ in range(max(1, args.repeat))]:
                 r = run(ws, step, n)
                 rows.append(r)
                 slots = f", {r['slots']:,} slots" if "slots" in r else ""
                 print(f"#  n={n:>11,} {step:>13}: {r['seconds']:7.2f} s, +{r['peak_above_mb']:8.1f} MB peak "
                       f"(RSS before {r['rss_before_mb']:.0f} MB){slots}", file=sys.stderr, flush=True)
         finally:
-            if not args.keep:
+            if not args.keep and not args.workspace:
                 shutil.rmtree(ws, ignore_errors=True)
     print("| samples | step | time (s) | peak RSS above start (MB) | RSS at start (MB) | slots |")
     print("|---:|---|---:|---:|---:|---:|")

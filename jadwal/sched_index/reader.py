@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +45,47 @@ class MicroBatch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+#: shard paths that :func:`~jadwal.shards.shardio.shard_path_refusal` always accepts: relative or absolute
+#: local paths of common characters (no scheme, no control character, no leading ``-`` or blank).
+#: Paths that do not match are checked one by one; the refusal set is exactly the per-path check's.
+_PLAIN_PATH = r"^[A-Za-z0-9_./@+=%,~][A-Za-z0-9_./@+=%,~ -]*$"
+
+
+class ShardColumn(Mapping):
+    """``shard_id`` → one column of ``shards.parquet`` (``dict`` semantics: the last row of an id wins),
+    looked up by binary search over the sorted ids.  No Python object per shard: a loader process
+    materializes only the shards it reads.  Picklable (numpy + Arrow)."""
+
+    def __init__(self, ids: np.ndarray, values: pa.Array):
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        self._ids = ids[order]
+        self._values = values.take(pa.array(order))
+
+    def _at(self, sid) -> int:
+        try:
+            key = int(sid)
+        except (TypeError, ValueError):
+            return -1
+        i = int(np.searchsorted(self._ids, key, side="right")) - 1
+        return i if i >= 0 and int(self._ids[i]) == key else -1
+
+    def __getitem__(self, sid):
+        i = self._at(sid)
+        if i < 0:
+            raise KeyError(sid)
+        return self._values[i].as_py()
+
+    def __contains__(self, sid) -> bool:
+        return self._at(sid) >= 0
+
+    def __iter__(self):
+        return iter(np.unique(self._ids).tolist())
+
+    def __len__(self) -> int:
+        return len(np.unique(self._ids))
 
 
 class ScheduleIndex:
@@ -153,6 +195,24 @@ class ScheduleIndex:
     def shard_columns(self, columns: list[str]) -> pa.Table:
         """``columns`` of ``shards.parquet`` (one thread: a loader process needs a few small columns)."""
         return pq.read_table(self.shard_dir / SHARDS_FILE, columns=columns, use_threads=False)
+
+    def loader_shards(self, allow_remote=frozenset(), *, where: str = "shards.parquet"
+                      ) -> tuple[ShardColumn, ShardColumn]:
+        """``(paths, sizes)`` by shard id, for a loader, after refusing any stored path that may not be opened
+        (:func:`~jadwal.shards.shardio.check_shard_paths`: :class:`~jadwal.shards.shardio.LoaderError`).  Cost per
+        process: one read of three columns; paths of common characters are accepted in one vectorized
+        match, the rest checked one by one (start-up must not pay a Python call per shard of the corpus)."""
+        from ..shards.shardio import check_shard_paths
+
+        t = self.shard_columns(["shard_id", "path", "bytes"])
+        paths = t.column("path").combine_chunks()
+        if pa.types.is_string(paths.type) or pa.types.is_large_string(paths.type):
+            plain = pa.compute.match_substring_regex(paths, _PLAIN_PATH).fill_null(False)
+            check_shard_paths(paths.filter(pa.compute.invert(plain)).to_pylist(), allow_remote, where=where)
+        else:  # not text: every value is refused by the per-path check
+            check_shard_paths(paths.to_pylist(), allow_remote, where=where)
+        ids = t.column("shard_id").to_numpy()
+        return ShardColumn(ids, paths), ShardColumn(ids, t.column("bytes").combine_chunks())
 
     @cached_property
     def shard_paths(self) -> dict[int, str]:

@@ -38,7 +38,6 @@ from ..shards.shardio import (
     ShardError,
     ShardHandle,
     TarFormatError,
-    check_shard_paths,
     default_opener,
     file_size,
     parse_members,
@@ -337,11 +336,10 @@ class ScheduleDataset(IterableDataset):
                 idx.check_inputs()
             except IndexDamaged as e:
                 raise LoaderError(f"ScheduleDataset (index {index_name!r}, start step {start}, rank {rank}): {e}") from e
-        t = idx.shard_columns(["shard_id", "path", "bytes"])
-        self.shard_paths: dict[int, str] = dict(zip(t.column("shard_id").to_pylist(), t.column("path").to_pylist()))
-        self.shard_bytes: dict[int, int] = dict(zip(t.column("shard_id").to_pylist(), t.column("bytes").to_pylist()))
         self.allow_remote = frozenset(allow_remote)
-        check_shard_paths(self.shard_paths.values(), self.allow_remote, where=f"index {index_name!r}: shards.parquet")
+        # shard id -> path / size, looked up per shard read (no Python object per shard of the corpus)
+        self.shard_paths, self.shard_bytes = idx.loader_shards(
+            self.allow_remote, where=f"index {index_name!r}: shards.parquet")
         self._next_step = start
         self._origin: int | None = None  # see _my_readers
         self.features = features

@@ -226,3 +226,48 @@ def test_sha1s_round_trip_byte_for_byte_including_trailing_zero_bytes(tmp_path):
     got = sample_columns.gather(tmp_path, rows)
     assert got.sha1 == [shas[r] or "" for r in rows]
     assert got.ids == [f"d/s{r}" for r in rows]
+
+
+BAD_OR_ODD_PATHS = ["pipe:touch /tmp/x", " PIPE:x", "-rf.tar", "", " ", "\u3000", "a\nb.tar", "a\0b.tar", "a\rb",
+                    "s3://b/k.tar", "simplecache::s3://b/k.tar", "gs://b/k.tar", "C:x.tar", "file:///d/x.tar",
+                    "memory://x.tar", "über/x.tar", "ok dir/x.tar", "/abs/x.tar", "shards/syn/000001.tar", None]
+
+
+@pytest.mark.parametrize("allow", [frozenset(), frozenset({"s3"})])
+def test_loader_shard_lookup_matches_the_table_and_refuses_exactly_the_bad_paths(syn, tmp_path, allow):
+    """``loader_shards`` (vectorized: no Python call per plain path) maps ids like the table and refuses
+    exactly what the per-path check refuses, with the same one-line message."""
+    from jadwal.shards.shardio import check_shard_paths, shard_path_refusal
+
+    ws = tmp_path / "ws"
+    shutil.copytree(syn, ws)
+    sfile = ws / "shards" / "syn" / "shards.parquet"
+    t = pq.read_table(sfile)
+    idx = open_index(ws, "mix", verify_shards=False)
+    paths, sizes = idx.loader_shards(allow)
+    ids = t.column("shard_id").to_pylist()
+    assert dict(paths.items()) == dict(zip(ids, t.column("path").to_pylist()))
+    assert dict(sizes.items()) == dict(zip(ids, t.column("bytes").to_pylist()))
+    assert paths.get(np.int64(ids[-1])) == t.column("path")[len(ids) - 1].as_py() and paths.get(-7, "x") == "x"
+    assert -7 not in paths and ids[0] in paths and len(paths) == len(set(ids))
+    clean = t.column("path").to_pylist()
+    for k, bad in enumerate(BAD_OR_ODD_PATHS):  # one odd path among plain ones
+        p = list(clean)
+        p[(7 * k) % len(p)] = bad
+        pq.write_table(t.set_column(t.schema.get_field_index("path"), "path", pa.array(p, pa.string())), sfile)
+        refused = shard_path_refusal(bad, allow)
+        if refused is None:
+            assert open_index(ws, "mix", verify_shards=False).loader_shards(allow)[0][ids[(7 * k) % len(p)]] == bad
+        else:
+            with pytest.raises(LoaderError) as e:
+                open_index(ws, "mix", verify_shards=False).loader_shards(allow)
+            assert str(e.value).endswith(refused)
+    # all at once: the same first refusal and count as the per-path check
+    p = list(clean)
+    p[: len(BAD_OR_ODD_PATHS)] = BAD_OR_ODD_PATHS
+    pq.write_table(t.set_column(t.schema.get_field_index("path"), "path", pa.array(p, pa.string())), sfile)
+    with pytest.raises(LoaderError) as want:
+        check_shard_paths(p, allow, where="w")
+    with pytest.raises(LoaderError) as got:
+        open_index(ws, "mix", verify_shards=False).loader_shards(allow, where="w")
+    assert str(got.value) == str(want.value)
