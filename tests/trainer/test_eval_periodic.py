@@ -4,33 +4,21 @@ training."""
 from __future__ import annotations
 
 import csv
+import sys
+from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from jadwal.sched_index.planner import build_index
 
-TINY = {"lora": {"r": 4, "init_b_std": 0.02}, "tokenizer": {"vocab_size": 300}, "max_target_tokens": 16,
-        "lm": {"tiny_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                                 "num_key_value_heads": 1}},
-        "encoder": {"kind": "tiny", "tiny_config": {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
-                                                     "encoder_ffn_dim": 64}},
-        "aligner": {"kind": "conv", "k": 2}}
-SMALL = {"asr_a": ("asr", None, 24, "audio"), "did_b": ("did", ["egy", "lev"], 24, "audio")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trainkit import TINY_MODEL as TINY, split_workspace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ews(tmp_path_factory, lh):
     """Train/dev rows (every 4th row dev), sharded by the real writer; a dev index and two train indexes."""
-    from jadwal.shards.write import write_shards
-
-    root = lh.make_workspace(tmp_path_factory.mktemp("peval") / "ws", datasets=SMALL)
-    for f in sorted((root / "manifests").glob("*/manifest.parquet")):
-        t = pq.read_table(f)
-        split = pa.array(["dev" if i % 4 == 0 else "train" for i in range(t.num_rows)])
-        pq.write_table(t.set_column(t.schema.get_field_index("split"), "split", split), f)
-    write_shards(root, by=["dataset"], set_name="splits", max_samples=4, target_size=None, workers=1, progress=False)
+    root = split_workspace(lh, tmp_path_factory.mktemp("peval") / "ws")
     base = {"seed": 1, "shards": "splits", "world_size": 1, "buffer": 400, "batch_size": 2}
     build_index(root, {**base, "steps": 3, "split": "dev",
                        "phases": [{"policy": "mix", "by": "dataset", "weights": "uniform"}]}, "dev", progress=False)

@@ -3,34 +3,21 @@ anchor index, unknown selector options rejected, η with a meaning (w ≤ w_max)
 from __future__ import annotations
 
 import csv
+import sys
+from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from jadwal.sched_index.planner import build_index
 
-TINY = {"lora": {"r": 4, "init_b_std": 0.02}, "tokenizer": {"vocab_size": 300}, "max_target_tokens": 16,
-        "lm": {"tiny_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                                 "num_key_value_heads": 1}},
-        "encoder": {"kind": "tiny", "tiny_config": {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2,
-                                                     "encoder_ffn_dim": 64}},
-        "aligner": {"kind": "conv", "k": 2}}
-SMALL = {"asr_a": ("asr", None, 24, "audio"), "did_b": ("did", ["egy", "lev"], 24, "audio")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trainkit import SMALL_DATASETS as SMALL, TINY_MODEL as TINY, split_workspace  # noqa: E402
 
 
-def split_workspace(lh, root):
-    """A workspace whose manifests have train/dev/test rows (every 4th row dev, the next test), sharded by
-    the real writer into the set ``splits``."""
-    from jadwal.shards.write import write_shards
-
-    lh.make_workspace(root, datasets=SMALL)
-    for f in sorted((root / "manifests").glob("*/manifest.parquet")):
-        t = pq.read_table(f)
-        split = ["dev" if i % 4 == 0 else "test" if i % 4 == 1 else "train" for i in range(t.num_rows)]
-        t = t.set_column(t.schema.get_field_index("split"), "split", __import__("pyarrow").array(split))
-        pq.write_table(t, f)
-    write_shards(root, by=["dataset"], set_name="splits", max_samples=4, target_size=None, workers=1, progress=False)
+def selection_workspace(lh, root):
+    """The split workspace with train/dev/test rows, and its dev, test and pool indexes."""
+    split_workspace(lh, root, test=True)
     base = {"seed": 1, "shards": "splits", "world_size": 1, "buffer": 400}
     build_index(root, {**base, "batch_size": 2, "steps": 6, "split": "dev",
                        "phases": [{"policy": "mix", "by": "dataset", "weights": "uniform"}]}, "dev", progress=False)
@@ -43,7 +30,7 @@ def split_workspace(lh, root):
 
 @pytest.fixture(scope="module")
 def sws(tmp_path_factory, lh):
-    return split_workspace(lh, tmp_path_factory.mktemp("psel") / "ws")
+    return selection_workspace(lh, tmp_path_factory.mktemp("psel") / "ws")
 
 
 def _cfg(selector, run="psel"):
