@@ -815,13 +815,8 @@ def _check_exact(idx, rep: CheckReport, samples, scode_raw: np.ndarray, svals: l
         _check_ledger(idx, rep)
     elif meta.get("continues"):
         c = meta["continues"]
-        try:
-            old = open_index(idx.ws, c["index"], verify_shards=False)
-        except FileNotFoundError:
-            rep.numbers["continuation"] = f"index {c['index']!r} not found, not compared"
-            return
-        if old.fingerprint != c["fingerprint"]:
-            rep.numbers["continuation"] = f"index {c['index']!r} was re-planned since, not compared"
+        old = _parent(idx, rep, "continuation")
+        if old is None:
             return
         o_rows, o_vpos, o_off = _arrays(old)
         lo = int(o_off[(c["at_step"] - old.start_step) * old.world_size])
@@ -979,17 +974,27 @@ def _check_pass_order(idx, rep: CheckReport, samples, rows_v, steps_v, scode_raw
                  f"that step's requests ({declared} declared in meta.json)")
 
 
-def _check_ledger(idx, rep: CheckReport) -> None:
-    """An amendment's ledger is its parent's ledger plus what the parent delivers before the amendment
-    step, recomputed from the parent's public files."""
+def _parent(idx, rep: CheckReport, what: str):
+    """The index ``idx`` continues, as it was when ``idx`` was planned; ``None`` (noted under
+    ``rep.numbers[what]``) when it is gone or was re-planned since, so nothing can be compared."""
     c = idx.meta["continues"]
     try:
         par = open_index(idx.ws, c["index"], verify_shards=False)
     except FileNotFoundError:
-        rep.numbers["ledger"] = f"index {c['index']!r} not found, not compared"
-        return
+        rep.numbers[what] = f"index {c['index']!r} not found, not compared"
+        return None
     if par.fingerprint != c["fingerprint"]:
-        rep.numbers["ledger"] = f"index {c['index']!r} was re-planned since, not compared"
+        rep.numbers[what] = f"index {c['index']!r} was re-planned since, not compared"
+        return None
+    return par
+
+
+def _check_ledger(idx, rep: CheckReport) -> None:
+    """An amendment's ledger is its parent's ledger plus what the parent delivers before the amendment
+    step, recomputed from the parent's public files."""
+    c = idx.meta["continues"]
+    par = _parent(idx, rep, "ledger")
+    if par is None:
         return
     want = delivered_before(par, int(c["at_step"]))
     if Ledger.load(idx.dir) != want:
