@@ -56,7 +56,8 @@ class PassLayout:
               pass_len: np.ndarray | None = None, rows_of=None, total: np.ndarray | None = None) -> "PassLayout":
         """Count every reader's requests per segment, sweeping the compositions of ``plans`` in global
         step order.  Segments per stream: ``seg_len[s]`` (finite), or passes of ``pass_len[s]`` samples
-        repeated as often as the requests need.  ``rows_of(streams, positions)`` (sample rows of
+        repeated as often as the requests need (with ``seg_len``, ``pass_len`` still gives the stream's pass
+        length: whether a step's requests fit in one pass).  ``rows_of(streams, positions)`` (sample rows of
         sequence positions), when given, lets the layout rotate the reader order inside a segment so
         that the step where it begins takes no sample twice (see :func:`_rotate_segment`); ``total``:
         the requests per stream, when the caller has them."""
@@ -89,9 +90,13 @@ class PassLayout:
         bs, bt = [], []  # (stream, step) where a segment after a stream's first one begins
         bnd: list = []  # per such segment: (segment, readers, segments) of the stream's slots in that step
         starts_ = np.r_[0, ends][:-1]
-        nmax = np.zeros(S, dtype=np.int64)  # a pass of the stream (its longest segment)
+        # a pass of the stream: ``pass_len`` when given (a continuation's supply cuts its last pass to the
+        # demand, so its longest segment can be shorter than a pass), else its longest segment
+        nmax = np.zeros(S, dtype=np.int64)
         if G:
             np.maximum.at(nmax, np.repeat(np.arange(S), nseg), lens)
+        if not uniform and pass_len is not None:
+            nmax = np.maximum(nmax, np.asarray(pass_len, dtype=np.int64))
         # streams whose requests go beyond their first segment (the others need no numbering)
         multi = total > np.where(nseg > 0, lens[np.minimum(seg_first[:-1], max(G - 1, 0))] if G else 0, 0)
         for pp in plans:

@@ -712,7 +712,8 @@ def resolve_all(spec: Spec, plans: list[PhasePlan], seq: StreamSequences, stats:
     supply, rows_of, seg = None, seq.rows_many, {"pass_len": seq.n}
     if source is not None:
         supply, seg_len = source.supply(sum(demands).sum(axis=1) if demands else np.zeros(S, np.int64), seq)
-        rows_of, seg = (lambda s_, y: seq.rows_many(s_, supply.virtual(s_, y))), {"seg_len": seg_len}
+        rows_of = (lambda s_, y: seq.rows_many(s_, supply.virtual(s_, y)))
+        seg = {"seg_len": seg_len, "pass_len": seq.n}
     starts = chunk_layout(demands)
     total = sum(demands).sum(axis=1) if demands else np.zeros(S, np.int64)
     layout = PassLayout.build(spec, plans, S, rows_of=rows_of, total=total, **seg)

@@ -377,3 +377,24 @@ def test_id_hash_is_stable_and_vectorized():
     led = Ledger.of(np.r_[h[:5], h[:2]])
     assert led.count(h[:6]).tolist() == [2, 2, 1, 1, 1, 0]
     assert led.plus(Ledger.of(h[4:6])).count(h[:6]).tolist() == [2, 2, 1, 1, 2, 1]
+
+
+def test_amendment_whose_supply_cuts_the_next_pass_short_declares_its_repeat(tmp_path):
+    """Found by the hypothesis test above: at step 51 a stream of 8 samples has 1 sample left in its
+    current pass and the step asks 2 of it; the new index's supply holds the next pass only up to the
+    demand (1 sample), so the layout took that cut segment for the stream's pass, judged the step's 2
+    requests larger than a pass, and neither avoided nor declared the sample delivered twice in the step.
+    The pass length now comes from the stream itself: the repeat is a candidate, cannot be avoided
+    (buffer 0, one request from the new pass) and is declared, so the checker accepts the index."""
+    ws = corpus_ws(tmp_path, CORPUS, stream_by=("cluster", "task", "label"), seed=0)
+    base = {"shards": "syn", "readers_per_rank": 1, "buffer": 0}
+    build_index(ws, {**base, "seed": 0, "batch_size": 1, "steps": 55, "world_size": 1, "phases": phases_of("mix")},
+                "i0", progress=False)
+    amend(ws, {**base, "seed": 1, "batch_size": 6, "steps": 55, "world_size": 3, "phases": phases_of("tpc", 0.2)},
+          "i1", old="i0", at_step=24, progress=False)
+    meta = amend(ws, {**base, "seed": 2, "batch_size": 4, "steps": 52, "world_size": 2,
+                      "phases": phases_of("tpc", 0.2)}, "i2", old="i1", at_step=51, progress=False)
+    rep = check_index(ws, "i2")
+    assert rep.ok, str(rep)
+    assert rep.numbers["same_step_repeats"] == meta["stats"]["same_step_repeats_left"] == 1
+    assert_guarantee(ws, "i2")
